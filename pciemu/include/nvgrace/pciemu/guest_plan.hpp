@@ -1,0 +1,68 @@
+// What a guest needs to hold Grace GPUs: the BARs it sees, the 64-bit MMIO
+// space they take, and the NUMA nodes the guest driver expects
+// (nvgrace-model.md R1, R10, R25).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/identity.hpp"
+#include "nvgrace/pciemu/layout.hpp"
+
+namespace nvgrace::pciemu {
+
+enum class BarRole { device, usemem, resmem };
+
+[[nodiscard]] constexpr std::string_view to_string(BarRole r) {
+  switch (r) {
+    case BarRole::usemem: return "usemem";
+    case BarRole::resmem: return "resmem";
+    case BarRole::device: break;
+  }
+  return "device";
+}
+
+// One BAR as the guest sees it: a real BAR of the device, or a fake one.
+struct GuestBar {
+  unsigned index = 0;
+  BarRole role = BarRole::device;
+  std::uint64_t size = 0;
+  std::optional<MemRegion> mem;  // set for usemem/resmem
+};
+
+// The device's real BARs that stay visible, plus the fake BARs of `layout`
+// replacing BAR2/BAR4 (R1, R10, R11), sorted by index.
+[[nodiscard]] std::vector<GuestBar> visible_bars(const DeviceIdentity& id, const Layout& layout);
+
+// The 64-bit prefetchable window of one PCIe root port holding one GPU.
+struct PortWindow {
+  std::uint64_t size = 0;    // BARs packed naturally aligned, rounded to 1 MiB
+  std::uint64_t align = 0;   // the largest BAR (at least 1 MiB)
+  std::uint64_t offset = 0;  // where the window lands in the guest's 64-bit MMIO space
+};
+
+struct GuestPlan {
+  std::vector<PortWindow> windows;  // one per GPU, in input order
+  std::uint64_t mmio64_bytes = 0;   // end of the last window
+  std::uint64_t highmem_mmio_size = 0;  // smallest power of two >= max(512 GiB, mmio64_bytes)
+  std::vector<std::string> qemu_args;
+};
+
+// QEMU's arm virt machine default 64-bit MMIO window (R25).
+inline constexpr std::uint64_t kQemuDefaultHighmemMmio = 512 * GiB;
+// Generic-initiator NUMA nodes per Grace GPU (R25).
+inline constexpr unsigned kGiNodesPerGpu = 8;
+
+// Each GPU sits behind its own root port; each BAR is aligned to its size and
+// each port's window to its largest BAR. Windows are placed largest alignment
+// first, which is the tightest packing for power-of-two windows. NUMA nodes for
+// the generic initiators are numbered after the guest's `guest_numa_nodes`
+// memory nodes. GPU i is referred to as `dev<i>` and its root port as `rp<i>`.
+[[nodiscard]] Result<GuestPlan> plan_guest(std::span<const std::vector<GuestBar>> gpus, unsigned guest_numa_nodes);
+
+}  // namespace nvgrace::pciemu

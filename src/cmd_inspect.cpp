@@ -1,0 +1,123 @@
+// `nvgrace inspect`: BAR sizing and the guest plan for emulated or described
+// Grace GPUs (nvgrace-model.md R1, R2, R5, R7-R10, R25).
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "command.hpp"
+#include "inspect.hpp"
+#include "nvgrace/common/size.hpp"
+#include "nvgrace/pciemu/profiles.hpp"
+
+namespace nvgrace::cli {
+namespace {
+
+class InspectCommand final : public Command {
+ public:
+  CLI::App* attach(CLI::App& app) override {
+    cmd_ = app.add_subcommand("inspect", "Show the BARs a guest will see for each GPU, and the guest plan");
+    std::vector<std::string> names;
+    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
+    cmd_->add_option("--profile", profiles_, "Built-in emulated device (repeat for several)")
+        ->check(CLI::IsMember(names));
+    cmd_->add_option("--count", count_, "Number of GPUs of the one --profile")->check(CLI::Range(1, 64));
+    device_id_ = cmd_->add_option("--device-id", device_id_text_, "PCI device id, e.g. 0x2342");
+    mem_base_ = cmd_->add_option("--mem-base", mem_base_text_, "Host physical base of device memory, e.g. 0x400000000000");
+    mem_size_ = cmd_->add_option("--mem-size", mem_size_text_, "Device memory size: 96GiB, 0x17E4F00000, ...");
+    auto* bug = cmd_->add_flag("--mig-bug", mig_bug_, "The GPU has the MIG hardware bug (default: from the device id)");
+    auto* nobug = cmd_->add_flag("--no-mig-bug", no_mig_bug_, "The GPU does not have the MIG hardware bug");
+    bug->excludes(nobug);
+    cmd_->add_option("--phys-bits", phys_bits_, "Host physical address width")->check(CLI::Range(1, 64));
+    cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_, "Guest memory NUMA nodes; GI nodes follow them")
+        ->check(CLI::Range(1, 1024));
+    cmd_->add_flag("--json", json_, "Print the JSON report instead of the table");
+    return cmd_;
+  }
+
+  int run() override {
+    std::vector<DeviceSpec> specs;
+    if (int rc = collect(specs); rc != kExitOk) return rc;
+    auto report = build_report(specs, guest_numa_nodes_);
+    if (!report) return usage_error("{}", report.error().message);
+    if (json_)
+      std::cout << to_json(*report).dump(2) << '\n';
+    else
+      std::cout << to_table(*report);
+    return report->any_unusable() ? kExitFailure : kExitOk;
+  }
+
+ private:
+  int collect(std::vector<DeviceSpec>& specs) {
+    const bool explicit_dev = !device_id_->empty() || !mem_base_->empty() || !mem_size_->empty();
+    if (!profiles_.empty() && explicit_dev)
+      return usage_error("--profile conflicts with --device-id/--mem-base/--mem-size: describe a GPU one way");
+    if (profiles_.empty() && !explicit_dev)
+      return usage_error("give --profile NAME, or --device-id, --mem-base and --mem-size");
+    if (count_ && profiles_.size() > 1) return usage_error("--count takes exactly one --profile");
+    if (count_ && explicit_dev) return usage_error("--count goes with --profile");
+
+    std::optional<bool> forced;
+    if (mig_bug_) forced = true;
+    if (no_mig_bug_) forced = false;
+
+    if (explicit_dev) {
+      for (auto* opt : {device_id_, mem_base_, mem_size_})
+        if (opt->empty()) return usage_error("{} is required with --device-id/--mem-base/--mem-size", opt->get_name());
+      auto id = parse_hex16(device_id_text_);
+      if (!id) return usage_error("--device-id: {}", id.error().message);
+      auto identity = pciemu::find_identity(*id);
+      if (!identity) return usage_error("--device-id: {:#06x} is not a Grace GPU nvgrace knows (R1)", *id);
+      auto base = parse_size(mem_base_text_);
+      if (!base) return usage_error("--mem-base: {}", base.error().message);
+      auto size = parse_size(mem_size_text_);
+      if (!size) return usage_error("--mem-size: {}", size.error().message);
+      specs.push_back(make_spec("gpu0", std::nullopt, *id, *base, *size, forced, identity->generation));
+      return kExitOk;
+    }
+    const unsigned n = count_.value_or(1);
+    for (unsigned c = 0; c < n; ++c) {
+      for (const auto& name : profiles_) {
+        const auto profile = *pciemu::find_profile(name);  // checked by CLI::IsMember
+        const auto identity = *pciemu::find_identity(profile.device_id);
+        const auto index = static_cast<unsigned>(specs.size());
+        specs.push_back(make_spec(fmt::format("gpu{}", index), std::string(profile.name), profile.device_id,
+                                  pciemu::emulated_mem_base(index), profile.mem_size, forced, identity.generation));
+      }
+    }
+    return kExitOk;
+  }
+
+  DeviceSpec make_spec(std::string name, std::optional<std::string> profile, std::uint16_t id, std::uint64_t base,
+                       std::uint64_t size, std::optional<bool> forced, pciemu::Generation gen) const {
+    DeviceSpec s;
+    s.name = std::move(name);
+    s.profile = std::move(profile);
+    s.device_id = id;
+    s.mem_base = base;
+    s.mem_size = size;
+    s.mig_hw_bug = forced.value_or(pciemu::mig_bug_expected(gen));
+    s.mig_hw_bug_source = forced ? "flag" : "device-id";
+    s.phys_addr_bits = phys_bits_;
+    return s;
+  }
+
+  CLI::App* cmd_ = nullptr;
+  std::vector<std::string> profiles_;
+  std::optional<unsigned> count_;
+  CLI::Option* device_id_ = nullptr;
+  CLI::Option* mem_base_ = nullptr;
+  CLI::Option* mem_size_ = nullptr;
+  std::string device_id_text_, mem_base_text_, mem_size_text_;
+  bool mig_bug_ = false;
+  bool no_mig_bug_ = false;
+  unsigned phys_bits_ = 64;
+  unsigned guest_numa_nodes_ = 1;
+  bool json_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_inspect_command() { return std::make_unique<InspectCommand>(); }
+
+}  // namespace nvgrace::cli

@@ -1,0 +1,37 @@
+// The shape every `nvgrace` sub-command takes. main() builds all of them,
+// lets CLI11 parse, then runs the one that was named.
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+namespace nvgrace::cli {
+
+// Exit codes shared by all commands.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // the command ran and found a problem
+inline constexpr int kExitUsage = 2;    // bad command line: one line on stderr naming the flag
+
+class Command {
+ public:
+  virtual ~Command() = default;
+  // Adds the sub-command and its options to `app`; returns the sub-command.
+  virtual CLI::App* attach(CLI::App& app) = 0;
+  // Runs after a successful parse. Returns the process exit code.
+  virtual int run() = 0;
+};
+
+std::unique_ptr<Command> make_inspect_command();
+
+// Prints "nvgrace: error: <message>" on stderr and returns kExitUsage.
+template <class... Args>
+int usage_error(fmt::format_string<Args...> f, Args&&... args) {
+  fmt::print(stderr, "nvgrace: error: {}\n", fmt::format(f, std::forward<Args>(args)...));
+  return kExitUsage;
+}
+
+}  // namespace nvgrace::cli

@@ -1,0 +1,61 @@
+// `nvgrace inspect`: what the guest will see for each GPU, and whether it fits.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/guest_plan.hpp"
+#include "nvgrace/pciemu/identity.hpp"
+#include "nvgrace/pciemu/layout.hpp"
+
+namespace nvgrace::cli {
+
+// One GPU to inspect, however it was described (profile, flags, ACPI).
+struct DeviceSpec {
+  std::string name;                    // "gpu0", ...
+  std::optional<std::string> profile;  // built-in profile it came from
+  std::uint16_t device_id = 0;
+  std::uint64_t mem_base = 0;
+  std::uint64_t mem_size = 0;
+  bool mig_hw_bug = false;
+  std::string mig_hw_bug_source;       // "flag", "device-id", "config", ...
+  unsigned phys_addr_bits = 64;
+};
+
+enum class DeviceStatus { fake_bars, passthrough, unusable };
+
+struct DeviceReport {
+  DeviceSpec spec;
+  pciemu::DeviceIdentity identity;
+  DeviceStatus status = DeviceStatus::fake_bars;
+  std::string reason;  // why passthrough or unusable
+  std::vector<pciemu::GuestBar> bars;
+};
+
+struct InspectReport {
+  std::vector<DeviceReport> devices;
+  // The guest plan covers the devices a guest can be given: every one but the
+  // unusable. plan.windows[i] and dev<i> in the QEMU arguments belong to
+  // devices[plan_members[i]].
+  pciemu::GuestPlan plan;
+  std::vector<std::size_t> plan_members;
+  unsigned guest_numa_nodes = 1;
+
+  [[nodiscard]] bool any_unusable() const;
+};
+
+// Fails only where the input cannot describe a Grace GPU at all (unknown device
+// id) or the guest plan overflows; a device the driver would refuse is reported
+// as "unusable" inside the report.
+[[nodiscard]] Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes);
+
+[[nodiscard]] nlohmann::ordered_json to_json(const InspectReport& r);
+// Human-readable report for an 80-column terminal.
+[[nodiscard]] std::string to_table(const InspectReport& r);
+
+}  // namespace nvgrace::cli

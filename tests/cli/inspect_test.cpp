@@ -1,0 +1,176 @@
+// `nvgrace inspect` as a user runs it: the acceptance examples of the
+// foundation issue, the JSON contract, and the usage errors.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "run_nvgrace.hpp"
+
+using nlohmann::json;
+
+namespace {
+json inspect_json(std::vector<std::string> args) {
+  args.insert(args.begin(), {"inspect", "--json"});
+  auto r = run_nvgrace(args);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return json::parse(r.out);
+}
+const json& bar(const json& dev, unsigned index) {
+  for (const auto& b : dev["bars"])
+    if (b["index"] == index) return b;
+  FAIL("no BAR " << index);
+  throw;
+}
+std::size_t lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+}  // namespace
+
+TEST_CASE("inspect: acceptance example 0x17E4F00000 with the MIG bug (R9)") {
+  auto j = inspect_json({"--device-id", "0x2342", "--mem-base", "0x400000000000", "--mem-size", "0x17E4F00000",
+                         "--mig-bug"});
+  const auto& d = j["devices"].at(0);
+  CHECK(d["status"] == "fake-bars");
+  CHECK(d["device_id"] == 0x2342);
+  CHECK(d["model"] == "GH200 120GB");
+  CHECK(d["mig_hw_bug"] == true);
+  CHECK(d["mig_hw_bug_source"] == "flag");
+  const auto& b4 = bar(d, 4);
+  CHECK(b4["role"] == "usemem");
+  CHECK(b4["host_base"] == 0x400000000000ull);
+  CHECK(b4["length"] == 0x17A0000000ull);
+  CHECK(b4["size"] == 0x2000000000ull);
+  CHECK(b4["cacheable"] == true);
+  CHECK(b4["prefetchable"] == true);
+  const auto& b2 = bar(d, 2);
+  CHECK(b2["role"] == "resmem");
+  CHECK(b2["host_base"] == 0x4017A0000000ull);
+  CHECK(b2["length"] == 0x44F00000ull);
+  CHECK(b2["size"] == 0x80000000ull);
+  CHECK(b2["cacheable"] == false);
+  const auto& b0 = bar(d, 0);
+  CHECK(b0["role"] == "device");
+  CHECK(b0["host_base"].is_null());
+}
+
+TEST_CASE("inspect: GB200 186GiB without the bug has one 256 GiB BAR4 and no resmem (R10)") {
+  auto j = inspect_json({"--device-id", "0x2941", "--mem-base", "0x400000000000", "--mem-size", "186GiB",
+                         "--no-mig-bug"});
+  const auto& d = j["devices"].at(0);
+  CHECK(d["mig_hw_bug"] == false);
+  CHECK(bar(d, 4)["size"] == 256ull << 30);
+  CHECK(bar(d, 4)["length"] == 186ull << 30);
+  for (const auto& b : d["bars"]) CHECK(b["role"] != "resmem");
+  CHECK(bar(d, 2)["role"] == "device");
+  CHECK(bar(d, 2)["size"] == 256ull << 30);
+}
+
+TEST_CASE("inspect: the MIG bug follows the device id when no flag is given (R2)") {
+  auto hopper = inspect_json({"--device-id", "2348", "--mem-base", "0", "--mem-size", "144GiB"});
+  CHECK(hopper["devices"][0]["mig_hw_bug"] == true);
+  CHECK(hopper["devices"][0]["mig_hw_bug_source"] == "device-id");
+  auto blackwell = inspect_json({"--device-id", "0x31c2", "--mem-base", "0", "--mem-size", "288GiB"});
+  CHECK(blackwell["devices"][0]["mig_hw_bug"] == false);
+}
+
+TEST_CASE("inspect: profiles with --count and repeated --profile") {
+  auto j = inspect_json({"--profile", "gh200", "--count", "2"});
+  REQUIRE(j["devices"].size() == 2);
+  CHECK(j["devices"][0]["name"] == "gpu0");
+  CHECK(j["devices"][1]["profile"] == "gh200");
+  CHECK(j["devices"][1]["mem_base"] == 0x400000000000ull + (4ull << 40));
+  CHECK(bar(j["devices"][1], 4)["host_base"] == j["devices"][1]["mem_base"]);
+  CHECK(j["guest"]["mmio64_bytes"] == (256ull << 30) + (129ull << 30) + (16ull << 20));
+  CHECK(j["guest"]["highmem_mmio_size"] == 512ull << 30);
+
+  auto mixed = inspect_json({"--profile", "gh200", "--profile", "gb200", "--profile", "gb300"});
+  REQUIRE(mixed["devices"].size() == 3);
+  CHECK(bar(mixed["devices"][2], 4)["size"] == 512ull << 30);
+  CHECK(mixed["guest"]["root_port_windows"].size() == 3);
+}
+
+TEST_CASE("inspect: the guest plan numbers GI nodes after --guest-numa-nodes (R25)") {
+  auto j = inspect_json({"--profile", "gh200", "--guest-numa-nodes", "2"});
+  const auto& args = j["guest"]["qemu_args"];
+  CHECK(std::find(args.begin(), args.end(), "node,nodeid=2") != args.end());
+  CHECK(std::find(args.begin(), args.end(), "acpi-generic-initiator,id=gi7,pci-dev=dev0,node=9") != args.end());
+  auto four = inspect_json({"--profile", "gh200", "--count", "4"});
+  CHECK(four["guest"]["highmem_mmio_size"] == 1ull << 40);
+}
+
+TEST_CASE("inspect: size 0 is passthrough with a reason (R5)") {
+  auto j = inspect_json({"--device-id", "0x2342", "--mem-base", "0x400000000000", "--mem-size", "0"});
+  const auto& d = j["devices"][0];
+  CHECK(d["status"] == "passthrough");
+  CHECK(d["reason"].get<std::string>().find("C2C link not up") != std::string::npos);
+  CHECK(bar(d, 4)["role"] == "device");
+}
+
+TEST_CASE("inspect: a device the driver would refuse is reported as unusable, exit 1") {
+  auto r = run_nvgrace({"inspect", "--json", "--device-id", "0x2342", "--mem-base", "0", "--mem-size",
+                        "0x5FFFFFFF", "--mig-bug"});
+  CHECK(r.exit_code == 1);
+  auto j = json::parse(r.out);
+  CHECK(j["devices"][0]["status"] == "unusable");
+  CHECK(j["devices"][0]["reason"].get<std::string>().find("rounds down to 0") != std::string::npos);
+  CHECK(j["guest"]["root_port_windows"].empty());
+}
+
+TEST_CASE("inspect: the table fits 80 columns and names every BAR") {
+  auto r = run_nvgrace({"inspect", "--profile", "gh200", "--count", "2"});
+  REQUIRE(r.exit_code == 0);
+  std::size_t start = 0;
+  while (start < r.out.size()) {
+    auto end = r.out.find('\n', start);
+    INFO(r.out.substr(start, end - start));
+    CHECK(end - start <= 80);
+    start = end + 1;
+  }
+  CHECK(r.out.find("usemem  0x400000000000   95 GiB     128 GiB   33 GiB    write-back") != std::string::npos);
+  CHECK(r.out.find("resmem  0x4017c0000000   1 GiB      1 GiB     0         write-combined") != std::string::npos);
+  CHECK(r.out.find("highmem-mmio-size:  512G") != std::string::npos);
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("inspect: bad input exits 2 with one line naming the flag") {
+  struct Case {
+    std::vector<std::string> args;
+    const char* mentions;
+  };
+  const std::vector<Case> cases{
+      {{"inspect", "--profile", "h100"}, "--profile"},
+      {{"inspect", "--device-id", "0x2342", "--mem-base", "0", "--mem-size", "lots"}, "--mem-size"},
+      {{"inspect", "--device-id", "0x2342", "--mem-base", "0x", "--mem-size", "1G"}, "--mem-base"},
+      {{"inspect", "--device-id", "0x2342", "--mem-size", "1G"}, "--mem-base"},
+      {{"inspect", "--device-id", "0xzz", "--mem-base", "0", "--mem-size", "1G"}, "--device-id"},
+      {{"inspect", "--device-id", "0x2330", "--mem-base", "0", "--mem-size", "1G"}, "--device-id"},
+      {{"inspect", "--profile", "gh200", "--device-id", "0x2342"}, "--profile"},
+      {{"inspect", "--profile", "gh200", "--mig-bug", "--no-mig-bug"}, "--mig-bug"},
+      {{"inspect", "--profile", "gh200", "--profile", "gb200", "--count", "2"}, "--count"},
+      {{"inspect", "--profile", "gh200", "--count", "0"}, "--count"},
+      {{"inspect"}, "--profile"},
+      {{"inspect", "--profile", "gh200", "--log-level", "loud"}, "--log-level"},
+      {{"inspect", "--frobnicate"}, "--frobnicate"},
+      {{}, "subcommand"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_nvgrace(c.args);
+    INFO(r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(lines(r.err) == 1);
+    CHECK(r.err.find(c.mentions) != std::string::npos);
+    CHECK(r.out.empty());
+  }
+}
+
+TEST_CASE("inspect: -v logs to stderr and leaves stdout JSON intact") {
+  auto r = run_nvgrace({"inspect", "--json", "--device-id", "0x2342", "--mem-base", "0", "--mem-size", "0", "-vv"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("passthrough") != std::string::npos);
+  CHECK_NOTHROW(json::parse(r.out));
+}
+
+TEST_CASE("--help exits 0 and lists the inspect command") {
+  auto r = run_nvgrace({"--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("inspect") != std::string::npos);
+}

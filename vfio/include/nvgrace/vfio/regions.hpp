@@ -1,0 +1,32 @@
+// The region table of the variant device as VFIO_DEVICE_GET_REGION_INFO
+// reports it (nvgrace-model.md R16), built from the BARs the guest sees.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "nvgrace/pciemu/guest_plan.hpp"
+
+namespace nvgrace::vfio {
+
+struct SparseArea {
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+};
+
+struct RegionDesc {
+  unsigned index = 0;           // VFIO_PCI_*_REGION_INDEX
+  std::uint64_t size = 0;
+  std::uint32_t flags = 0;      // VFIO_REGION_INFO_FLAG_*
+  std::vector<SparseArea> sparse;  // VFIO_REGION_INFO_CAP_SPARSE_MMAP areas, when any
+};
+
+// One entry per VFIO PCI region index, BAR0..VGA (VFIO_PCI_NUM_REGIONS).
+// Fake BARs: size = BAR size, READ|WRITE|MMAP, one sparse area {0, length}
+// (R16). The upper halves of 64-bit BARs (3, 5) and absent BARs have size 0.
+// The device's own BARs are trapped by the emulation: READ|WRITE.
+// `config_size` is the config region's size (4096 for PCIe).
+[[nodiscard]] std::vector<RegionDesc> region_table(std::span<const pciemu::GuestBar> bars, std::uint64_t config_size);
+
+}  // namespace nvgrace::vfio
