@@ -1,0 +1,20 @@
+#include "emulated.hpp"
+
+namespace nvgrace::cli {
+
+Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index) {
+  auto profile = pciemu::find_profile(profile_name);
+  if (!profile) return fail("unknown profile '{}'", profile_name);
+  auto identity = pciemu::find_identity(profile->device_id);
+  if (!identity) return fail("profile '{}' names unknown device id {:#06x}", profile_name, profile->device_id);
+  const bool bug = pciemu::mig_bug_expected(identity->generation);
+  auto layout = pciemu::compute_layout({pciemu::emulated_mem_base(gpu_index), profile->mem_size, bug});
+  if (!layout) return std::unexpected(layout.error().context(profile_name));
+  auto bars = pciemu::visible_bars(*identity, *layout);
+  auto config = pciemu::DeviceConfig::build(
+      {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0});
+  if (!config) return std::unexpected(config.error().context(profile_name));
+  return EmulatedGpu{*profile, *identity, *layout, std::move(bars), std::move(*config)};
+}
+
+}  // namespace nvgrace::cli

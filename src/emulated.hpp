@@ -1,0 +1,29 @@
+// An emulated Grace GPU assembled from a built-in profile: its layout, the
+// BARs the guest sees and its config space. One place builds it so every
+// command (config, region, run, serve) sees the same device.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/device_config.hpp"
+#include "nvgrace/pciemu/identity.hpp"
+#include "nvgrace/pciemu/layout.hpp"
+#include "nvgrace/pciemu/profiles.hpp"
+
+namespace nvgrace::cli {
+
+struct EmulatedGpu {
+  pciemu::Profile profile;
+  pciemu::DeviceIdentity identity;
+  pciemu::Layout layout;
+  std::vector<pciemu::GuestBar> bars;
+  pciemu::DeviceConfig config;
+};
+
+// The gpu_index-th emulated GPU of `profile_name` (its memory base depends on
+// the index, docs/profiles.md). The MIG bug follows the device id (R2).
+[[nodiscard]] Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index);
+
+}  // namespace nvgrace::cli
