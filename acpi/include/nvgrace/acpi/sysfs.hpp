@@ -1,0 +1,34 @@
+// PCI functions as Linux sysfs shows them, and their ACPI nodes (R6). Reads
+// files under a configurable root so tests can use a fake tree.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+
+namespace nvgrace::acpi {
+
+struct PciFunction {
+  std::string bdf;                       // "0009:01:00.0"
+  std::optional<std::uint16_t> vendor;   // <bdf>/vendor
+  std::optional<std::uint16_t> device;   // <bdf>/device
+  std::optional<std::string> acpi_path;  // <bdf>/firmware_node/path
+  std::vector<std::uint8_t> config;      // <bdf>/config (256 bytes unprivileged, 4 KiB as root)
+  std::string config_error;              // why config is empty, when it is
+};
+
+// "0009:01:00.0" stays; "01:00.0" becomes "0000:01:00.0". Anything else is an error.
+[[nodiscard]] Result<std::string> normalize_bdf(std::string_view text);
+
+// Reads <root>/bus/pci/devices/<bdf>/...
+[[nodiscard]] Result<PciFunction> read_pci_function(const std::filesystem::path& sysfs_root, const std::string& bdf);
+
+// Every function under <root>/bus/pci/devices with the given vendor id.
+[[nodiscard]] Result<std::vector<PciFunction>> list_pci_functions(const std::filesystem::path& sysfs_root,
+                                                                  std::uint16_t vendor);
+
+}  // namespace nvgrace::acpi
