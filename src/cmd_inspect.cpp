@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "acpi_devices.hpp"
 #include "inspect.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
@@ -31,6 +32,13 @@ class InspectCommand final : public Command {
     cmd_->add_option("--phys-bits", phys_bits_, "Host physical address width")->check(CLI::Range(1, 64));
     cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_, "Guest memory NUMA nodes; GI nodes follow them")
         ->check(CLI::Range(1, 1024));
+    cmd_->add_option("--acpi", acpi_, "ACPI tables: a directory like /sys/firmware/acpi/tables, acpidump text, "
+                     "or .aml/.dat files (repeatable)");
+    sysfs_ = cmd_->add_option("--sysfs", sysfs_root_, "sysfs root for BDF -> ACPI node, device id and config (R6)");
+    cmd_->add_option("--device", bdfs_, "Only this PCI device, e.g. 0009:01:00.0 (repeatable; needs --sysfs)");
+    auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi)");
+    all->excludes(cmd_->get_option("--device"));
+    cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys");
     cmd_->add_flag("--json", json_, "Print the JSON report instead of the table");
     return cmd_;
   }
@@ -40,6 +48,7 @@ class InspectCommand final : public Command {
     if (int rc = collect(specs); rc != kExitOk) return rc;
     auto report = build_report(specs, guest_numa_nodes_);
     if (!report) return usage_error("{}", report.error().message);
+    report->acpi = acpi_diagnostics_;
     if (json_)
       std::cout << to_json(*report).dump(2) << '\n';
     else
@@ -49,6 +58,12 @@ class InspectCommand final : public Command {
 
  private:
   int collect(std::vector<DeviceSpec>& specs) {
+    std::optional<bool> forced;
+    if (mig_bug_) forced = true;
+    if (no_mig_bug_) forced = false;
+    if (host_ || !acpi_.empty()) return collect_acpi(specs, forced);
+    if (!sysfs_->empty() || !bdfs_.empty() || all_) return usage_error("--sysfs, --device and --all go with --acpi or --host");
+
     const bool explicit_dev = !device_id_->empty() || !mem_base_->empty() || !mem_size_->empty();
     if (!profiles_.empty() && explicit_dev)
       return usage_error("--profile conflicts with --device-id/--mem-base/--mem-size: describe a GPU one way");
@@ -56,10 +71,6 @@ class InspectCommand final : public Command {
       return usage_error("give --profile NAME, or --device-id, --mem-base and --mem-size");
     if (count_ && profiles_.size() > 1) return usage_error("--count takes exactly one --profile");
     if (count_ && explicit_dev) return usage_error("--count goes with --profile");
-
-    std::optional<bool> forced;
-    if (mig_bug_) forced = true;
-    if (no_mig_bug_) forced = false;
 
     if (explicit_dev) {
       for (auto* opt : {device_id_, mem_base_, mem_size_})
@@ -85,6 +96,32 @@ class InspectCommand final : public Command {
                                   pciemu::emulated_mem_base(index), profile.mem_size, forced, identity.generation));
       }
     }
+    return kExitOk;
+  }
+
+  int collect_acpi(std::vector<DeviceSpec>& specs, std::optional<bool> forced) {
+    if (!profiles_.empty() || count_ || !mem_base_->empty() || !mem_size_->empty())
+      return usage_error("--acpi/--host conflict with --profile, --count, --mem-base and --mem-size: the tables "
+                         "describe the memory");
+    if (host_ && (!acpi_.empty() || !sysfs_->empty()))
+      return usage_error("--host conflicts with --acpi and --sysfs: it means --acpi /sys/firmware/acpi/tables --sysfs /sys");
+    AcpiQuery q;
+    if (host_) q.tables.emplace_back("/sys/firmware/acpi/tables");
+    for (const auto& a : acpi_) q.tables.emplace_back(a);
+    if (host_) q.sysfs = "/sys";
+    else if (!sysfs_->empty()) q.sysfs = sysfs_root_;
+    q.bdfs = bdfs_;
+    q.forced_mig_bug = forced;
+    q.phys_addr_bits = phys_bits_;
+    if (!device_id_->empty()) {
+      auto id = parse_hex16(device_id_text_);
+      if (!id) return usage_error("--device-id: {}", id.error().message);
+      q.device_id = *id;
+    }
+    auto devices = collect_acpi_devices(q);
+    if (!devices) return usage_error("{}", devices.error().message);
+    specs = std::move(devices->specs);
+    acpi_diagnostics_ = std::move(devices->diagnostics);
     return kExitOk;
   }
 
@@ -114,6 +151,13 @@ class InspectCommand final : public Command {
   unsigned phys_bits_ = 64;
   unsigned guest_numa_nodes_ = 1;
   bool json_ = false;
+  std::vector<std::string> acpi_;
+  CLI::Option* sysfs_ = nullptr;
+  std::string sysfs_root_;
+  std::vector<std::string> bdfs_;
+  bool all_ = false;
+  bool host_ = false;
+  std::optional<nlohmann::ordered_json> acpi_diagnostics_;
 };
 
 }  // namespace

@@ -9,11 +9,11 @@ Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned 
   if (!identity) return fail("profile '{}' names unknown device id {:#06x}", profile_name, profile->device_id);
   const bool bug = pciemu::mig_bug_expected(identity->generation);
   auto layout = pciemu::compute_layout({pciemu::emulated_mem_base(gpu_index), profile->mem_size, bug});
-  if (!layout) return std::unexpected(layout.error().context(profile_name));
+  if (!layout) return fail(layout.error().context(profile_name));
   auto bars = pciemu::visible_bars(*identity, *layout);
   auto config = pciemu::DeviceConfig::build(
       {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0});
-  if (!config) return std::unexpected(config.error().context(profile_name));
+  if (!config) return fail(config.error().context(profile_name));
   return EmulatedGpu{*profile, *identity, *layout, std::move(bars), std::move(*config)};
 }
 

@@ -21,6 +21,29 @@ std::string_view status_name(DeviceStatus s) {
 
 std::string hex_id(std::uint16_t id) { return fmt::format("{:#06x}", id); }
 
+// Word-wraps `text` after `lead` so no line passes 80 columns.
+std::string wrap(std::string_view lead, std::string_view text) {
+  constexpr std::size_t width = 80;
+  std::string out(lead), line_text;
+  const std::string indent(lead.size(), ' ');
+  std::size_t col = lead.size();
+  while (!text.empty()) {
+    auto sp = text.find(' ');
+    std::string_view word = text.substr(0, sp);
+    text = sp == std::string_view::npos ? std::string_view{} : text.substr(sp + 1);
+    if (col > lead.size() && col + 1 + word.size() > width) {
+      out += '\n' + indent;
+      col = indent.size();
+    } else if (col > lead.size()) {
+      out += ' ';
+      ++col;
+    }
+    out += word;
+    col += word.size();
+  }
+  return out;
+}
+
 }  // namespace
 
 bool InspectReport::any_unusable() const {
@@ -37,6 +60,16 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
     auto identity = pciemu::find_identity(spec.device_id);
     if (!identity) return fail("device id {} of {} is not a Grace GPU nvgrace knows (R1)", hex_id(spec.device_id), spec.name);
     DeviceReport dev{spec, *identity, DeviceStatus::fake_bars, {}, {}};
+    if (spec.passthrough_reason) {
+      dev.status = DeviceStatus::passthrough;
+      dev.reason = *spec.passthrough_reason;
+      dev.bars = pciemu::visible_bars(*identity, pciemu::Layout{true, dev.reason, {}, {}});
+      log->info("{}: passthrough: {}", spec.name, dev.reason);
+      report.plan_members.push_back(report.devices.size());
+      guest_bars.push_back(dev.bars);
+      report.devices.push_back(std::move(dev));
+      continue;
+    }
     auto layout = pciemu::compute_layout({spec.mem_base, spec.mem_size, spec.mig_hw_bug, spec.phys_addr_bits});
     if (!layout) {
       dev.status = DeviceStatus::unusable;
@@ -58,7 +91,7 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
     report.devices.push_back(std::move(dev));
   }
   auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes);
-  if (!plan) return std::unexpected(plan.error().context("guest plan"));
+  if (!plan) return fail(plan.error().context("guest plan"));
   report.plan = std::move(*plan);
   return report;
 }
@@ -89,6 +122,21 @@ nlohmann::ordered_json to_json(const InspectReport& r) {
     jd["mem_size"] = d.spec.mem_size;
     jd["mig_hw_bug"] = d.spec.mig_hw_bug;
     jd["mig_hw_bug_source"] = d.spec.mig_hw_bug_source;
+    jd["acpi_path"] = d.spec.acpi_path ? ordered_json(*d.spec.acpi_path) : ordered_json(nullptr);
+    jd["bdf"] = d.spec.bdf ? ordered_json(*d.spec.bdf) : ordered_json(nullptr);
+    if (d.spec.segment) jd["segment"] = *d.spec.segment;
+    if (d.spec.acpi_path) jd["adr_chain"] = d.spec.adr_chain;
+    if (d.spec.pxm_start || d.spec.pxm_count) {
+      jd["numa"] = {{"pxm_start", d.spec.pxm_start ? ordered_json(*d.spec.pxm_start) : ordered_json(nullptr)},
+                    {"pxm_count", d.spec.pxm_count ? ordered_json(*d.spec.pxm_count) : ordered_json(nullptr)}};
+    }
+    if (d.spec.egm_base_pa || d.spec.egm_size || d.spec.egm_pxm || d.spec.egm_retired_pages_data_base) {
+      auto opt = [](const std::optional<std::uint64_t>& v) { return v ? ordered_json(*v) : ordered_json(nullptr); };
+      jd["egm"] = {{"base_pa", opt(d.spec.egm_base_pa)},
+                   {"size", opt(d.spec.egm_size)},
+                   {"pxm", opt(d.spec.egm_pxm)},
+                   {"retired_pages_data_base", opt(d.spec.egm_retired_pages_data_base)}};
+    }
     jd["status"] = std::string(status_name(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
     jd["bars"] = std::move(bars);
@@ -105,7 +153,9 @@ nlohmann::ordered_json to_json(const InspectReport& r) {
   guest["guest_numa_nodes"] = r.guest_numa_nodes;
   guest["root_port_windows"] = std::move(windows);
   guest["qemu_args"] = r.plan.qemu_args;
-  return ordered_json{{"devices", std::move(devices)}, {"guest", std::move(guest)}};
+  ordered_json out{{"devices", std::move(devices)}, {"guest", std::move(guest)}};
+  if (r.acpi) out["acpi"] = *r.acpi;
+  return out;
 }
 
 std::string to_table(const InspectReport& r) {
@@ -114,14 +164,36 @@ std::string to_table(const InspectReport& r) {
     out += s;
     out += '\n';
   };
+  if (r.acpi) {
+    const auto& a = *r.acpi;
+    std::string names;
+    for (const auto& t : a["tables"]) names += (names.empty() ? "" : ", ") + t["source"].get<std::string>();
+    line(wrap("ACPI: ", fmt::format("{} table(s) read ({}); {} reader error(s), {} warning(s){}", a["tables"].size(),
+                                    names, a["errors"].size(), a["warnings"].size(),
+                                    a["errors"].empty() ? "" : " - run with -v to see them")));
+    line("");
+  }
   for (const auto& d : r.devices) {
     line(fmt::format("{}: {:04x}:{:04x} {} ({}){}", d.spec.name, pciemu::kNvidiaVendorId, d.spec.device_id,
                      d.identity.model, pciemu::to_string(d.identity.generation),
                      d.spec.profile ? fmt::format(", profile {}", *d.spec.profile) : ""));
     line(fmt::format("  memory {} at {:#x}, MIG bug: {} (from {})", format_size(d.spec.mem_size), d.spec.mem_base,
                      d.spec.mig_hw_bug ? "yes" : "no", d.spec.mig_hw_bug_source));
+    if (d.spec.acpi_path) {
+      std::string adr;
+      for (auto a : d.spec.adr_chain) adr += fmt::format("{}{:x}.{:x}", adr.empty() ? "" : "/", a >> 16, a & 0xFFFF);
+      line(fmt::format("  acpi   {} (segment {}, _ADR {})", *d.spec.acpi_path, d.spec.segment.value_or(0),
+                       adr.empty() ? "-" : adr));
+    }
+    if (d.spec.bdf) line(fmt::format("  pci    {}", *d.spec.bdf));
+    if (d.spec.pxm_start && d.spec.pxm_count)
+      line(fmt::format("  numa   PXM {}..{} ({} memory partitions)", *d.spec.pxm_start,
+                       *d.spec.pxm_start + *d.spec.pxm_count - 1, *d.spec.pxm_count));
+    if (d.spec.egm_base_pa && d.spec.egm_size)
+      line(fmt::format("  egm    {} at {:#x}{}", format_size(*d.spec.egm_size), *d.spec.egm_base_pa,
+                       d.spec.egm_pxm ? fmt::format(", PXM {}", *d.spec.egm_pxm) : ""));
     line(fmt::format("  status {}", status_name(d.status)));
-    if (!d.reason.empty()) line(fmt::format("  reason {}", d.reason));
+    if (!d.reason.empty()) line(wrap("  reason ", d.reason));
     line(fmt::format("  {:<3} {:<7} {:<16} {:<10} {:<9} {:<9} {}", "BAR", "role", "host base", "length", "BAR size",
                      "tail", "mapping"));
     for (const auto& b : d.bars) {
@@ -136,6 +208,7 @@ std::string to_table(const InspectReport& r) {
     }
     line("");
   }
+  if (r.devices.empty()) line("no Grace GPU found\n");
   const auto& p = r.plan;
   line("guest plan: one PCIe root port per GPU (R25)");
   for (std::size_t i = 0; i < p.windows.size(); ++i)

@@ -23,8 +23,18 @@ struct DeviceSpec {
   std::uint64_t mem_base = 0;
   std::uint64_t mem_size = 0;
   bool mig_hw_bug = false;
-  std::string mig_hw_bug_source;       // "flag", "device-id", "config", ...
+  std::string mig_hw_bug_source;       // "flag", "device-id", "config"
   unsigned phys_addr_bits = 64;
+
+  // From ACPI and sysfs (R3-R6), when the GPU was found there.
+  std::optional<std::string> acpi_path;
+  std::optional<std::string> bdf;
+  std::optional<std::uint64_t> segment;
+  std::vector<std::uint64_t> adr_chain;
+  std::optional<std::uint64_t> pxm_start, pxm_count;
+  std::optional<std::uint64_t> egm_base_pa, egm_size, egm_pxm, egm_retired_pages_data_base;
+  // Set when the firmware description rules out fake BARs (R5): the reason.
+  std::optional<std::string> passthrough_reason;
 };
 
 enum class DeviceStatus { fake_bars, passthrough, unusable };
@@ -45,6 +55,8 @@ struct InspectReport {
   pciemu::GuestPlan plan;
   std::vector<std::size_t> plan_members;
   unsigned guest_numa_nodes = 1;
+  // Where the devices came from, when from ACPI tables: read diagnostics.
+  std::optional<nlohmann::ordered_json> acpi;
 
   [[nodiscard]] bool any_unusable() const;
 };

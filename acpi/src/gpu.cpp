@@ -131,11 +131,11 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
   if (!g.mem.mem_base_pa && std::none_of(g.problems.begin(), g.problems.end(), [](const std::string& s) {
         return s.starts_with("nvidia,gpu-mem-base-pa");
       }))
-    g.problems.push_back("nvidia,gpu-mem-base-pa is missing from _DSD (R5)");
+    g.problems.push_back("nvidia,gpu-mem-base-pa is missing from _DSD");
   if (!g.mem.mem_size && std::none_of(g.problems.begin(), g.problems.end(), [](const std::string& s) {
         return s.starts_with("nvidia,gpu-mem-size");
       }))
-    g.problems.push_back("nvidia,gpu-mem-size is missing from _DSD (R5)");
+    g.problems.push_back("nvidia,gpu-mem-size is missing from _DSD");
   return g;
 }
 

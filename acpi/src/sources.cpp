@@ -49,7 +49,7 @@ bool looks_like_acpidump(const std::vector<std::uint8_t>& bytes) {
 
 Result<void> add_table(LoadedTables& out, std::span<const std::uint8_t> bytes, const std::string& source) {
   auto t = parse_table(bytes, source);
-  if (!t) return std::unexpected(t.error());
+  if (!t) return fail(t.error());
   if (!is_aml_signature(t->header.signature)) {
     out.warnings.push_back(fmt::format("{}: {} table ignored (only DSDT and SSDT hold AML)", source, t->header.signature));
     return {};
@@ -72,7 +72,7 @@ Result<std::vector<Table>> parse_acpidump(std::string_view text, std::string_vie
     std::string name = sig == "SSDT" ? fmt::format("SSDT{}", ++ssdt_count) : sig;
     if (is_aml_signature(sig)) {
       auto t = parse_table(bytes, fmt::format("{}:{}", source, name));
-      if (!t) return std::unexpected(t.error());
+      if (!t) return fail(t.error());
       tables.push_back(std::move(*t));
     }
     sig.clear();
@@ -86,7 +86,7 @@ Result<std::vector<Table>> parse_acpidump(std::string_view text, std::string_vie
     if (!line.empty() && line.back() == '\r') line.pop_back();
     // Block header: "DSDT @ 0x0000000000000000"
     if (auto at = line.find(" @ 0x"); at != std::string::npos && at >= 4 && line[0] != ' ') {
-      if (auto ok = finish(); !ok) return std::unexpected(ok.error());
+      if (auto ok = finish(); !ok) return fail(ok.error());
       sig = line.substr(0, 4);
       continue;
     }
@@ -111,7 +111,7 @@ Result<std::vector<Table>> parse_acpidump(std::string_view text, std::string_vie
       bytes.push_back(static_cast<std::uint8_t>(hi << 4 | lo));
     }
   }
-  if (auto ok = finish(); !ok) return std::unexpected(ok.error());
+  if (auto ok = finish(); !ok) return fail(ok.error());
   if (tables.empty()) return fail("{}: no DSDT or SSDT block found in acpidump text", source);
   return tables;
 }
@@ -131,24 +131,24 @@ Result<LoadedTables> load_tables(const std::vector<fs::path>& paths) {
       std::sort(files.begin(), files.end());
       for (const auto& [rank, file] : files) {
         auto bytes = read_file(file);
-        if (!bytes) return std::unexpected(bytes.error());
-        if (auto ok = add_table(out, *bytes, file.filename().string()); !ok) return std::unexpected(ok.error());
+        if (!bytes) return fail(bytes.error());
+        if (auto ok = add_table(out, *bytes, file.filename().string()); !ok) return fail(ok.error());
       }
       continue;
     }
     auto bytes = read_file(path);
-    if (!bytes) return std::unexpected(bytes.error());
+    if (!bytes) return fail(bytes.error());
     if (looks_like_acpidump(*bytes)) {
       auto tables = parse_acpidump(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()),
                                    path.filename().string());
-      if (!tables) return std::unexpected(tables.error());
+      if (!tables) return fail(tables.error());
       for (auto& t : *tables) {
         if (!t.checksum_ok) out.warnings.push_back(fmt::format("{}: bad checksum", t.source));
         out.tables.push_back(std::move(t));
       }
       continue;
     }
-    if (auto ok = add_table(out, *bytes, path.filename().string()); !ok) return std::unexpected(ok.error());
+    if (auto ok = add_table(out, *bytes, path.filename().string()); !ok) return fail(ok.error());
   }
   // The OS loads the DSDT before any SSDT.
   std::stable_partition(out.tables.begin(), out.tables.end(),

@@ -13,7 +13,7 @@ Result<void> ConfigSpace::check(std::size_t offset, std::size_t width) {
 }
 
 Result<void> ConfigSpace::define(const RegDef& reg) {
-  if (auto ok = check(reg.offset, reg.width); !ok) return std::unexpected(ok.error().context(reg.name));
+  if (auto ok = check(reg.offset, reg.width); !ok) return fail(ok.error().context(reg.name));
   if ((reg.w1c & reg.writable) != 0)
     return fail("{} at {:#x}: a bit cannot be both writable and write-1-to-clear", reg.name, reg.offset);
   for (std::size_t i = 0; i < reg.width; ++i) {
@@ -32,7 +32,7 @@ Result<void> ConfigSpace::define_all(std::span<const RegDef> regs) {
 }
 
 Result<std::uint32_t> ConfigSpace::read(std::size_t offset, std::size_t width) const {
-  if (auto ok = check(offset, width); !ok) return std::unexpected(ok.error());
+  if (auto ok = check(offset, width); !ok) return fail(ok.error());
   return peek(offset, width);
 }
 

@@ -146,7 +146,7 @@ Result<DeviceConfig> DeviceConfig::build(const DeviceConfigParams& params) {
     return fail("expansion ROM size {:#x} is not a power of two >= 2 KiB", params.rom_size);
   DeviceConfig d;
   d.params_ = params;
-  if (auto ok = d.space_.define_all(config_registers(params)); !ok) return std::unexpected(ok.error());
+  if (auto ok = d.space_.define_all(config_registers(params)); !ok) return fail(ok.error());
   return d;
 }
 

@@ -53,7 +53,7 @@ Result<GuestPlan> plan_guest(std::span<const std::vector<GuestBar>> gpus, unsign
   GuestPlan plan;
   for (const auto& bars : gpus) {
     auto w = window_for(bars);
-    if (!w) return std::unexpected(w.error());
+    if (!w) return fail(w.error());
     plan.windows.push_back(*w);
   }
 

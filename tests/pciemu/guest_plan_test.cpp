@@ -54,7 +54,7 @@ TEST_CASE("R5: a passthrough device shows only its real BARs") {
   CHECK(bars[2].role == BarRole::device);
 }
 
-TEST_CASE("R25 public configuration: one GH200 fits QEMU's 512G default; GI nodes 2..9 after two memory nodes") {
+TEST_CASE("R25 public configuration: one GH200 fits QEMU's 512G default with GI nodes 2..9 after two memory nodes") {
   std::vector<std::vector<GuestBar>> gpus{bars_for(0x2342, 96 * GiB, true)};
   auto plan = plan_guest(gpus, 2);
   REQUIRE(plan.has_value());

@@ -98,7 +98,7 @@ TEST_CASE("R7: a size at or below the 1 GiB resmem is an error with the bug") {
   CHECK(err(0, 512 * MiB, true).find("smaller than") != std::string::npos);
 }
 
-TEST_CASE("2^63 bytes fit; one byte more needs a BAR past 2^63") {
+TEST_CASE("2^63 bytes fit and one byte more needs a BAR past 2^63") {
   auto l = ok(0, 1ull << 63, false);
   CHECK(l.usemem->bar_size == 1ull << 63);
   auto bug = ok(0, 1ull << 63, true);

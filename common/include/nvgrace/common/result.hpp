@@ -4,11 +4,30 @@
 #pragma once
 
 #include <cerrno>
-#include <expected>
 #include <string>
 #include <utility>
+#include <version>
 
 #include <fmt/format.h>
+
+// std::expected where the standard library has it (g++ 12 with -std=c++23);
+// tl::expected (Debian libexpected-dev) where it does not, as for clang 14,
+// which builds the libFuzzer targets against the same libstdc++.
+#if defined(__cpp_lib_expected)
+#include <expected>
+namespace nvgrace {
+template <class T, class E>
+using expected = std::expected<T, E>;
+using std::unexpected;
+}  // namespace nvgrace
+#else
+#include <tl/expected.hpp>
+namespace nvgrace {
+template <class T, class E>
+using expected = tl::expected<T, E>;
+using tl::unexpected;
+}  // namespace nvgrace
+#endif
 
 namespace nvgrace {
 
@@ -26,16 +45,19 @@ struct Error {
 };
 
 template <class T>
-using Result = std::expected<T, Error>;
+using Result = expected<T, Error>;
+
+// Passes an error on: `return fail(r.error().context("reading DSDT"));`
+[[nodiscard]] inline unexpected<Error> fail(Error e) { return unexpected<Error>(std::move(e)); }
 
 template <class... Args>
-[[nodiscard]] std::unexpected<Error> fail(fmt::format_string<Args...> f, Args&&... args) {
-  return std::unexpected(Error(fmt::format(f, std::forward<Args>(args)...)));
+[[nodiscard]] unexpected<Error> fail(fmt::format_string<Args...> f, Args&&... args) {
+  return unexpected<Error>(Error(fmt::format(f, std::forward<Args>(args)...)));
 }
 
 template <class... Args>
-[[nodiscard]] std::unexpected<Error> fail_errno(int e, fmt::format_string<Args...> f, Args&&... args) {
-  return std::unexpected(Error(fmt::format(f, std::forward<Args>(args)...), e));
+[[nodiscard]] unexpected<Error> fail_errno(int e, fmt::format_string<Args...> f, Args&&... args) {
+  return unexpected<Error>(Error(fmt::format(f, std::forward<Args>(args)...), e));
 }
 
 }  // namespace nvgrace

@@ -1,0 +1,38 @@
+// GPUs described by real ACPI tables (and, on a live host, sysfs), turned into
+// the DeviceSpecs `inspect` reports (nvgrace-model.md R2-R6).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "inspect.hpp"
+#include "nvgrace/common/result.hpp"
+
+namespace nvgrace::cli {
+
+struct AcpiQuery {
+  std::vector<std::filesystem::path> tables;   // --acpi
+  std::optional<std::filesystem::path> sysfs;  // --sysfs
+  std::vector<std::string> bdfs;               // --device (empty: every GPU)
+  std::optional<std::uint16_t> device_id;      // --device-id, for GPUs without sysfs
+  std::optional<bool> forced_mig_bug;          // --mig-bug / --no-mig-bug
+  unsigned phys_addr_bits = 64;
+};
+
+struct AcpiDevices {
+  std::vector<DeviceSpec> specs;
+  nlohmann::ordered_json diagnostics;  // {"tables": [...], "errors": [...], "warnings": [...]}
+};
+
+// Errors are problems with the command line or its inputs (unreadable or
+// truncated tables, an unknown BDF, a missing device id); their messages name
+// the flag at fault. Problems with a GPU's description are not errors: they
+// make that GPU "passthrough" with the reason (R5).
+[[nodiscard]] Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q);
+
+}  // namespace nvgrace::cli
