@@ -39,6 +39,7 @@ class InspectCommand final : public Command {
     auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi)");
     all->excludes(cmd_->get_option("--device"));
     cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys");
+    cmd_->add_flag("--regions", regions_, "Also list each GPU's VFIO regions as VFIO_DEVICE_GET_REGION_INFO reports them");
     cmd_->add_flag("--json", json_, "Print the JSON report instead of the table");
     return cmd_;
   }
@@ -50,9 +51,9 @@ class InspectCommand final : public Command {
     if (!report) return usage_error("{}", report.error().message);
     report->acpi = acpi_diagnostics_;
     if (json_)
-      std::cout << to_json(*report).dump(2) << '\n';
+      std::cout << to_json(*report, regions_).dump(2) << '\n';
     else
-      std::cout << to_table(*report);
+      std::cout << to_table(*report, regions_);
     return report->any_unusable() ? kExitFailure : kExitOk;
   }
 
@@ -151,6 +152,7 @@ class InspectCommand final : public Command {
   unsigned phys_bits_ = 64;
   unsigned guest_numa_nodes_ = 1;
   bool json_ = false;
+  bool regions_ = false;
   std::vector<std::string> acpi_;
   CLI::Option* sysfs_ = nullptr;
   std::string sysfs_root_;

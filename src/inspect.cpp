@@ -6,6 +6,10 @@
 
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
+#include "nvgrace/pciemu/config_space.hpp"
+#include "nvgrace/vfio/regions.hpp"
+
+#include <linux/vfio.h>
 
 namespace nvgrace::cli {
 namespace {
@@ -20,6 +24,23 @@ std::string_view status_name(DeviceStatus s) {
 }
 
 std::string hex_id(std::uint16_t id) { return fmt::format("{:#06x}", id); }
+
+std::vector<std::string> region_flags(std::uint32_t f) {
+  std::vector<std::string> out;
+  if (f & VFIO_REGION_INFO_FLAG_READ) out.emplace_back("read");
+  if (f & VFIO_REGION_INFO_FLAG_WRITE) out.emplace_back("write");
+  if (f & VFIO_REGION_INFO_FLAG_MMAP) out.emplace_back("mmap");
+  return out;
+}
+
+std::string_view region_name(unsigned index) {
+  static constexpr std::string_view names[] = {"BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "CONFIG", "VGA"};
+  return index < std::size(names) ? names[index] : "?";
+}
+
+std::vector<vfio::RegionDesc> regions_of(const DeviceReport& d) {
+  return vfio::region_table(d.bars, pciemu::ConfigSpace::kSize);
+}
 
 // Word-wraps `text` after `lead` so no line passes 80 columns.
 std::string wrap(std::string_view lead, std::string_view text) {
@@ -96,7 +117,7 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
   return report;
 }
 
-nlohmann::ordered_json to_json(const InspectReport& r) {
+nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
   using nlohmann::ordered_json;
   ordered_json devices = ordered_json::array();
   for (const auto& d : r.devices) {
@@ -140,6 +161,18 @@ nlohmann::ordered_json to_json(const InspectReport& r) {
     jd["status"] = std::string(status_name(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
     jd["bars"] = std::move(bars);
+    if (regions && d.status != DeviceStatus::unusable) {
+      ordered_json jr = ordered_json::array();
+      for (const auto& reg : regions_of(d)) {
+        ordered_json e{{"index", reg.index}, {"name", std::string(region_name(reg.index))}, {"size", reg.size},
+                       {"offset", vfio::region_offset(reg.index)}, {"flags", region_flags(reg.flags)}};
+        e["sparse_mmap"] = ordered_json::array();
+        for (const auto& a : reg.sparse) e["sparse_mmap"].push_back({{"offset", a.offset}, {"size", a.size}});
+        if (!reg.sparse.empty()) e["cache"] = reg.write_combined ? "write-combined" : "write-back";
+        jr.push_back(std::move(e));
+      }
+      jd["regions"] = std::move(jr);
+    }
     devices.push_back(std::move(jd));
   }
   ordered_json windows = ordered_json::array();
@@ -158,7 +191,7 @@ nlohmann::ordered_json to_json(const InspectReport& r) {
   return out;
 }
 
-std::string to_table(const InspectReport& r) {
+std::string to_table(const InspectReport& r, bool regions) {
   std::string out;
   auto line = [&out](std::string s) {
     out += s;
@@ -204,6 +237,20 @@ std::string to_table(const InspectReport& r) {
       } else {
         line(fmt::format("  {:<3} {:<7} {:<16} {:<10} {:<9} {:<9} {}", b.index, "device", "(device)",
                          format_size(b.size), format_size(b.size), "-", "trapped"));
+      }
+    }
+    if (regions && d.status != DeviceStatus::unusable) {
+      line("  VFIO regions (VFIO_DEVICE_GET_REGION_INFO, R16)");
+      line(fmt::format("  {:<3} {:<7} {:<14} {:<16} {}", "idx", "name", "size", "flags", "sparse mmap"));
+      for (const auto& reg : regions_of(d)) {
+        std::string flags;
+        for (const auto& f : region_flags(reg.flags)) flags += (flags.empty() ? "" : ",") + f;
+        std::string sparse;
+        for (const auto& a : reg.sparse)
+          sparse += fmt::format("{}{:#x}+{:#x} {}", sparse.empty() ? "" : " ", a.offset, a.size,
+                                reg.write_combined ? "WC" : "WB");
+        line(fmt::format("  {:<3} {:<7} {:<14} {:<16} {}", reg.index, region_name(reg.index),
+                         fmt::format("{:#x}", reg.size), flags.empty() ? "-" : flags, sparse.empty() ? "-" : sparse));
       }
     }
     line("");

@@ -66,8 +66,10 @@ struct InspectReport {
 // as "unusable" inside the report.
 [[nodiscard]] Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes);
 
-[[nodiscard]] nlohmann::ordered_json to_json(const InspectReport& r);
+// With `regions`, each device also lists its VFIO regions as
+// VFIO_DEVICE_GET_REGION_INFO reports them (R16).
+[[nodiscard]] nlohmann::ordered_json to_json(const InspectReport& r, bool regions = false);
 // Human-readable report for an 80-column terminal.
-[[nodiscard]] std::string to_table(const InspectReport& r);
+[[nodiscard]] std::string to_table(const InspectReport& r, bool regions = false);
 
 }  // namespace nvgrace::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     std::vector<std::unique_ptr<Command>> commands;
     commands.push_back(make_inspect_command());
     commands.push_back(make_config_command());
+    commands.push_back(make_region_command());
     std::vector<std::pair<CLI::App*, Command*>> attached;
     for (auto& c : commands) attached.emplace_back(c->attach(app), c.get());
 

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <regex>
 
+#include <unistd.h>
+
 #include "run_nvgrace.hpp"
 
 namespace {
@@ -21,9 +23,12 @@ std::string run_shell(const std::string& cmd) {
 
 std::string lspci_decode(const std::string& dump) {
   if (run_shell("command -v lspci").empty()) FAIL("lspci (pciutils) is not installed: run scripts/setup");
-  const std::string path = std::string(NVGRACE_TEST_BINARY_DIR) + "/lspci-dump.txt";
+  // One file per test process: ctest runs test cases in parallel.
+  const std::string path = std::string(NVGRACE_TEST_BINARY_DIR) + "/lspci-dump-" + std::to_string(getpid()) + ".txt";
   std::ofstream(path) << dump;
-  return run_shell("lspci -F " + path + " -vvv 2>/dev/null");
+  auto text = run_shell("lspci -F " + path + " -vvv 2>/dev/null");
+  std::remove(path.c_str());
+  return text;
 }
 
 // Firmware-style placement: BAR0 at 0x90_0000_0000, BAR2 at 0x80_0000_0000,
@@ -73,7 +78,7 @@ TEST_CASE("config: the real lspci decodes placed BAR2 and BAR4 as 64-bit prefetc
   CHECK(text.find("Subsystem: NVIDIA Corporation") != std::string::npos);
 }
 
-TEST_CASE("config: lspci sees decode off as [disabled] and W1C status cleared") {
+TEST_CASE("config: lspci sees decode off as disabled and W1C status cleared") {
   auto r = run_nvgrace({"config", "--profile", "gb200", "--write", "0x20:4=0", "--write", "0x24:4=0x400",
                         "--write", "0x06:2=0xffff", "--dump"});
   REQUIRE(r.exit_code == 0);

@@ -15,6 +15,7 @@ std::vector<RegionDesc> region_table(std::span<const pciemu::GuestBar> bars, std
     if (b.mem) {  // R16
       r.flags |= VFIO_REGION_INFO_FLAG_MMAP;
       r.sparse.push_back({0, b.mem->length});
+      r.write_combined = !b.mem->cacheable;
     }
   }
   auto& cfg = regions[VFIO_PCI_CONFIG_REGION_INDEX];

@@ -20,7 +20,15 @@ struct RegionDesc {
   std::uint64_t size = 0;
   std::uint32_t flags = 0;      // VFIO_REGION_INFO_FLAG_*
   std::vector<SparseArea> sparse;  // VFIO_REGION_INFO_CAP_SPARSE_MMAP areas, when any
+  bool write_combined = false;  // R19: resmem must be mapped write-combined (NORMAL_NC)
 };
+
+// Where region `index` starts in the device fd, as vfio-pci lays regions out
+// (the kernel's VFIO_PCI_INDEX_TO_OFFSET, which is not part of the UAPI).
+inline constexpr unsigned kRegionOffsetShift = 40;
+[[nodiscard]] constexpr std::uint64_t region_offset(unsigned index) {
+  return static_cast<std::uint64_t>(index) << kRegionOffsetShift;
+}
 
 // One entry per VFIO PCI region index, BAR0..VGA (VFIO_PCI_NUM_REGIONS).
 // Fake BARs: size = BAR size, READ|WRITE|MMAP, one sparse area {0, length}

@@ -1,0 +1,120 @@
+// The nvgrace variant device as the VFIO UAPI presents it (nvgrace-model.md
+// R14, R16-R20): device and region info, read/write at (region, offset), an fd
+// and offset to mmap for each sparse area, and reset.
+//
+// Concurrency: memory reads, writes and mmap lookups (regions 2 and 4) may run
+// concurrently with each other from any number of threads. Config-space and
+// BAR0 accesses are serialised internally. reset() excludes everything else:
+// it waits for accesses in flight and blocks new ones until it is done.
+//
+// Ownership: the device owns its config space, its BAR0 register file and its
+// memory backend.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/device_config.hpp"
+#include "nvgrace/pciemu/layout.hpp"
+#include "nvgrace/vfio/backend.hpp"
+#include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/vfio/regions.hpp"
+
+namespace nvgrace::vfio {
+
+// R20: BAR0 registers that read 0xFF once the GPU is ready.
+inline constexpr std::uint64_t kC2cLinkStatusReg = 0x1498;
+inline constexpr std::uint64_t kHbmTrainingStatusReg = 0x200BC;
+inline constexpr std::uint32_t kStatusReady = 0xFF;
+
+struct ReadinessOptions {
+  std::chrono::milliseconds ready_after{0};       // emulated GPU: registers turn 0xFF this long after open/reset
+  std::chrono::milliseconds poll_interval{1000};  // R20: poll once a second
+  std::chrono::milliseconds timeout{30000};       // R20: give up after 30 s
+};
+
+struct DeviceInfo {
+  std::uint32_t flags = 0;  // VFIO_DEVICE_FLAGS_*
+  std::uint32_t num_regions = 0;
+  std::uint32_t num_irqs = 0;
+};
+
+struct IrqInfo {
+  std::uint32_t index = 0;
+  std::uint32_t flags = 0;  // VFIO_IRQ_INFO_*
+  std::uint32_t count = 0;
+};
+
+struct MmapArea {
+  int fd = -1;
+  std::uint64_t fd_offset = 0;
+  std::uint64_t length = 0;
+  CacheMode cache = CacheMode::write_back;
+};
+
+class VariantDevice {
+ public:
+  // The layout must have fake BARs; `config` must describe the same BARs.
+  [[nodiscard]] static Result<std::unique_ptr<VariantDevice>> create(pciemu::DeviceConfig config,
+                                                                     pciemu::Layout layout,
+                                                                     std::unique_ptr<MemoryBackend> backend,
+                                                                     ReadinessOptions readiness = {});
+
+  [[nodiscard]] DeviceInfo info() const;
+  [[nodiscard]] Result<RegionDesc> region(unsigned index) const;
+  [[nodiscard]] Result<IrqInfo> irq(unsigned index) const;
+
+  // R17: offset at or past the region size is EINVAL; an access running past
+  // it is cut short (the count returned says how much was done); in a fake
+  // BAR, bytes in [length, BAR size) read 0xFF and writes there are dropped
+  // and counted. A first memory access waits for readiness (R20) and fails
+  // with ETIME when it does not come.
+  [[nodiscard]] Result<std::size_t> read(unsigned index, std::uint64_t offset, std::span<std::uint8_t> out);
+  [[nodiscard]] Result<std::size_t> write(unsigned index, std::uint64_t offset, std::span<const std::uint8_t> in);
+
+  // R18: what to mmap for [offset, offset + length) of a fake BAR. Only
+  // [0, memory length) may be mapped; anything reaching past it is EINVAL.
+  [[nodiscard]] Result<MmapArea> mmap(unsigned index, std::uint64_t offset, std::uint64_t length);
+
+  // Device reset (R14, R20): config space to power-on values (fake BARs 0),
+  // readiness re-armed.
+  void reset();
+
+  [[nodiscard]] std::uint64_t dropped_writes() const { return dropped_.load(std::memory_order_relaxed); }
+  [[nodiscard]] const pciemu::Layout& layout() const { return layout_; }
+  [[nodiscard]] const MemoryBackend& backend() const { return *backend_; }
+
+  // The guest's view of its BARs (for a VMM, R21).
+  [[nodiscard]] std::vector<pciemu::BarState> bar_states() const;
+  [[nodiscard]] bool memory_decode() const;
+
+ private:
+  VariantDevice() = default;
+  [[nodiscard]] Result<void> wait_ready();
+  [[nodiscard]] std::uint32_t status_reg() const;  // 0xFF once ready_after has passed
+  [[nodiscard]] const pciemu::MemRegion* mem_region(unsigned index) const;
+  Result<std::size_t> access(unsigned index, std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write);
+
+  pciemu::DeviceConfig config_ = *pciemu::DeviceConfig::build({});
+  pciemu::Layout layout_;
+  std::vector<RegionDesc> regions_;
+  std::unique_ptr<MemoryBackend> backend_;
+  Mapping bar0_;  // BAR0 register file (anonymous, zero until written)
+  ReadinessOptions readiness_;
+
+  mutable std::shared_mutex reset_mutex_;  // shared: accesses; exclusive: reset
+  mutable std::mutex config_mutex_;        // config space and BAR0 registers
+  std::mutex ready_mutex_;                 // one waiter polls, the others wait on it
+  std::atomic<bool> ready_{false};
+  std::chrono::steady_clock::time_point armed_at_;
+  std::atomic<std::uint64_t> dropped_{0};
+};
+
+}  // namespace nvgrace::vfio

@@ -1,0 +1,102 @@
+#include "nvgrace/vfio/backend.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "nvgrace/common/checked.hpp"
+
+namespace nvgrace::vfio {
+namespace {
+
+// Device memory [mem_base, mem_base + size) in one fd at `fd_base`, mapped once.
+class ContiguousBackend final : public MemoryBackend {
+ public:
+  ContiguousBackend(std::string kind, UniqueFd fd, Mapping map, const pciemu::Layout& layout, std::uint64_t fd_base)
+      : kind_(std::move(kind)), fd_(std::move(fd)), map_(std::move(map)), layout_(layout), fd_base_(fd_base) {}
+
+  std::string_view kind() const override { return kind_; }
+
+  std::optional<MemoryRange> range(pciemu::MemRole role) const override {
+    const auto& m = role == pciemu::MemRole::usemem ? layout_.usemem : layout_.resmem;
+    if (!m) return std::nullopt;
+    const std::uint64_t off = m->host_base - layout_.usemem->host_base;  // resmem follows usemem (R9)
+    return MemoryRange{map_.data() + off, m->length, fd_.get(), fd_base_ + off,
+                       m->cacheable ? CacheMode::write_back : CacheMode::write_combined};
+  }
+
+ private:
+  std::string kind_;
+  UniqueFd fd_;
+  Mapping map_;
+  pciemu::Layout layout_;
+  std::uint64_t fd_base_;
+};
+
+Result<std::uint64_t> total_size(const pciemu::Layout& layout) {
+  if (layout.passthrough || !layout.usemem) return fail_errno(EINVAL, "the device has no fake BARs: nothing to back");
+  std::uint64_t total = layout.usemem->length;
+  if (layout.resmem) {
+    auto t = checked_add(total, layout.resmem->length);
+    if (!t) return fail_errno(EOVERFLOW, "device memory size overflows");
+    total = *t;
+  }
+  return total;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MemoryBackend>> make_memfd_backend(const pciemu::Layout& layout, std::string_view name) {
+  auto size = total_size(layout);
+  if (!size) return fail(size.error());
+  UniqueFd fd(::memfd_create(std::string(name).c_str(), MFD_CLOEXEC));
+  if (!fd) return fail_errno(errno, "memfd_create: {}", std::strerror(errno));
+  if (::ftruncate(fd.get(), static_cast<off_t>(*size)) != 0)
+    return fail_errno(errno, "sizing the memfd to {:#x} bytes: {}", *size, std::strerror(errno));
+  auto map = Mapping::map(fd.get(), 0, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE);
+  if (!map) return fail(map.error().context("memfd backend"));
+  return std::make_unique<ContiguousBackend>("memfd", std::move(fd), std::move(*map), layout, 0);
+}
+
+Result<std::unique_ptr<MemoryBackend>> make_file_backend(const pciemu::Layout& layout, const std::filesystem::path& path) {
+  auto size = total_size(layout);
+  if (!size) return fail(size.error());
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return fail_errno(errno, "opening {}: {}", path.string(), std::strerror(errno));
+  struct statfs sfs {};
+  std::uint64_t need = *size;
+  if (::fstatfs(fd.get(), &sfs) == 0 && sfs.f_type == HUGETLBFS_MAGIC) {
+    auto aligned = align_up(need, static_cast<std::uint64_t>(sfs.f_bsize));
+    if (!aligned) return fail_errno(EOVERFLOW, "size overflows");
+    need = *aligned;  // hugetlbfs files grow in whole huge pages
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "stat {}: {}", path.string(), std::strerror(errno));
+  if (static_cast<std::uint64_t>(st.st_size) < need && ::ftruncate(fd.get(), static_cast<off_t>(need)) != 0)
+    return fail_errno(errno, "extending {} to {:#x} bytes: {}", path.string(), need, std::strerror(errno));
+  auto map = Mapping::map(fd.get(), 0, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE);
+  if (!map) return fail(map.error().context(path.string()));
+  return std::make_unique<ContiguousBackend>("file", std::move(fd), std::move(*map), layout, 0);
+}
+
+Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout& layout,
+                                                          const std::filesystem::path& devmem) {
+  auto size = total_size(layout);
+  if (!size) return fail(size.error());
+  UniqueFd fd(::open(devmem.c_str(), O_RDWR | O_SYNC | O_CLOEXEC));
+  if (!fd)
+    return fail_errno(errno, "opening {}: {} (needs root, and a kernel that allows /dev/mem for this range)",
+                      devmem.string(), std::strerror(errno));
+  const std::uint64_t base = layout.usemem->host_base;
+  auto map = Mapping::map(fd.get(), base, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED);
+  if (!map) return fail(map.error().context(devmem.string()));
+  return std::make_unique<ContiguousBackend>("devmem", std::move(fd), std::move(*map), layout, base);
+}
+
+}  // namespace nvgrace::vfio
