@@ -28,6 +28,7 @@ class Command {
 std::unique_ptr<Command> make_inspect_command();
 std::unique_ptr<Command> make_config_command();
 std::unique_ptr<Command> make_region_command();
+std::unique_ptr<Command> make_run_command();
 
 // Prints "nvgrace: error: <message>" on stderr and returns kExitUsage.
 template <class... Args>

@@ -1,0 +1,143 @@
+#include "vm/memslots.hpp"
+
+#include <linux/pci_regs.h>
+
+#include "nvgrace/common/checked.hpp"
+
+namespace nvgrace::vm {
+
+Memslot::Memslot(Memslot&& o) noexcept
+    : owner_(std::exchange(o.owner_, nullptr)), id_(o.id_), gpa_(o.gpa_), size_(o.size_) {}
+
+Memslot& Memslot::operator=(Memslot&& o) noexcept {
+  if (this != &o) {
+    reset();
+    owner_ = std::exchange(o.owner_, nullptr);
+    id_ = o.id_;
+    gpa_ = o.gpa_;
+    size_ = o.size_;
+  }
+  return *this;
+}
+
+void Memslot::reset() {
+  if (owner_) std::exchange(owner_, nullptr)->release(id_);
+}
+
+Result<Memslot> MemslotManager::map(std::uint64_t gpa, std::uint64_t size, void* hva, std::uint32_t flags) {
+  std::uint32_t id;
+  if (!free_ids_.empty()) {
+    id = *free_ids_.begin();
+  } else if (next_id_ < api_.max_slots()) {
+    id = next_id_;
+  } else {
+    return fail_errno(ENOSPC, "all {} KVM memslots are in use", api_.max_slots());
+  }
+  if (auto ok = api_.set_user_memory_region(id, gpa, size, reinterpret_cast<std::uint64_t>(hva), flags); !ok)
+    return fail(ok.error());
+  if (!free_ids_.empty()) free_ids_.erase(free_ids_.begin());
+  else ++next_id_;
+  ++live_;
+  Memslot s;
+  s.owner_ = this;
+  s.id_ = id;
+  s.gpa_ = gpa;
+  s.size_ = size;
+  return s;
+}
+
+void MemslotManager::release(std::uint32_t id) {
+  // Deleting a slot KVM knows cannot fail short of a kernel bug; if it does,
+  // keep the id out of reuse rather than hand KVM a slot it still holds.
+  if (!api_.set_user_memory_region(id, 0, 0, 0, 0)) return;
+  free_ids_.insert(id);
+  --live_;
+}
+
+BarMapper::BarMapper(std::string name, MemslotManager& slots, vfio::VariantDevice& device, std::uint64_t phys_limit,
+                     std::shared_ptr<spdlog::logger> log)
+    : name_(std::move(name)), slots_(slots), device_(device), phys_limit_(phys_limit), log_(std::move(log)) {}
+
+std::vector<GuestRange> BarMapper::ranges() const {
+  std::vector<GuestRange> out;
+  for (const auto& c : claims_) out.push_back({c.base, c.size, name_ + " BAR" + std::to_string(c.index)});
+  return out;
+}
+
+const BarClaim* BarMapper::claim_at(std::uint64_t gpa) const {
+  for (const auto& c : claims_)
+    if (gpa >= c.base && gpa - c.base < c.size) return &c;
+  return nullptr;
+}
+
+void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<GuestRange>& others) {
+  const bool decode = device_.memory_decode();
+  const auto states = device_.bar_states();
+  const auto& layout = device_.layout();
+  std::vector<BarClaim> next;
+  for (const auto& bar : states) {
+    const pciemu::MemRegion* mem = nullptr;
+    for (const auto* m : {&layout.usemem, &layout.resmem})
+      if (*m && (*m)->bar_index == bar.index) mem = &**m;
+
+    // R21: only a decoding BAR with a real address is placed.
+    std::string why;
+    const auto end = checked_add(bar.address, bar.size);
+    if (!decode || bar.sizing || bar.address == 0) {
+      why = "";  // not placed, nothing to report
+    } else if (!end || *end > phys_limit_) {
+      why = fmt::format("{:#x}+{:#x} lies past the guest's {:#x} physical address limit", bar.address, bar.size,
+                        phys_limit_);
+    } else {
+      for (const auto& r : fixed)
+        if (r.overlaps(bar.address, bar.size)) why = fmt::format("it overlaps {} at {:#x}+{:#x}", r.owner, r.base, r.size);
+      for (const auto& r : others)
+        if (why.empty() && r.overlaps(bar.address, bar.size))
+          why = fmt::format("it overlaps {} at {:#x}+{:#x}", r.owner, r.base, r.size);
+      for (const auto& c : next)
+        if (why.empty() && bar.address < c.base + c.size && c.base < bar.address + bar.size)
+          why = fmt::format("it overlaps {} BAR{} at {:#x}", name_, c.index, c.base);
+    }
+    const bool place = decode && !bar.sizing && bar.address != 0 && why.empty();
+    if (!why.empty()) {
+      // R23: refuse, log once per distinct placement, keep the guest running.
+      ++refusals_;
+      const auto msg = fmt::format("{} BAR{} at {:#x} not mapped: {} (R23)", name_, bar.index, bar.address, why);
+      if (msg != last_refusal_[bar.index]) log_->warn("{}", msg);
+      last_refusal_[bar.index] = msg;
+    } else {
+      last_refusal_[bar.index].clear();
+    }
+
+    Memslot& slot = slot_[bar.index];
+    if (!place) {
+      if (slot) log_->debug("{} BAR{}: slot {} at {:#x} removed", name_, bar.index, slot.id(), slot.gpa());
+      slot.reset();
+      continue;
+    }
+    BarClaim claim{bar.index, bar.address, bar.size, false};
+    if (mem) {
+      if (!slot || slot.gpa() != bar.address) {
+        slot.reset();  // moving: the old slot goes first, so the two never overlap
+        auto range = device_.backend().range(mem->role);
+        if (bar.address % (2 * MiB) != reinterpret_cast<std::uintptr_t>(range->data) % (2 * MiB))
+          log_->info("{} BAR{} at {:#x}: guest and host addresses differ modulo 2 MiB, no huge pages (R24)", name_,
+                     bar.index, bar.address);
+        auto s = slots_.map(bar.address, mem->length, range->data);
+        if (!s) {
+          ++refusals_;
+          log_->warn("{} BAR{} at {:#x}: memslot refused: {}", name_, bar.index, bar.address, s.error().message);
+          continue;
+        }
+        slot = std::move(*s);
+        log_->debug("{} BAR{}: {} mapped at {:#x}+{:#x} (slot {})", name_, bar.index, to_string(mem->role),
+                    bar.address, mem->length, slot.id());
+      }
+      claim.mapped = true;
+    }
+    next.push_back(claim);
+  }
+  claims_ = std::move(next);
+}
+
+}  // namespace nvgrace::vm

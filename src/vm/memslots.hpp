@@ -1,0 +1,130 @@
+// KVM memslots as RAII handles, and the mapping of fake BARs into guest
+// physical memory as the guest programs them (nvgrace-model.md R21-R24).
+//
+// Thread-safety: none; the VMM's vCPU loop owns these objects.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/guest_plan.hpp"
+#include "nvgrace/vfio/device.hpp"
+
+namespace nvgrace::vm {
+
+// The one KVM call memslots need, behind an interface so the manager can be
+// tested without /dev/kvm. size 0 deletes the slot (KVM_SET_USER_MEMORY_REGION).
+class MemslotApi {
+ public:
+  virtual ~MemslotApi() = default;
+  virtual Result<void> set_user_memory_region(std::uint32_t slot, std::uint64_t gpa, std::uint64_t size,
+                                              std::uint64_t hva, std::uint32_t flags) = 0;
+  // KVM_CAP_NR_MEMSLOTS.
+  [[nodiscard]] virtual std::uint32_t max_slots() const = 0;
+};
+
+class MemslotManager;
+
+// One live memslot; destroying it deletes the slot and frees its id.
+class Memslot {
+ public:
+  Memslot() = default;
+  Memslot(Memslot&& o) noexcept;
+  Memslot& operator=(Memslot&& o) noexcept;
+  Memslot(const Memslot&) = delete;
+  Memslot& operator=(const Memslot&) = delete;
+  ~Memslot() { reset(); }
+
+  void reset();
+  [[nodiscard]] explicit operator bool() const { return owner_ != nullptr; }
+  [[nodiscard]] std::uint32_t id() const { return id_; }
+  [[nodiscard]] std::uint64_t gpa() const { return gpa_; }
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+
+ private:
+  friend class MemslotManager;
+  MemslotManager* owner_ = nullptr;
+  std::uint32_t id_ = 0;
+  std::uint64_t gpa_ = 0;
+  std::uint64_t size_ = 0;
+};
+
+class MemslotManager {
+ public:
+  explicit MemslotManager(MemslotApi& api) : api_(api) {}
+  // Creates a slot with the lowest free id.
+  [[nodiscard]] Result<Memslot> map(std::uint64_t gpa, std::uint64_t size, void* hva, std::uint32_t flags = 0);
+  [[nodiscard]] std::size_t live() const { return live_; }
+
+ private:
+  friend class Memslot;
+  void release(std::uint32_t id);
+  MemslotApi& api_;
+  std::set<std::uint32_t> free_ids_;
+  std::uint32_t next_id_ = 0;
+  std::size_t live_ = 0;
+};
+
+// A guest-physical range something owns, for the R23 overlap checks.
+struct GuestRange {
+  std::uint64_t base = 0;
+  std::uint64_t size = 0;
+  std::string owner;  // "RAM", "ECAM", "gpu0 BAR4", ...
+  [[nodiscard]] bool overlaps(std::uint64_t b, std::uint64_t s) const { return b < base + size && base < b + s; }
+};
+
+// Where one BAR of a device currently decodes, as seen by the VMM.
+struct BarClaim {
+  unsigned index = 0;
+  std::uint64_t base = 0;
+  std::uint64_t size = 0;
+  bool mapped = false;  // a fake BAR whose [0, length) is a memslot
+};
+
+// Keeps a device's BAR mappings in step with its config space. Call sync()
+// after every config write and after reset. For each BAR that decodes (memory
+// decode on, a valid address, not mid-probe: R21) it records a claim; a fake
+// BAR gets a memslot for [0, length) at its address (moved when the BAR moves,
+// removed on decode-off or reset). The tail [length, BAR size) stays without a
+// slot so guest accesses trap (R22). A BAR placed over guest RAM or fixed MMIO,
+// over another BAR, or past the guest physical-address limit is refused and
+// logged and gets no claim; the guest keeps running (R23). Host mappings come
+// aligned from the backend (R24); a guest placement that defeats huge pages is
+// logged.
+class BarMapper {
+ public:
+  BarMapper(std::string name, MemslotManager& slots, vfio::VariantDevice& device, std::uint64_t phys_limit,
+            std::shared_ptr<spdlog::logger> log);
+
+  // `fixed`: RAM and fixed MMIO; `others`: the claims of every other device.
+  void sync(const std::vector<GuestRange>& fixed, const std::vector<GuestRange>& others);
+
+  [[nodiscard]] const std::vector<BarClaim>& claims() const { return claims_; }
+  [[nodiscard]] std::vector<GuestRange> ranges() const;
+  // The claim containing `gpa`, if any.
+  [[nodiscard]] const BarClaim* claim_at(std::uint64_t gpa) const;
+  [[nodiscard]] std::uint64_t refusals() const { return refusals_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] vfio::VariantDevice& device() { return device_; }
+
+ private:
+  std::string name_;
+  MemslotManager& slots_;
+  vfio::VariantDevice& device_;
+  std::uint64_t phys_limit_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::vector<BarClaim> claims_;
+  Memslot slot_[6];  // by BAR index; only fake BARs use theirs
+  std::uint64_t refusals_ = 0;
+  std::string last_refusal_[6];  // log each distinct refusal once
+};
+
+}  // namespace nvgrace::vm
