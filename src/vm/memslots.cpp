@@ -74,67 +74,86 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
   const bool decode = device_.memory_decode();
   const auto states = device_.bar_states();
   const auto& layout = device_.layout();
-  std::vector<BarClaim> next;
-  for (const auto& bar : states) {
+
+  // Phase 1: decide where each BAR decodes (R21) and refuse what must not be
+  // placed (R23). Two BARs of this device on top of each other are both
+  // refused: the answer must not depend on the order they are looked at.
+  struct Want {
+    pciemu::BarState bar;
     const pciemu::MemRegion* mem = nullptr;
-    for (const auto* m : {&layout.usemem, &layout.resmem})
-      if (*m && (*m)->bar_index == bar.index) mem = &**m;
-
-    // R21: only a decoding BAR with a real address is placed.
+    bool place = false;
     std::string why;
-    const auto end = checked_add(bar.address, bar.size);
-    if (!decode || bar.sizing || bar.address == 0) {
-      why = "";  // not placed, nothing to report
-    } else if (!end || *end > phys_limit_) {
-      why = fmt::format("{:#x}+{:#x} lies past the guest's {:#x} physical address limit", bar.address, bar.size,
-                        phys_limit_);
-    } else {
-      for (const auto& r : fixed)
-        if (r.overlaps(bar.address, bar.size)) why = fmt::format("it overlaps {} at {:#x}+{:#x}", r.owner, r.base, r.size);
-      for (const auto& r : others)
-        if (why.empty() && r.overlaps(bar.address, bar.size))
-          why = fmt::format("it overlaps {} at {:#x}+{:#x}", r.owner, r.base, r.size);
-      for (const auto& c : next)
-        if (why.empty() && bar.address < c.base + c.size && c.base < bar.address + bar.size)
-          why = fmt::format("it overlaps {} BAR{} at {:#x}", name_, c.index, c.base);
-    }
-    const bool place = decode && !bar.sizing && bar.address != 0 && why.empty();
-    if (!why.empty()) {
-      // R23: refuse, log once per distinct placement, keep the guest running.
-      ++refusals_;
-      const auto msg = fmt::format("{} BAR{} at {:#x} not mapped: {} (R23)", name_, bar.index, bar.address, why);
-      if (msg != last_refusal_[bar.index]) log_->warn("{}", msg);
-      last_refusal_[bar.index] = msg;
-    } else {
-      last_refusal_[bar.index].clear();
-    }
-
-    Memslot& slot = slot_[bar.index];
-    if (!place) {
-      if (slot) log_->debug("{} BAR{}: slot {} at {:#x} removed", name_, bar.index, slot.id(), slot.gpa());
-      slot.reset();
-      continue;
-    }
-    BarClaim claim{bar.index, bar.address, bar.size, false};
-    if (mem) {
-      if (!slot || slot.gpa() != bar.address) {
-        slot.reset();  // moving: the old slot goes first, so the two never overlap
-        auto range = device_.backend().range(mem->role);
-        if (bar.address % (2 * MiB) != reinterpret_cast<std::uintptr_t>(range->data) % (2 * MiB))
-          log_->info("{} BAR{} at {:#x}: guest and host addresses differ modulo 2 MiB, no huge pages (R24)", name_,
-                     bar.index, bar.address);
-        auto s = slots_.map(bar.address, mem->length, range->data);
-        if (!s) {
-          ++refusals_;
-          log_->warn("{} BAR{} at {:#x}: memslot refused: {}", name_, bar.index, bar.address, s.error().message);
-          continue;
-        }
-        slot = std::move(*s);
-        log_->debug("{} BAR{}: {} mapped at {:#x}+{:#x} (slot {})", name_, bar.index, to_string(mem->role),
-                    bar.address, mem->length, slot.id());
+  };
+  std::vector<Want> wants;
+  for (const auto& bar : states) {
+    Want w{bar, nullptr, false, {}};
+    for (const auto* m : {&layout.usemem, &layout.resmem})
+      if (*m && (*m)->bar_index == bar.index) w.mem = &**m;
+    if (decode && !bar.sizing && bar.address != 0) {
+      const auto end = checked_add(bar.address, bar.size);
+      if (!end || *end > phys_limit_) {
+        w.why = fmt::format("{:#x}+{:#x} lies past the guest's {:#x} physical address limit", bar.address, bar.size,
+                            phys_limit_);
+      } else {
+        for (const auto* list : {&fixed, &others})
+          for (const auto& r : *list)
+            if (w.why.empty() && r.overlaps(bar.address, bar.size))
+              w.why = fmt::format("it overlaps {} at {:#x}+{:#x}", r.owner, r.base, r.size);
       }
-      claim.mapped = true;
+      w.place = w.why.empty();
     }
+    wants.push_back(std::move(w));
+  }
+  for (auto& a : wants)
+    for (const auto& b : wants)
+      if (&a != &b && a.place && b.bar.address != 0 && decode && !b.bar.sizing &&
+          a.bar.address < b.bar.address + b.bar.size && b.bar.address < a.bar.address + a.bar.size)
+        a.why = fmt::format("it overlaps {} BAR{} at {:#x}", name_, b.bar.index, b.bar.address);
+  for (auto& w : wants) {
+    if (!w.why.empty()) {
+      w.place = false;
+      ++refusals_;
+      const auto msg = fmt::format("{} BAR{} at {:#x} not mapped: {} (R23)", name_, w.bar.index, w.bar.address, w.why);
+      if (msg != last_refusal_[w.bar.index]) log_->warn("{}", msg);  // each distinct refusal once
+      last_refusal_[w.bar.index] = msg;
+    } else {
+      last_refusal_[w.bar.index].clear();
+    }
+  }
+
+  // Phase 2: remove every slot that no longer matches, so new slots never
+  // overlap old ones (KVM refuses overlapping memslots).
+  for (const auto& w : wants) {
+    Memslot& slot = slot_[w.bar.index];
+    if (slot && (!w.place || slot.gpa() != w.bar.address)) {
+      log_->debug("{} BAR{}: slot {} at {:#x} removed", name_, w.bar.index, slot.id(), slot.gpa());
+      slot.reset();
+    }
+  }
+
+  // Phase 3: map what is placed; the tail [length, BAR size) gets no slot, so
+  // guest accesses there trap (R22).
+  std::vector<BarClaim> next;
+  for (const auto& w : wants) {
+    if (!w.place) continue;
+    BarClaim claim{w.bar.index, w.bar.address, w.bar.size, false};
+    Memslot& slot = slot_[w.bar.index];
+    if (w.mem && !slot) {
+      const auto range = device_.backend().range(w.mem->role);
+      if (w.bar.address % (2 * MiB) != reinterpret_cast<std::uintptr_t>(range->data) % (2 * MiB))
+        log_->info("{} BAR{} at {:#x}: guest and host addresses differ modulo 2 MiB, no huge pages (R24)", name_,
+                   w.bar.index, w.bar.address);
+      auto s = slots_.map(w.bar.address, w.mem->length, range->data);
+      if (!s) {
+        ++refusals_;
+        log_->warn("{} BAR{} at {:#x}: memslot refused: {}", name_, w.bar.index, w.bar.address, s.error().message);
+        continue;
+      }
+      slot = std::move(*s);
+      log_->debug("{} BAR{}: {} mapped at {:#x}+{:#x} (slot {})", name_, w.bar.index, to_string(w.mem->role),
+                  w.bar.address, w.mem->length, slot.id());
+    }
+    claim.mapped = static_cast<bool>(slot);
     next.push_back(claim);
   }
   claims_ = std::move(next);
