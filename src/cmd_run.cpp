@@ -31,6 +31,8 @@ class RunCommand final : public Command {
     cmd_->add_option("--timeout", timeout_s_, "Give up after this many seconds")->check(CLI::Range(1, 3600))
         ->capture_default_str();
     cmd_->add_flag("--bench", opts_.bench, "Run the guest's benchmark (BAR4 vs RAM writes, config vs null port I/O)");
+    cmd_->add_option("--bench-mib", opts_.bench_mib, "MiB the benchmark writes to BAR4 and to RAM")
+        ->check(CLI::Range(1, 1024))->capture_default_str();
     return cmd_;
   }
 
@@ -60,7 +62,10 @@ class RunCommand final : public Command {
                              "memslots live {}; refused placements {}; peak RSS {} MiB\n",
                              e.total, e.io, e.mmio, e.config, e.unclaimed, report->slots_live, report->refusals,
                              ru.ru_maxrss / 1024);
-    if (opts_.bench) return kExitOk;
+    if (opts_.bench) {
+      for (const auto& [name, cycles] : report->bench) std::cout << fmt::format("{}: {} cycles\n", name, cycles);
+      return kExitOk;
+    }
     std::cout << fmt::format("{}: {} checks, {} failed\n", report->passed() ? "PASS" : "FAIL", report->checks,
                              report->guest_failures + report->host_failures);
     return report->passed() ? kExitOk : kExitFailure;

@@ -54,6 +54,10 @@ static void hex(u64 v) {
   b[--i] = '0';
   put(b + i);
 }
+static void hex2(u32 v) {
+  char b[3] = {"0123456789abcdef"[(v >> 4) & 15], "0123456789abcdef"[v & 15], 0};
+  put(b);
+}
 static void dec(u64 v) {
   char b[21];
   int i = 20;
@@ -170,7 +174,7 @@ static void run_checks(struct nvg_boot_info* bi) {
   for (u32 dev = 0; dev < 32; ++dev) {
     u32 id = cfg_read32(dev << 3, 0);
     if ((id & 0xFFFF) == 0xFFFF) continue;
-    put("scan 00:"); hex(dev); put(".0 id "); hex(id); put("\n");
+    put("scan 00:"); hex2(dev); put(".0 id "); hex(id); put("\n");
     if ((id & 0xFFFF) == 0x10de) ++found;
   }
   cur_gpu = 0;

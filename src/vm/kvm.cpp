@@ -17,6 +17,8 @@ constexpr std::uint64_t kCr0Pe = 1u << 0, kCr0Mp = 1u << 1, kCr0Et = 1u << 4, kC
                         kCr0Pg = 1ull << 31;
 constexpr std::uint64_t kCr4Pae = 1u << 5, kCr4Osfxsr = 1u << 9, kCr4Osxmmexcpt = 1u << 10;
 constexpr std::uint64_t kEferLme = 1u << 8, kEferLma = 1u << 10;
+constexpr std::uint32_t kMsrMtrrDefType = 0x2FF;  // IA32_MTRR_DEF_TYPE (Intel SDM vol. 3, 12.11.2.1)
+constexpr std::uint64_t kMtrrEnable = 1u << 11, kMtrrTypeWriteBack = 6;
 
 }  // namespace
 
@@ -100,6 +102,16 @@ Result<Vcpu> Vcpu::create(const Kvm& kvm, const LongModeStart& start) {
   s.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
   s.efer = kEferLme | kEferLma;
   if (::ioctl(fd, KVM_SET_SREGS, &s) != 0) return fail_errno(errno, "KVM_SET_SREGS: {}", std::strerror(errno));
+  // Firmware enables the MTRRs with write-back as the default type; without
+  // it guest memory is uncached (the MTRRs' reset state).
+  struct {
+    kvm_msrs head;
+    kvm_msr_entry entry[1];
+  } msrs{};
+  msrs.head.nmsrs = 1;
+  msrs.entry[0].index = kMsrMtrrDefType;
+  msrs.entry[0].data = kMtrrEnable | kMtrrTypeWriteBack;
+  if (::ioctl(fd, KVM_SET_MSRS, &msrs) != 1) return fail_errno(errno, "KVM_SET_MSRS(MTRRdefType): {}", std::strerror(errno));
   kvm_regs r{};
   r.rip = start.rip;
   r.rsp = start.rsp;
