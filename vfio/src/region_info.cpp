@@ -32,7 +32,8 @@ std::uint32_t region_info_size(const RegionDesc& region) {
   return static_cast<std::uint32_t>(sizeof(vfio_region_info)) + caps_size(region);
 }
 
-std::vector<std::uint8_t> encode_region_info(const RegionDesc& r, std::uint32_t argsz) {
+std::vector<std::uint8_t> encode_region_info(const RegionDesc& r, std::uint32_t argsz,
+                                             std::optional<std::uint64_t> offset) {
   const std::uint32_t full = region_info_size(r);
   const bool caps_fit = caps_size(r) == 0 || argsz >= full;
   std::vector<std::uint8_t> out(caps_fit ? full : sizeof(vfio_region_info), 0);
@@ -42,7 +43,7 @@ std::vector<std::uint8_t> encode_region_info(const RegionDesc& r, std::uint32_t 
   info.index = r.index;
   info.cap_offset = caps_fit && caps_size(r) ? static_cast<std::uint32_t>(sizeof info) : 0;
   info.size = r.size;
-  info.offset = region_offset(r.index);
+  info.offset = offset.value_or(region_offset(r.index));
   put(out, 0, info);
   if (caps_fit && caps_size(r)) {
     vfio_region_info_cap_sparse_mmap cap{};

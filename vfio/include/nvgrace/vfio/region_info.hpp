@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -17,7 +18,11 @@ namespace nvgrace::vfio {
 // the capabilities do not fit, the reply is the bare struct with
 // VFIO_REGION_INFO_FLAG_CAPS set, cap_offset 0 and argsz raised to the size
 // needed, so the caller can retry.
-[[nodiscard]] std::vector<std::uint8_t> encode_region_info(const RegionDesc& region, std::uint32_t argsz);
+// `offset` is the region's offset in the device fd (what the caller must
+// mmap); by default vfio-pci's index << 40. A vfio-user server passes the
+// offset in the fd it sends.
+[[nodiscard]] std::vector<std::uint8_t> encode_region_info(const RegionDesc& region, std::uint32_t argsz,
+                                                           std::optional<std::uint64_t> offset = std::nullopt);
 
 // The size of the full reply (struct and capabilities).
 [[nodiscard]] std::uint32_t region_info_size(const RegionDesc& region);
