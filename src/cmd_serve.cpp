@@ -5,6 +5,7 @@
 #include "command.hpp"
 #include "emulated.hpp"
 #include "log.hpp"
+#include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 #include "serve/server.hpp"
 
@@ -21,16 +22,28 @@ class ServeCommand final : public Command {
         ->required();
     cmd_->add_option("--profile", profile_, "Built-in emulated device")->check(CLI::IsMember(names))->capture_default_str();
     cmd_->add_option("--count", count_, "Number of GPUs")->check(CLI::Range(1, 16))->capture_default_str();
+    cmd_->add_option("--mem-size", mem_size_text_, "Device memory size instead of the profile's, e.g. 0x17E4F00000");
+    cmd_->add_option("--memory-file", memory_file_,
+                     "Back device memory with this file (PATH.i with --count > 1) instead of a memfd; usemem at "
+                     "offset 0, resmem right after it");
     return cmd_;
   }
 
   int run() override {
+    std::optional<std::uint64_t> mem_size;
+    if (!mem_size_text_.empty()) {
+      auto v = parse_size(mem_size_text_);
+      if (!v) return usage_error("--mem-size: {}", v.error().message);
+      mem_size = *v;
+    }
     std::vector<serve::ServedDevice> devices;
     for (unsigned i = 0; i < count_; ++i) {
-      auto gpu = make_emulated_gpu(profile_, i);
+      auto gpu = make_emulated_gpu(profile_, i, mem_size);
       if (!gpu) return usage_error("--profile: {}", gpu.error().message);
-      auto backend = vfio::make_memfd_backend(gpu->layout, fmt::format("nvgrace-{}-{}", profile_, i));
-      if (!backend) return usage_error("{}", backend.error().message);
+      auto backend = memory_file_.empty()
+                         ? vfio::make_memfd_backend(gpu->layout, fmt::format("nvgrace-{}-{}", profile_, i))
+                         : vfio::make_file_backend(gpu->layout, serve::socket_path(memory_file_, i, count_));
+      if (!backend) return usage_error("{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", backend.error().message);
       auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend));
       if (!dev) return usage_error("{}", dev.error().message);
       devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev)});
@@ -52,6 +65,8 @@ class ServeCommand final : public Command {
   std::string socket_;
   std::string profile_ = "gh200";
   unsigned count_ = 1;
+  std::string memory_file_;
+  std::string mem_size_text_;
 };
 
 }  // namespace

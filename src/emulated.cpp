@@ -2,9 +2,11 @@
 
 namespace nvgrace::cli {
 
-Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index) {
+Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index,
+                                     std::optional<std::uint64_t> mem_size) {
   auto profile = pciemu::find_profile(profile_name);
   if (!profile) return fail("unknown profile '{}'", profile_name);
+  if (mem_size) profile->mem_size = *mem_size;
   auto identity = pciemu::find_identity(profile->device_id);
   if (!identity) return fail("profile '{}' names unknown device id {:#06x}", profile_name, profile->device_id);
   const bool bug = pciemu::mig_bug_expected(identity->generation);

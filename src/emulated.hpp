@@ -3,6 +3,7 @@
 // command (config, region, run, serve) sees the same device.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct EmulatedGpu {
 
 // The gpu_index-th emulated GPU of `profile_name` (its memory base depends on
 // the index, docs/profiles.md). The MIG bug follows the device id (R2).
-[[nodiscard]] Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index);
+// `mem_size` replaces the profile's memory size (to emulate odd sizes).
+[[nodiscard]] Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index,
+                                                    std::optional<std::uint64_t> mem_size = std::nullopt);
 
 }  // namespace nvgrace::cli

@@ -159,7 +159,15 @@ Result<void> Server::run(bool handle_signals) {
       return fail_errno(errno, "poll: {}", std::strerror(errno));
     }
     if (pfds[0].revents || pfds[1].revents) {
-      log->info("shutting down; removing {} socket(s)", slots_.size());
+      if (pfds[1].revents) {
+        // Consume the signal: unblocking it below while still pending would
+        // let its default action kill the process before the cleanup.
+        signalfd_siginfo info{};
+        [[maybe_unused]] auto n = ::read(sigfd.get(), &info, sizeof info);
+        log->info("signal {}: shutting down; removing {} socket(s)", info.ssi_signo, slots_.size());
+      } else {
+        log->info("stopping; removing {} socket(s)", slots_.size());
+      }
       break;
     }
     for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -223,12 +231,12 @@ Result<void> Server::run(bool handle_signals) {
       }
     }
   }
-  if (handle_signals) ::sigprocmask(SIG_UNBLOCK, &mask, nullptr);
   for (auto& slot : slots_) {
     slot->client.reset();
     slot->listener.reset();
     ::unlink(slot->path.c_str());
   }
+  if (handle_signals) ::sigprocmask(SIG_UNBLOCK, &mask, nullptr);
   return {};
 }
 
