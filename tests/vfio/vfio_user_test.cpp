@@ -1,0 +1,359 @@
+// The vfio-user server: protocol handling (QEMU docs/interop/vfio-user.rst)
+// over the region model, session by session and over a real socket.
+#include <catch2/catch.hpp>
+
+#include <linux/vfio.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "device_util.hpp"
+#include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/vfio_user.hpp"
+#include "serve/server.hpp"
+
+using namespace nvgrace;
+using namespace nvgrace::vfio;
+namespace user = nvgrace::vfio::user;
+
+namespace {
+
+std::uint16_t next_id = 1;
+
+template <class T>
+void put(std::vector<std::uint8_t>& b, const T& v) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+  b.insert(b.end(), p, p + sizeof v);
+}
+
+std::vector<std::uint8_t> message(std::uint16_t command, const std::vector<std::uint8_t>& payload,
+                                  std::uint32_t flags = 0) {
+  std::vector<std::uint8_t> m;
+  put(m, user::Header{next_id++, command, static_cast<std::uint32_t>(16 + payload.size()), flags, 0});
+  m.insert(m.end(), payload.begin(), payload.end());
+  return m;
+}
+
+std::vector<std::uint8_t> version_payload(std::uint16_t major = 0, std::uint16_t minor = 0) {
+  std::vector<std::uint8_t> p;
+  put(p, major);
+  put(p, minor);
+  const std::string caps = R"({"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576}})";
+  p.insert(p.end(), caps.begin(), caps.end());
+  p.push_back(0);
+  return p;
+}
+
+std::vector<std::uint8_t> rw(std::uint64_t offset, std::uint32_t region, std::uint32_t count,
+                             const std::vector<std::uint8_t>& data = {}) {
+  std::vector<std::uint8_t> p;
+  put(p, offset);
+  put(p, region);
+  put(p, count);
+  p.insert(p.end(), data.begin(), data.end());
+  return p;
+}
+
+std::vector<std::uint8_t> argsz_index(std::uint32_t argsz, std::uint32_t index, std::size_t total = 32) {
+  std::vector<std::uint8_t> p;
+  put(p, argsz);
+  put(p, std::uint32_t{0});
+  put(p, index);
+  p.resize(total, 0);
+  return p;
+}
+
+user::Header header(const user::Reply& r) {
+  user::Header h{};
+  REQUIRE(r.bytes.size() >= sizeof h);
+  std::memcpy(&h, r.bytes.data(), sizeof h);
+  return h;
+}
+
+std::span<const std::uint8_t> payload(const user::Reply& r) { return std::span(r.bytes).subspan(16); }
+
+struct Negotiated {
+  std::unique_ptr<VariantDevice> dev = test::make_device("gh200");
+  user::Session s{*dev};
+  Negotiated() { REQUIRE(header(s.handle(message(user::kVersion, version_payload()), {})).error == 0); }
+  user::Reply send(std::uint16_t cmd, const std::vector<std::uint8_t>& p, std::uint32_t flags = 0) {
+    return s.handle(message(cmd, p, flags), {});
+  }
+};
+
+}  // namespace
+
+TEST_CASE("vfio-user: VERSION 0.0 is answered with 0.0 and JSON capabilities") {
+  auto dev = test::make_device("gh200");
+  user::Session s(*dev);
+  auto r = s.handle(message(user::kVersion, version_payload(0, 0)), {});
+  const auto h = header(r);
+  CHECK((h.flags & user::kTypeMask) == user::kTypeReply);
+  CHECK((h.flags & user::kError) == 0);
+  CHECK(h.msg_size == r.bytes.size());
+  const auto p = payload(r);
+  CHECK(p[0] == 0);
+  CHECK(p[2] == 0);
+  const std::string json(reinterpret_cast<const char*>(p.data() + 4));
+  CHECK(json == R"({"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576}})");
+  CHECK(s.negotiated());
+}
+
+TEST_CASE("vfio-user: another major version and commands before VERSION are refused") {
+  auto dev = test::make_device("gh200");
+  user::Session s(*dev);
+  auto early = s.handle(message(user::kDeviceGetInfo, argsz_index(16, 0, 16)), {});
+  CHECK((header(early).flags & user::kError) != 0);
+  CHECK(header(early).error == EINVAL);
+  auto major = s.handle(message(user::kVersion, version_payload(1, 0)), {});
+  CHECK(header(major).error == ENOTSUP);
+  CHECK_FALSE(s.negotiated());
+}
+
+TEST_CASE("vfio-user: DEVICE_GET_INFO and GET_IRQ_INFO") {
+  Negotiated n;
+  auto r = n.send(user::kDeviceGetInfo, argsz_index(16, 0, 16));
+  vfio_device_info info{};
+  std::memcpy(&info, payload(r).data(), 16);
+  CHECK(info.flags == (VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET));
+  CHECK(info.num_regions == 9);
+  CHECK(info.num_irqs == 5);
+  auto irq = n.send(user::kDeviceGetIrqInfo, argsz_index(16, VFIO_PCI_MSIX_IRQ_INDEX, 16));
+  vfio_irq_info ii{};
+  std::memcpy(&ii, payload(irq).data(), sizeof ii);
+  CHECK(ii.count == 6);
+  CHECK(header(n.send(user::kDeviceGetIrqInfo, argsz_index(16, 9, 16))).error == EINVAL);
+}
+
+TEST_CASE("vfio-user: GET_REGION_INFO sends the memfd and its offset, with the sparse-mmap capability (R16)") {
+  Negotiated n;
+  // Too small for the capability: argsz says what is needed, CAPS stays clear, no fd.
+  auto small = n.send(user::kDeviceGetRegionInfo, argsz_index(32, 2));
+  vfio_region_info info{};
+  std::memcpy(&info, payload(small).data(), sizeof info);
+  CHECK(info.argsz == 32 + 16 + 16);
+  CHECK((info.flags & VFIO_REGION_INFO_FLAG_CAPS) == 0);
+  CHECK(small.fds.empty());
+  auto full = n.send(user::kDeviceGetRegionInfo, argsz_index(64, 2));
+  auto d = decode_region_info(payload(full)).value();
+  CHECK(d.region.size == GiB);
+  CHECK(d.offset == 95 * GiB);  // resmem follows usemem in the memfd
+  REQUIRE(d.region.sparse.size() == 1);
+  CHECK(d.region.sparse[0].size == GiB);
+  REQUIRE(full.fds.size() == 1);
+  CHECK(full.fds[0] == n.dev->backend().range(pciemu::MemRole::resmem)->fd);
+  auto cfg = n.send(user::kDeviceGetRegionInfo, argsz_index(32, 7));
+  CHECK(cfg.fds.empty());
+  CHECK(header(n.send(user::kDeviceGetRegionInfo, argsz_index(32, 9))).error == EINVAL);
+}
+
+TEST_CASE("vfio-user: REGION_READ/WRITE go through the region model, tail and all (R17)") {
+  Negotiated n;
+  auto cfg = n.send(user::kRegionRead, rw(0, 7, 4));
+  CHECK(std::vector<std::uint8_t>(payload(cfg).begin() + 16, payload(cfg).end()) ==
+        std::vector<std::uint8_t>{0xde, 0x10, 0x42, 0x23});
+  auto w = n.send(user::kRegionWrite, rw(95 * GiB - 4, 4, 8, {1, 2, 3, 4, 5, 6, 7, 8}));
+  std::uint32_t count = 0;
+  std::memcpy(&count, payload(w).data() + 12, 4);
+  CHECK(count == 8);
+  auto r = n.send(user::kRegionRead, rw(95 * GiB - 4, 4, 8));
+  CHECK(std::vector<std::uint8_t>(payload(r).begin() + 16, payload(r).end()) ==
+        std::vector<std::uint8_t>{1, 2, 3, 4, 0xFF, 0xFF, 0xFF, 0xFF});
+  CHECK(n.dev->dropped_writes() == 4);
+}
+
+TEST_CASE("vfio-user: bad region indexes, offsets and counts get error replies with the errno") {
+  Negotiated n;
+  CHECK(header(n.send(user::kRegionRead, rw(0, 9, 4))).error == EINVAL);
+  CHECK(header(n.send(user::kRegionRead, rw(128 * GiB, 4, 4))).error == EINVAL);
+  CHECK(header(n.send(user::kRegionRead, rw(~0ull, 4, 4))).error == EINVAL);
+  CHECK(header(n.send(user::kRegionRead, rw(0, 3, 4))).error == EINVAL);
+  CHECK(header(n.send(user::kRegionRead, rw(0, 4, user::kMaxDataXferSize + 1))).error == EINVAL);
+  CHECK(header(n.send(user::kRegionWrite, rw(0, 4, 8, {1, 2}))).error == EINVAL);  // count says 8, 2 sent
+  CHECK(header(n.send(user::kRegionRead, {1, 2, 3})).error == EINVAL);          // payload too short
+  auto e = n.send(user::kRegionRead, rw(0, 9, 4));
+  CHECK(e.bytes.size() == 16);  // an error reply is the header alone
+  CHECK((header(e).flags & user::kError) != 0);
+}
+
+TEST_CASE("vfio-user: posted writes get no reply but take effect") {
+  Negotiated n;
+  auto r = n.send(user::kRegionWrite, rw(0x100, 4, 4, {9, 9, 9, 9}), user::kNoReply);
+  CHECK(r.bytes.empty());
+  auto back = n.send(user::kRegionRead, rw(0x100, 4, 4));
+  CHECK(payload(back)[16] == 9);
+}
+
+TEST_CASE("vfio-user: unknown commands, replies sent as commands, too many fds") {
+  Negotiated n;
+  CHECK(header(n.send(99, {})).error == ENOSYS);
+  CHECK(header(n.send(user::kDmaRead, {})).error == ENOSYS);
+  CHECK(header(n.send(user::kDeviceGetInfo, argsz_index(16, 0, 16), user::kTypeReply)).error == EINVAL);
+  std::vector<UniqueFd> fds;
+  for (int i = 0; i < 9; ++i) fds.emplace_back(::dup(0));
+  auto r = n.s.handle(message(user::kDeviceGetInfo, argsz_index(16, 0, 16)), std::move(fds));
+  CHECK(header(r).error == EINVAL);
+}
+
+TEST_CASE("vfio-user: a short message or a size field that lies closes the connection") {
+  Negotiated n;
+  CHECK(n.s.handle(std::vector<std::uint8_t>{1, 2, 3}, {}).close);
+  auto m = message(user::kDeviceGetInfo, argsz_index(16, 0, 16));
+  m[4] = 200;  // msg_size no longer matches what was received
+  CHECK(n.s.handle(m, {}).close);
+}
+
+TEST_CASE("vfio-user: DMA_MAP and DMA_UNMAP are recorded, overlaps refused, unmaps echoed") {
+  Negotiated n;
+  std::vector<std::uint8_t> map;
+  put(map, std::uint32_t{32});
+  put(map, std::uint32_t{3});
+  put(map, std::uint64_t{0});
+  put(map, std::uint64_t{0x100000});
+  put(map, std::uint64_t{0x200000});
+  CHECK(header(n.send(user::kDmaMap, map)).error == 0);
+  CHECK(header(n.send(user::kDmaMap, map)).error == EEXIST);
+  CHECK(n.s.dma().size() == 1);
+  std::vector<std::uint8_t> unmap;
+  put(unmap, std::uint32_t{24});
+  put(unmap, std::uint32_t{0});
+  put(unmap, std::uint64_t{0x100000});
+  put(unmap, std::uint64_t{0x200000});
+  auto r = n.send(user::kDmaUnmap, unmap);
+  CHECK(std::vector<std::uint8_t>(payload(r).begin(), payload(r).end()) == unmap);
+  CHECK(header(n.send(user::kDmaUnmap, unmap)).error == EINVAL);
+}
+
+TEST_CASE("vfio-user: SET_IRQS is recorded within the IRQ count, DEVICE_RESET zeroes the BARs (R14)") {
+  Negotiated n;
+  std::vector<std::uint8_t> set;
+  for (std::uint32_t v : {20u, static_cast<std::uint32_t>(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER),
+                          static_cast<std::uint32_t>(VFIO_PCI_MSIX_IRQ_INDEX), 0u, 6u})
+    put(set, v);
+  CHECK(header(n.send(user::kDeviceSetIrqs, set)).error == 0);
+  CHECK(n.s.irqs().size() == 1);
+  set[16] = 7;  // count 7 > 6 vectors
+  CHECK(header(n.send(user::kDeviceSetIrqs, set)).error == EINVAL);
+  n.send(user::kRegionWrite, rw(0x24, 7, 4, {0, 1, 0, 0}));
+  CHECK(header(n.send(user::kDeviceReset, {})).error == 0);
+  auto r = n.send(user::kRegionRead, rw(0x24, 7, 4));
+  CHECK(payload(r)[17] == 0);
+}
+
+TEST_CASE("vfio-user mutation: 50,000 corrupted messages never crash the session") {
+  Negotiated n;
+  const std::vector<std::vector<std::uint8_t>> seeds{
+      message(user::kVersion, version_payload()),           message(user::kDeviceGetInfo, argsz_index(16, 0, 16)),
+      message(user::kDeviceGetRegionInfo, argsz_index(64, 4)), message(user::kDeviceGetIrqInfo, argsz_index(16, 2, 16)),
+      message(user::kRegionRead, rw(0x20, 7, 8)),            message(user::kRegionWrite, rw(0x1000, 4, 4, {1, 2, 3, 4})),
+      message(user::kDeviceReset, {})};
+  std::mt19937 rng(0x5EED);
+  std::size_t errors = 0, closes = 0;
+  for (int i = 0; i < 50000; ++i) {
+    auto m = seeds[static_cast<std::size_t>(i) % seeds.size()];
+    for (int e = 0, edits = 1 + static_cast<int>(rng() % 6); e < edits; ++e) {
+      const std::size_t at = rng() % m.size();
+      switch (rng() % 4) {
+        case 0: m[at] = static_cast<std::uint8_t>(rng()); break;
+        case 1: m[at] ^= static_cast<std::uint8_t>(1u << (rng() % 8)); break;
+        case 2: m.resize(std::max<std::size_t>(1, at)); break;
+        case 3: m.insert(m.begin() + static_cast<std::ptrdiff_t>(at), static_cast<std::uint8_t>(rng())); break;
+      }
+    }
+    // Mostly keep msg_size honest so the payload checks are reached.
+    if (m.size() >= 8 && rng() % 4 != 0) {
+      const auto size = static_cast<std::uint32_t>(m.size());
+      std::memcpy(m.data() + 4, &size, 4);
+    }
+    auto r = n.s.handle(m, {});
+    if (r.close) ++closes;
+    else if (!r.bytes.empty() && (header(r).flags & user::kError)) ++errors;
+  }
+  CHECK(errors > 1000);
+  CHECK(closes > 1000);
+}
+
+TEST_CASE("vfio-user over a socket: the memfd arrives by SCM_RIGHTS, mmap and REGION_READ agree, clients come and go") {
+  const auto path = (std::filesystem::temp_directory_path() / ("nvgrace-vu-" + std::to_string(getpid()) + ".sock")).string();
+  std::vector<serve::ServedDevice> devices;
+  devices.push_back({path, test::make_device("gh200")});
+  auto server = serve::Server::create(std::move(devices)).value();
+  std::thread loop([&] { (void)server->run(false); });
+
+  auto connect_client = [&] {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.c_str(), path.size());
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    return UniqueFd(fd);
+  };
+  auto roundtrip = [](int fd, const std::vector<std::uint8_t>& m, int* got_fd = nullptr) {
+    REQUIRE(::send(fd, m.data(), m.size(), 0) == static_cast<ssize_t>(m.size()));
+    std::vector<std::uint8_t> buf(1 << 16);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+    iovec iov{buf.data(), 16};
+    msghdr h{};
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    h.msg_control = control;
+    h.msg_controllen = sizeof control;
+    REQUIRE(::recvmsg(fd, &h, MSG_WAITALL) == 16);
+    if (got_fd) {
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      REQUIRE(c);
+      std::memcpy(got_fd, CMSG_DATA(c), sizeof(int));
+    }
+    user::Header hdr{};
+    std::memcpy(&hdr, buf.data(), 16);
+    if (hdr.msg_size > 16) REQUIRE(::recv(fd, buf.data() + 16, hdr.msg_size - 16, MSG_WAITALL) == hdr.msg_size - 16);
+    buf.resize(hdr.msg_size);
+    return buf;
+  };
+
+  {
+    auto c = connect_client();
+    roundtrip(c.get(), message(user::kVersion, version_payload()));
+    int memfd = -1;
+    auto info = roundtrip(c.get(), message(user::kDeviceGetRegionInfo, argsz_index(64, 4)), &memfd);
+    REQUIRE(memfd >= 0);
+    UniqueFd owned(memfd);
+    auto d = decode_region_info(std::span(info).subspan(16)).value();
+    void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, static_cast<off_t>(d.offset));
+    REQUIRE(map != MAP_FAILED);
+    std::memcpy(map, "vfio-user", 9);
+    auto r = roundtrip(c.get(), message(user::kRegionRead, rw(0, 4, 9)));
+    CHECK(std::string(reinterpret_cast<const char*>(r.data() + 32), 9) == "vfio-user");
+    ::munmap(map, 4096);
+    // Leave in the middle of a message.
+    auto m = message(user::kRegionRead, rw(0, 7, 4));
+    REQUIRE(::send(c.get(), m.data(), 10, 0) == 10);
+  }
+  {
+    // The next client is served; an oversized message closes only its connection.
+    auto c = connect_client();
+    roundtrip(c.get(), message(user::kVersion, version_payload()));
+    auto r = roundtrip(c.get(), message(user::kRegionRead, rw(0, 7, 2)));
+    CHECK(r[32] == 0xde);
+    std::vector<std::uint8_t> huge;
+    put(huge, user::Header{1, user::kRegionWrite, user::kMaxMessageSize + 1, 0, 0});
+    REQUIRE(::send(c.get(), huge.data(), huge.size(), 0) == 16);
+    std::uint8_t b;
+    CHECK(::recv(c.get(), &b, 1, 0) == 0);  // the server closed it
+  }
+  {
+    auto c = connect_client();
+    auto v = roundtrip(c.get(), message(user::kVersion, version_payload()));
+    CHECK(v.size() > 16);
+  }
+  server->stop();
+  loop.join();
+  CHECK_FALSE(std::filesystem::exists(path));
+  CHECK(server->messages() == 6);  // the cut-off and the oversized message were never handled
+}
