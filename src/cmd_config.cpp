@@ -49,9 +49,7 @@ class ConfigCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("config", "Show an emulated GPU's config space after guest writes (lspci -xxxx format)");
-    std::vector<std::string> names;
-    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
-    cmd_->add_option("--profile", profile_, "Built-in emulated device")->check(CLI::IsMember(names))
+    add_profile_option(cmd_, profile_, "Built-in emulated device")
         ->capture_default_str();
     cmd_->add_option("--write", writes_, "Guest config write OFFSET:WIDTH=VALUE, applied in order (repeatable)");
     cmd_->add_option("--read", reads_, "Print a guest config read OFFSET:WIDTH after the writes (repeatable)");

@@ -18,10 +18,7 @@ class InspectCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("inspect", "Show the BARs a guest will see for each GPU, and the guest plan");
-    std::vector<std::string> names;
-    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
-    cmd_->add_option("--profile", profiles_, "Built-in emulated device (repeat for several)")
-        ->check(CLI::IsMember(names));
+    add_profile_option(cmd_, profiles_, "Built-in emulated device (repeat for several)");
     cmd_->add_option("--count", count_, "Number of GPUs of the one --profile")->check(CLI::Range(1, 64));
     device_id_ = cmd_->add_option("--device-id", device_id_text_, "PCI device id, e.g. 0x2342");
     mem_base_ = cmd_->add_option("--mem-base", mem_base_text_, "Host physical base of device memory, e.g. 0x400000000000");

@@ -89,9 +89,7 @@ class RegionCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("region", "Read and write an emulated GPU's VFIO regions, in order (R16-R20)");
-    std::vector<std::string> names;
-    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
-    cmd_->add_option("--profile", profile_, "Built-in emulated device")->check(CLI::IsMember(names))->capture_default_str();
+    add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
     write_ = cmd_->add_option("--write", writes_, "Write IDX:OFFSET=HEXBYTES (repeatable)");
     read_ = cmd_->add_option("--read", reads_, "Read IDX:OFFSET:LEN and print it in hex (repeatable)");
     reset_ = cmd_->add_flag("--reset", resets_, "Reset the device (R14, R20) at this point of the sequence (repeatable)");

@@ -21,9 +21,7 @@ class RunCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("run", "Run the built-in guest against emulated GPUs under KVM and report each check");
-    std::vector<std::string> names;
-    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
-    cmd_->add_option("--profile", opts_.profile, "Built-in emulated device")->check(CLI::IsMember(names))
+    add_profile_option(cmd_, opts_.profile, "Built-in emulated device")
         ->capture_default_str();
     cmd_->add_option("--count", opts_.count, "Number of GPUs, each checked")->check(CLI::Range(1, 8))
         ->capture_default_str();

@@ -16,11 +16,9 @@ class ServeCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("serve", "Serve emulated GPUs over vfio-user on UNIX sockets (one per GPU)");
-    std::vector<std::string> names;
-    for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
         ->required();
-    cmd_->add_option("--profile", profile_, "Built-in emulated device")->check(CLI::IsMember(names))->capture_default_str();
+    add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
     cmd_->add_option("--count", count_, "Number of GPUs")->check(CLI::Range(1, 16))->capture_default_str();
     cmd_->add_option("--mem-size", mem_size_text_, "Device memory size instead of the profile's, e.g. 0x17E4F00000");
     cmd_->add_option("--memory-file", memory_file_,

@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "nvgrace/pciemu/profiles.hpp"
+
 namespace nvgrace::cli {
 
 // Exit codes shared by all commands.
@@ -24,6 +26,16 @@ class Command {
   // Runs after a successful parse. Returns the process exit code.
   virtual int run() = 0;
 };
+
+// The --profile option every command takes: `target` is a string or a vector
+// of strings; only built-in profile names are accepted (CLI11 names the flag
+// and the choices when one is not).
+template <class T>
+CLI::Option* add_profile_option(CLI::App* cmd, T& target, const std::string& help) {
+  std::vector<std::string> names;
+  for (const auto& p : pciemu::all_profiles()) names.emplace_back(p.name);
+  return cmd->add_option("--profile", target, help)->check(CLI::IsMember(names));
+}
 
 std::unique_ptr<Command> make_inspect_command();
 std::unique_ptr<Command> make_config_command();

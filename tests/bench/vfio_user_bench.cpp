@@ -18,6 +18,7 @@
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/vfio_user.hpp"
 #include "serve/server.hpp"
+#include "vfio_user_client.hpp"
 
 using namespace nvgrace;
 namespace user = vfio::user;
@@ -32,22 +33,7 @@ std::vector<std::uint8_t> msg(std::uint16_t cmd, const void* payload, std::size_
   return m;
 }
 std::vector<std::uint8_t> call(int fd, const std::vector<std::uint8_t>& m, int* got_fd = nullptr) {
-  (void)::send(fd, m.data(), m.size(), 0);
-  std::vector<std::uint8_t> buf(16);
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  iovec iov{buf.data(), 16};
-  msghdr h{};
-  h.msg_iov = &iov;
-  h.msg_iovlen = 1;
-  h.msg_control = control;
-  h.msg_controllen = sizeof control;
-  (void)::recvmsg(fd, &h, MSG_WAITALL);
-  if (got_fd && CMSG_FIRSTHDR(&h)) std::memcpy(got_fd, CMSG_DATA(CMSG_FIRSTHDR(&h)), sizeof(int));
-  user::Header hdr{};
-  std::memcpy(&hdr, buf.data(), 16);
-  buf.resize(hdr.msg_size);
-  if (hdr.msg_size > 16) (void)::recv(fd, buf.data() + 16, hdr.msg_size - 16, MSG_WAITALL);
-  return buf;
+  return test::vfio_user_call(fd, m, got_fd);
 }
 struct Rw {
   std::uint64_t offset;
@@ -66,11 +52,9 @@ int main() {
   auto server = serve::Server::create(std::move(devices)).value();
   std::thread loop([&] { (void)server->run(false); });
 
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, path.c_str(), path.size());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return 1;
+  auto conn = test::vfio_user_connect(path);
+  if (!conn) return 1;
+  const int fd = conn.get();
   const std::uint8_t version[] = {0, 0, 0, 0, '{', '}', 0};
   call(fd, msg(user::kVersion, version, sizeof version));
 
@@ -109,7 +93,7 @@ int main() {
   fmt::print("  ratio mmap / REGION_READ:   {:8.1f}x\n", trap_s / mmap_s);
   ::munmap(map, kSpan);
   ::close(memfd);
-  ::close(fd);
+  conn.reset();
   server->stop();
   loop.join();
   return 0;

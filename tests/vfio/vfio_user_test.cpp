@@ -17,6 +17,7 @@
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/vfio_user.hpp"
 #include "serve/server.hpp"
+#include "vfio_user_client.hpp"
 
 using namespace nvgrace;
 using namespace nvgrace::vfio;
@@ -287,34 +288,14 @@ TEST_CASE("vfio-user over a socket: the memfd arrives by SCM_RIGHTS, mmap and RE
   std::thread loop([&] { (void)server->run(false); });
 
   auto connect_client = [&] {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::memcpy(a.sun_path, path.c_str(), path.size());
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    return UniqueFd(fd);
+    auto fd = test::vfio_user_connect(path);
+    REQUIRE(fd);
+    return fd;
   };
   auto roundtrip = [](int fd, const std::vector<std::uint8_t>& m, int* got_fd = nullptr) {
-    REQUIRE(::send(fd, m.data(), m.size(), 0) == static_cast<ssize_t>(m.size()));
-    std::vector<std::uint8_t> buf(1 << 16);
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-    iovec iov{buf.data(), 16};
-    msghdr h{};
-    h.msg_iov = &iov;
-    h.msg_iovlen = 1;
-    h.msg_control = control;
-    h.msg_controllen = sizeof control;
-    REQUIRE(::recvmsg(fd, &h, MSG_WAITALL) == 16);
-    if (got_fd) {
-      cmsghdr* c = CMSG_FIRSTHDR(&h);
-      REQUIRE(c);
-      std::memcpy(got_fd, CMSG_DATA(c), sizeof(int));
-    }
-    user::Header hdr{};
-    std::memcpy(&hdr, buf.data(), 16);
-    if (hdr.msg_size > 16) REQUIRE(::recv(fd, buf.data() + 16, hdr.msg_size - 16, MSG_WAITALL) == hdr.msg_size - 16);
-    buf.resize(hdr.msg_size);
-    return buf;
+    auto reply = test::vfio_user_call(fd, m, got_fd);
+    REQUIRE(reply.size() >= 16);
+    return reply;
   };
 
   {
