@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/hexdump.hpp"
 #include "pci_names.hpp"
@@ -70,7 +70,7 @@ class ConfigCommand final : public Command {
       if (!a) return usage_error("--read: {}", a.error().message);
       reads.push_back(*a);
     }
-    auto gpu = make_emulated_gpu(profile_, 0);
+    auto gpu = pciemu::make_emulated_gpu(profile_, 0);
     if (!gpu) return usage_error("--profile: {}", gpu.error().message);
     auto& cfg = gpu->config;
     for (const auto& w : writes)

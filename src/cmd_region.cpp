@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/vfio/device.hpp"
 
@@ -121,7 +121,7 @@ class RegionCommand final : public Command {
     }
     if (steps.empty()) return usage_error("give at least one --read, --write or --reset");
 
-    auto gpu = make_emulated_gpu(profile_, 0);
+    auto gpu = pciemu::make_emulated_gpu(profile_, 0);
     if (!gpu) return usage_error("--profile: {}", gpu.error().message);
     auto backend = memory_file_.empty() ? vfio::make_memfd_backend(gpu->layout, "nvgrace-" + profile_)
                                         : vfio::make_file_backend(gpu->layout, memory_file_);

@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "command.hpp"
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
@@ -36,7 +36,7 @@ class ServeCommand final : public Command {
     }
     std::vector<serve::ServedDevice> devices;
     for (unsigned i = 0; i < count_; ++i) {
-      auto gpu = make_emulated_gpu(profile_, i, mem_size);
+      auto gpu = pciemu::make_emulated_gpu(profile_, i, mem_size);
       if (!gpu) return usage_error("--profile: {}", gpu.error().message);
       auto backend = memory_file_.empty()
                          ? vfio::make_memfd_backend(gpu->layout, fmt::format("nvgrace-{}-{}", profile_, i))

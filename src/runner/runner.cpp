@@ -13,7 +13,7 @@
 
 #include <fmt/format.h>
 
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "guest/protocol.h"
 #include "log.hpp"
 #include "nvgrace/common/checked.hpp"
@@ -137,7 +137,7 @@ Result<void> Machine::setup_gpus(nvg_boot_info& bi) {
   if (auto ok = host_bridge_.define_all(bridge); !ok) return ok;
   const std::uint64_t limit = kvm_.phys_bits() >= 64 ? ~0ull : (std::uint64_t{1} << kvm_.phys_bits());
   for (unsigned i = 0; i < opts_.count; ++i) {
-    auto emu = cli::make_emulated_gpu(opts_.profile, i);
+    auto emu = pciemu::make_emulated_gpu(opts_.profile, i);
     if (!emu) return fail(emu.error());
     const auto name = fmt::format("gpu{}", i);
     auto backend = vfio::make_memfd_backend(emu->layout, "nvgrace-" + name);

@@ -14,7 +14,7 @@
 #include <linux/pci_regs.h>
 #include <spdlog/sinks/null_sink.h>
 
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "runner/runner.hpp"
 #include "vm/kvm.hpp"
 #include "vm/memslots.hpp"
@@ -77,7 +77,7 @@ int main() {
   // two raw ioctls (delete, create) the move needs, same sizes, same VM.
   auto kvm = vm::Kvm::open().value();
   vm::MemslotManager slots(kvm);
-  auto emu = cli::make_emulated_gpu("gh200", 0).value();
+  auto emu = pciemu::make_emulated_gpu("gh200", 0).value();
   auto backend = vfio::make_memfd_backend(emu.layout, "kvm-bench").value();
   const auto hva = backend->range(pciemu::MemRole::usemem)->data;
   auto dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));

@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/vfio/device.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
@@ -33,17 +33,13 @@ double best_gib_s(F&& body) {
 }  // namespace
 
 int main() {
-  const auto profile = *pciemu::find_profile("gh200");
-  const auto identity = *pciemu::find_identity(profile.device_id);
-  auto layout = *pciemu::compute_layout({pciemu::emulated_mem_base(0), profile.mem_size, true});
-  auto bars = pciemu::visible_bars(identity, layout);
-  auto cfg = *pciemu::DeviceConfig::build({profile.device_id, 0x10de, 0x16eb, true, bars, 0});
-  auto backend = vfio::make_memfd_backend(layout, "bench");
+  auto gpu = *pciemu::make_emulated_gpu("gh200", 0);
+  auto backend = vfio::make_memfd_backend(gpu.layout, "bench");
   if (!backend) {
     fmt::print(stderr, "{}\n", backend.error().message);
     return 1;
   }
-  auto dev = std::move(*vfio::VariantDevice::create(std::move(cfg), layout, std::move(*backend)));
+  auto dev = std::move(*vfio::VariantDevice::create(std::move(gpu.config), gpu.layout, std::move(*backend)));
   std::uint8_t* mem = dev->backend().range(pciemu::MemRole::usemem)->data;
   std::memset(mem, 0x5A, kSpan);  // fault the span in
   std::vector<std::uint8_t> buf(kAccess, 0xA5);

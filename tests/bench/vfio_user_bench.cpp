@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/vfio_user.hpp"
 #include "serve/server.hpp"
@@ -43,7 +43,7 @@ struct Rw {
 
 int main() {
   spdlog::set_level(spdlog::level::warn);
-  auto emu = cli::make_emulated_gpu("gh200", 0).value();
+  auto emu = pciemu::make_emulated_gpu("gh200", 0).value();
   auto backend = vfio::make_memfd_backend(emu.layout, "bench").value();
   auto dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));
   const std::string path = fmt::format("/tmp/nvgrace-bench-{}.sock", getpid());

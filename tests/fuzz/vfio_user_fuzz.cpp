@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/vfio/device.hpp"
 #include "nvgrace/vfio/vfio_user.hpp"
 
@@ -16,11 +16,9 @@ namespace {
 nvgrace::vfio::VariantDevice& device() {
   using namespace nvgrace;
   static std::unique_ptr<vfio::VariantDevice> dev = [] {
-    const auto profile = *pciemu::find_profile("gh200");
-    auto layout = *pciemu::compute_layout({pciemu::emulated_mem_base(0), profile.mem_size, true});
-    auto bars = pciemu::visible_bars(*pciemu::find_identity(profile.device_id), layout);
-    auto cfg = *pciemu::DeviceConfig::build({profile.device_id, 0x10de, 0x16eb, true, bars, 0});
-    return std::move(*vfio::VariantDevice::create(std::move(cfg), layout, std::move(*vfio::make_memfd_backend(layout, "fuzz"))));
+    auto gpu = *pciemu::make_emulated_gpu("gh200", 0);
+    auto backend = std::move(*vfio::make_memfd_backend(gpu.layout, "fuzz"));
+    return std::move(*vfio::VariantDevice::create(std::move(gpu.config), gpu.layout, std::move(backend)));
   }();
   return *dev;
 }

@@ -4,21 +4,18 @@
 #include <catch2/catch.hpp>
 
 #include "nvgrace/pciemu/device_config.hpp"
-#include "nvgrace/pciemu/identity.hpp"
-#include "nvgrace/pciemu/layout.hpp"
-#include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 
 namespace test {
 
+// The emulated GPU of `profile_name`, optionally with an expansion ROM.
 inline nvgrace::pciemu::DeviceConfig make_gpu(const char* profile_name, std::uint32_t rom_size = 0) {
-  using namespace nvgrace::pciemu;
-  const auto profile = *find_profile(profile_name);
-  const auto identity = *find_identity(profile.device_id);
-  const bool bug = mig_bug_expected(identity.generation);
-  auto layout = compute_layout({emulated_mem_base(0), profile.mem_size, bug});
-  REQUIRE(layout.has_value());
-  auto cfg = DeviceConfig::build({profile.device_id, profile.subsystem_vendor, profile.subsystem_id, bug,
-                                  visible_bars(identity, *layout), rom_size});
+  auto gpu = nvgrace::pciemu::make_emulated_gpu(profile_name, 0);
+  REQUIRE(gpu.has_value());
+  if (rom_size == 0) return std::move(gpu->config);
+  auto params = gpu->config.params();
+  params.rom_size = rom_size;
+  auto cfg = nvgrace::pciemu::DeviceConfig::build(params);
   REQUIRE(cfg.has_value());
   return std::move(*cfg);
 }

@@ -10,7 +10,7 @@
 #include <linux/pci_regs.h>
 #include <spdlog/sinks/ostream_sink.h>
 
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "vm/memslots.hpp"
 
 using namespace nvgrace;
@@ -59,7 +59,7 @@ struct Rig {
 
   explicit Rig(const char* profile = "gh200", std::uint64_t limit = std::uint64_t{1} << 48) {
     log->set_level(spdlog::level::debug);
-    auto emu = cli::make_emulated_gpu(profile, 0).value();
+    auto emu = pciemu::make_emulated_gpu(profile, 0).value();
     auto backend = vfio::make_memfd_backend(emu.layout, "memslot-test").value();
     dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));
     mapper = std::make_unique<BarMapper>("gpu0", slots, *dev, limit, log);

@@ -1,6 +1,7 @@
 // An emulated Grace GPU assembled from a built-in profile: its layout, the
 // BARs the guest sees and its config space. One place builds it so every
-// command (config, region, run, serve) sees the same device.
+// command (config, region, run, serve), test, fuzz target and benchmark sees
+// the same device.
 #pragma once
 
 #include <optional>
@@ -13,14 +14,14 @@
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 
-namespace nvgrace::cli {
+namespace nvgrace::pciemu {
 
 struct EmulatedGpu {
-  pciemu::Profile profile;
-  pciemu::DeviceIdentity identity;
-  pciemu::Layout layout;
-  std::vector<pciemu::GuestBar> bars;
-  pciemu::DeviceConfig config;
+  Profile profile;
+  DeviceIdentity identity;
+  Layout layout;
+  std::vector<GuestBar> bars;
+  DeviceConfig config;
 };
 
 // The gpu_index-th emulated GPU of `profile_name` (its memory base depends on
@@ -29,4 +30,4 @@ struct EmulatedGpu {
 [[nodiscard]] Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index,
                                                     std::optional<std::uint64_t> mem_size = std::nullopt);
 
-}  // namespace nvgrace::cli
+}  // namespace nvgrace::pciemu

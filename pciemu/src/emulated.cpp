@@ -1,22 +1,22 @@
-#include "emulated.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 
-namespace nvgrace::cli {
+namespace nvgrace::pciemu {
 
 Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned gpu_index,
                                      std::optional<std::uint64_t> mem_size) {
-  auto profile = pciemu::find_profile(profile_name);
+  auto profile = find_profile(profile_name);
   if (!profile) return fail("unknown profile '{}'", profile_name);
   if (mem_size) profile->mem_size = *mem_size;
-  auto identity = pciemu::find_identity(profile->device_id);
+  auto identity = find_identity(profile->device_id);
   if (!identity) return fail("profile '{}' names unknown device id {:#06x}", profile_name, profile->device_id);
-  const bool bug = pciemu::mig_bug_expected(identity->generation);
-  auto layout = pciemu::compute_layout({pciemu::emulated_mem_base(gpu_index), profile->mem_size, bug});
+  const bool bug = mig_bug_expected(identity->generation);
+  auto layout = compute_layout({emulated_mem_base(gpu_index), profile->mem_size, bug});
   if (!layout) return fail(layout.error().context(profile_name));
-  auto bars = pciemu::visible_bars(*identity, *layout);
-  auto config = pciemu::DeviceConfig::build(
+  auto bars = visible_bars(*identity, *layout);
+  auto config = DeviceConfig::build(
       {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0});
   if (!config) return fail(config.error().context(profile_name));
   return EmulatedGpu{*profile, *identity, *layout, std::move(bars), std::move(*config)};
 }
 
-}  // namespace nvgrace::cli
+}  // namespace nvgrace::pciemu
