@@ -63,6 +63,15 @@ TEST_CASE("R16: region info bytes follow struct vfio_region_info and the sparse-
   CHECK(info.cap_offset == 0);
   CHECK(info.size == kBar4);
   CHECK(info.offset == region_offset(4));
+  // vfio-user's convention: the same short reply, CAPS clear, argsz still raised.
+  auto short_user = encode_region_info(r4, sizeof(vfio_region_info), std::nullopt, ShortReply::caps_flag_clear);
+  vfio_region_info user_info{};
+  std::memcpy(&user_info, short_user.data(), sizeof user_info);
+  CHECK((user_info.flags & VFIO_REGION_INFO_FLAG_CAPS) == 0);
+  CHECK(user_info.argsz == info.argsz);
+  CHECK(user_info.cap_offset == 0);
+  CHECK(encode_region_info(r4, info.argsz, std::nullopt, ShortReply::caps_flag_clear) ==
+        encode_region_info(r4, info.argsz));  // full replies do not differ
   // Room enough: the capability chain follows the struct.
   auto full = encode_region_info(r4, info.argsz);
   REQUIRE(full.size() == info.argsz);

@@ -5,20 +5,13 @@
 #include <cstring>
 #include <set>
 
+#include "wire.hpp"
+
 namespace nvgrace::vfio {
 namespace {
 
-template <class T>
-void put(std::vector<std::uint8_t>& out, std::size_t at, const T& v) {
-  std::memcpy(out.data() + at, &v, sizeof v);
-}
-
-template <class T>
-T get(std::span<const std::uint8_t> b, std::size_t at) {
-  T v{};
-  std::memcpy(&v, b.data() + at, sizeof v);
-  return v;
-}
+using wire::load;
+using wire::store;
 
 std::uint32_t caps_size(const RegionDesc& r) {
   if (r.sparse.empty()) return 0;
@@ -33,18 +26,19 @@ std::uint32_t region_info_size(const RegionDesc& region) {
 }
 
 std::vector<std::uint8_t> encode_region_info(const RegionDesc& r, std::uint32_t argsz,
-                                             std::optional<std::uint64_t> offset) {
+                                             std::optional<std::uint64_t> offset, ShortReply short_reply) {
   const std::uint32_t full = region_info_size(r);
   const bool caps_fit = caps_size(r) == 0 || argsz >= full;
   std::vector<std::uint8_t> out(caps_fit ? full : sizeof(vfio_region_info), 0);
   vfio_region_info info{};
   info.argsz = caps_size(r) == 0 ? static_cast<std::uint32_t>(sizeof info) : full;
-  info.flags = r.flags | (caps_size(r) ? VFIO_REGION_INFO_FLAG_CAPS : 0u);
+  const bool caps_flag = caps_size(r) && (caps_fit || short_reply == ShortReply::caps_flag_set);
+  info.flags = r.flags | (caps_flag ? VFIO_REGION_INFO_FLAG_CAPS : 0u);
   info.index = r.index;
   info.cap_offset = caps_fit && caps_size(r) ? static_cast<std::uint32_t>(sizeof info) : 0;
   info.size = r.size;
   info.offset = offset.value_or(region_offset(r.index));
-  put(out, 0, info);
+  store(std::span(out), 0, info);
   if (caps_fit && caps_size(r)) {
     vfio_region_info_cap_sparse_mmap cap{};
     cap.header.id = VFIO_REGION_INFO_CAP_SPARSE_MMAP;
@@ -52,11 +46,11 @@ std::vector<std::uint8_t> encode_region_info(const RegionDesc& r, std::uint32_t 
     cap.header.next = 0;
     cap.nr_areas = static_cast<std::uint32_t>(r.sparse.size());
     std::size_t at = sizeof info;
-    put(out, at, cap);
+    store(std::span(out), at, cap);
     at += sizeof cap;
     for (const auto& a : r.sparse) {
       vfio_region_sparse_mmap_area area{a.offset, a.size};
-      put(out, at, area);
+      store(std::span(out), at, area);
       at += sizeof area;
     }
   }
@@ -67,7 +61,7 @@ Result<DecodedRegionInfo> decode_region_info(std::span<const std::uint8_t> b) {
   if (b.size() < sizeof(vfio_region_info))
     return fail_errno(EINVAL, "region info of {} bytes is shorter than struct vfio_region_info ({})", b.size(),
                       sizeof(vfio_region_info));
-  const auto info = get<vfio_region_info>(b, 0);
+  const auto info = load<vfio_region_info>(b, 0);
   DecodedRegionInfo d;
   d.region.index = info.index;
   d.region.size = info.size;
@@ -81,18 +75,18 @@ Result<DecodedRegionInfo> decode_region_info(std::span<const std::uint8_t> b) {
     if (at < sizeof(vfio_region_info) || at > b.size() || b.size() - at < sizeof(vfio_info_cap_header))
       return fail_errno(EINVAL, "capability at offset {} lies outside the {}-byte reply", at, b.size());
     if (!seen.insert(at).second) return fail_errno(ELOOP, "capability chain loops back to offset {}", at);
-    const auto hdr = get<vfio_info_cap_header>(b, at);
+    const auto hdr = load<vfio_info_cap_header>(b, at);
     d.cap_ids.push_back(hdr.id);
     if (hdr.id == VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
       if (b.size() - at < sizeof(vfio_region_info_cap_sparse_mmap))
         return fail_errno(EINVAL, "sparse-mmap capability at offset {} is truncated", at);
-      const auto cap = get<vfio_region_info_cap_sparse_mmap>(b, at);
+      const auto cap = load<vfio_region_info_cap_sparse_mmap>(b, at);
       const std::size_t areas_at = at + sizeof cap;
       if ((b.size() - areas_at) / sizeof(vfio_region_sparse_mmap_area) < cap.nr_areas)
         return fail_errno(EINVAL, "sparse-mmap capability at offset {} claims {} areas past the reply's end", at,
                           cap.nr_areas);
       for (std::uint32_t i = 0; i < cap.nr_areas; ++i) {
-        const auto a = get<vfio_region_sparse_mmap_area>(b, areas_at + i * sizeof(vfio_region_sparse_mmap_area));
+        const auto a = load<vfio_region_sparse_mmap_area>(b, areas_at + i * sizeof(vfio_region_sparse_mmap_area));
         d.region.sparse.push_back({a.offset, a.size});
       }
     }

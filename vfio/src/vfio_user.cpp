@@ -8,22 +8,13 @@
 #include <fmt/format.h>
 
 #include "nvgrace/vfio/region_info.hpp"
+#include "wire.hpp"
 
 namespace nvgrace::vfio::user {
 namespace {
 
-template <class T>
-T load(std::span<const std::uint8_t> b, std::size_t at) {
-  T v{};
-  std::memcpy(&v, b.data() + at, sizeof v);
-  return v;
-}
-
-template <class T>
-void append(std::vector<std::uint8_t>& out, const T& v) {
-  const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-  out.insert(out.end(), p, p + sizeof v);
-}
+using wire::append;
+using wire::load;
 
 // Payload layouts (offsets after the header), from the specification.
 struct RwHead {
@@ -156,19 +147,9 @@ Reply Session::handle(std::span<const std::uint8_t> msg, std::vector<UniqueFd> f
         fd = area->fd;
         fd_offset = area->fd_offset;
       }
-      auto bytes = encode_region_info(*region, q.argsz, fd_offset);
-      // When the capabilities do not fit, the kernel sets CAPS with
-      // cap_offset 0; QEMU's vfio-user client rejects that (it checks
-      // cap_offset before retrying with the larger argsz), so the short reply
-      // leaves CAPS clear and only argsz says more is needed. The fd goes with
-      // the full reply only.
+      auto bytes = encode_region_info(*region, q.argsz, fd_offset, ShortReply::caps_flag_clear);
+      // The fd goes with the full reply only.
       const bool complete = bytes.size() >= region_info_size(*region);
-      if (!complete) {
-        vfio_region_info info{};
-        std::memcpy(&info, bytes.data(), sizeof info);
-        info.flags &= ~static_cast<std::uint32_t>(VFIO_REGION_INFO_FLAG_CAPS);
-        std::memcpy(bytes.data(), &info, sizeof info);
-      }
       Reply r = ok(h, bytes, fmt::format("GET_REGION_INFO {} (size {:#x}{})", q.index, region->size,
                                          !complete ? ", argsz too small for the capabilities" : fd >= 0 ? ", mmap fd sent" : ""));
       if (fd >= 0 && complete && !r.bytes.empty()) r.fds.push_back(fd);

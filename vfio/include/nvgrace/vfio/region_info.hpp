@@ -14,15 +14,21 @@
 
 namespace nvgrace::vfio {
 
-// The reply to a caller that offered `argsz` bytes. As the kernel does: when
-// the capabilities do not fit, the reply is the bare struct with
-// VFIO_REGION_INFO_FLAG_CAPS set, cap_offset 0 and argsz raised to the size
-// needed, so the caller can retry.
+// How a reply too short for the capabilities tells the caller to retry with
+// the larger argsz it carries. The kernel also sets VFIO_REGION_INFO_FLAG_CAPS
+// (with cap_offset 0); QEMU's vfio-user client rejects CAPS with cap_offset 0
+// before it looks at argsz, so vfio-user replies leave CAPS clear.
+enum class ShortReply { caps_flag_set, caps_flag_clear };
+
+// The reply to a caller that offered `argsz` bytes: the struct and its
+// capabilities when they fit, else the bare struct with argsz raised to the
+// size needed and cap_offset 0 (CAPS per `short_reply`).
 // `offset` is the region's offset in the device fd (what the caller must
 // mmap); by default vfio-pci's index << 40. A vfio-user server passes the
 // offset in the fd it sends.
 [[nodiscard]] std::vector<std::uint8_t> encode_region_info(const RegionDesc& region, std::uint32_t argsz,
-                                                           std::optional<std::uint64_t> offset = std::nullopt);
+                                                           std::optional<std::uint64_t> offset = std::nullopt,
+                                                           ShortReply short_reply = ShortReply::caps_flag_set);
 
 // The size of the full reply (struct and capabilities).
 [[nodiscard]] std::uint32_t region_info_size(const RegionDesc& region);
