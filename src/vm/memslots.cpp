@@ -81,15 +81,16 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
   struct Want {
     pciemu::BarState bar;
     const pciemu::MemRegion* mem = nullptr;
+    bool decodes = false;  // decode on, a real address, not mid-probe (R21)
     bool place = false;
     std::string why;
   };
   std::vector<Want> wants;
   for (const auto& bar : states) {
-    Want w{bar, nullptr, false, {}};
+    Want w{bar, nullptr, decode && !bar.sizing && bar.address != 0, false, {}};
     for (const auto* m : {&layout.usemem, &layout.resmem})
       if (*m && (*m)->bar_index == bar.index) w.mem = &**m;
-    if (decode && !bar.sizing && bar.address != 0) {
+    if (w.decodes) {
       const auto end = checked_add(bar.address, bar.size);
       if (!end || *end > phys_limit_) {
         w.why = fmt::format("{:#x}+{:#x} lies past the guest's {:#x} physical address limit", bar.address, bar.size,
@@ -106,8 +107,7 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
   }
   for (auto& a : wants)
     for (const auto& b : wants)
-      if (&a != &b && a.place && b.bar.address != 0 && decode && !b.bar.sizing &&
-          a.bar.address < b.bar.address + b.bar.size && b.bar.address < a.bar.address + a.bar.size)
+      if (&a != &b && a.place && b.decodes && GuestRange{b.bar.address, b.bar.size, {}}.overlaps(a.bar.address, a.bar.size))
         a.why = fmt::format("it overlaps {} BAR{} at {:#x}", name_, b.bar.index, b.bar.address);
   for (auto& w : wants) {
     if (!w.why.empty()) {
