@@ -1,6 +1,7 @@
 #include "nvgrace/acpi/gpu.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -118,9 +119,11 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
       {"nvidia,egm-pxm", &GpuMemoryProperties::egm_pxm},
       {"nvidia,egm-retired-pages-data-base", &GpuMemoryProperties::egm_retired_pages_data_base},
   };
+  std::set<std::string_view> present;  // mistyped ones too: they are reported as such, not as missing
   for (const auto& prop : props.properties) {
     for (const auto& f : fields) {
       if (prop.name != f.name) continue;
+      present.insert(f.name);
       if (const auto* i = prop.value.integer())
         g.mem.*f.member = *i;
       else
@@ -128,14 +131,8 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
     }
   }
   // R5: the two properties the layout needs.
-  if (!g.mem.mem_base_pa && std::none_of(g.problems.begin(), g.problems.end(), [](const std::string& s) {
-        return s.starts_with("nvidia,gpu-mem-base-pa");
-      }))
-    g.problems.push_back("nvidia,gpu-mem-base-pa is missing from _DSD");
-  if (!g.mem.mem_size && std::none_of(g.problems.begin(), g.problems.end(), [](const std::string& s) {
-        return s.starts_with("nvidia,gpu-mem-size");
-      }))
-    g.problems.push_back("nvidia,gpu-mem-size is missing from _DSD");
+  for (std::string_view required : {"nvidia,gpu-mem-base-pa", "nvidia,gpu-mem-size"})
+    if (!present.count(required)) g.problems.push_back(fmt::format("{} is missing from _DSD", required));
   return g;
 }
 
