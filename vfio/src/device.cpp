@@ -29,15 +29,15 @@ Result<std::unique_ptr<VariantDevice>> VariantDevice::create(pciemu::DeviceConfi
       return fail_errno(EINVAL, "config space BAR{} does not match the layout's {} BAR", (*m)->bar_index,
                         to_string((*m)->role));
   }
-  std::unique_ptr<VariantDevice> d(new VariantDevice());
-  d->regions_ = region_table(config.params().bars, pciemu::ConfigSpace::kSize);
-  if (auto bar0 = config.bar(0)) {
+  auto regions = region_table(config.params().bars, pciemu::ConfigSpace::kSize);
+  std::unique_ptr<VariantDevice> d(new VariantDevice(std::move(config)));
+  d->regions_ = std::move(regions);
+  if (auto bar0 = d->config_.bar(0)) {
     auto map = Mapping::map(-1, 0, bar0->size, huge_alignment(bar0->size), PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_NORESERVE);
     if (!map) return fail(map.error().context("BAR0 register file"));
     d->bar0_ = std::move(*map);
   }
-  d->config_ = std::move(config);
   d->config_.reset();  // R14: fake BARs zero when the device is opened
   d->layout_ = std::move(layout);
   d->backend_ = std::move(backend);

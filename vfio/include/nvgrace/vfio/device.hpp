@@ -96,13 +96,13 @@ class VariantDevice {
   [[nodiscard]] bool memory_decode() const;
 
  private:
-  VariantDevice() = default;
+  explicit VariantDevice(pciemu::DeviceConfig config) : config_(std::move(config)) {}
   [[nodiscard]] Result<void> wait_ready();
   [[nodiscard]] std::uint32_t status_reg() const;  // 0xFF once ready_after has passed
   [[nodiscard]] const pciemu::MemRegion* mem_region(unsigned index) const;
   Result<std::size_t> access(unsigned index, std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write);
 
-  pciemu::DeviceConfig config_ = *pciemu::DeviceConfig::build({});
+  pciemu::DeviceConfig config_;
   pciemu::Layout layout_;
   std::vector<RegionDesc> regions_;
   std::unique_ptr<MemoryBackend> backend_;
