@@ -158,12 +158,14 @@ std::optional<BarState> DeviceConfig::bar(unsigned index) const {
     const std::size_t lo = PCI_BASE_ADDRESS_0 + 4 * index;
     const std::uint64_t raw = space_.peek(lo, 4) | static_cast<std::uint64_t>(space_.peek(lo + 4, 4)) << 32;
     const std::uint64_t address = raw & ~std::uint64_t{0xF};
-    // A half that has address bits and reads them all set is mid-probe.
-    auto probing = [&](std::size_t off) {
-      const std::uint32_t wm = space_.peek_writable(off, 4);
-      return wm != 0 && (space_.peek(off, 4) & wm) == wm;
-    };
-    return BarState{b.index, b.role, b.size, address, probing(lo) || probing(lo + 4)};
+    // R21: a size probe is the whole BAR reading back every writable address
+    // bit set - the low and high halves together, as QEMU's pci_bar_address()
+    // decides it: such a BAR would end at the very top of the address space.
+    // One half alone proves nothing: a 1 GiB BAR placed at 0x180c0000000 has a
+    // low dword of 0xC000000C, every writable bit of that half set.
+    const std::uint64_t writable =
+        space_.peek_writable(lo, 4) | static_cast<std::uint64_t>(space_.peek_writable(lo + 4, 4)) << 32;
+    return BarState{b.index, b.role, b.size, address, (raw & writable) == writable};
   }
   return std::nullopt;
 }

@@ -83,13 +83,20 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
     const pciemu::MemRegion* mem = nullptr;
     bool decodes = false;  // decode on, a real address, not mid-probe (R21)
     bool place = false;
-    std::string why;
+    std::string why;   // refused (R23)
+    std::string idle;  // not decoding, legitimately (R21)
   };
   std::vector<Want> wants;
   for (const auto& bar : states) {
-    Want w{bar, nullptr, decode && !bar.sizing && bar.address != 0, false, {}};
+    Want w{bar, nullptr, decode && !bar.sizing && bar.address != 0, false, {}, {}};
     for (const auto* m : {&layout.usemem, &layout.resmem})
       if (*m && (*m)->bar_index == bar.index) w.mem = &**m;
+    if (!decode)
+      w.idle = "memory decode is off (R21)";
+    else if (bar.sizing)
+      w.idle = "it is being sized: every address bit reads back set (R21)";
+    else if (bar.address == 0)
+      w.idle = "it is not assigned: address 0";
     if (w.decodes) {
       const auto end = checked_add(bar.address, bar.size);
       if (!end || *end > phys_limit_) {
@@ -134,8 +141,12 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
   // Phase 3: map what is placed; the tail [length, BAR size) gets no slot, so
   // guest accesses there trap (R22).
   std::vector<BarClaim> next;
+  std::vector<UnplacedBar> unplaced;
   for (const auto& w : wants) {
-    if (!w.place) continue;
+    if (!w.place) {
+      unplaced.push_back({w.bar.index, w.why.empty() ? w.idle : fmt::format("refused: {} (R23)", w.why)});
+      continue;
+    }
     BarClaim claim{w.bar.index, w.bar.address, w.bar.size, false};
     Memslot& slot = slot_[w.bar.index];
     if (w.mem && !slot) {
@@ -147,6 +158,7 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
       if (!s) {
         ++refusals_;
         log_->warn("{} BAR{} at {:#x}: memslot refused: {}", name_, w.bar.index, w.bar.address, s.error().message);
+        unplaced.push_back({w.bar.index, fmt::format("KVM refused its memslot: {}", s.error().message)});
         continue;
       }
       slot = std::move(*s);
@@ -157,6 +169,7 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
     next.push_back(claim);
   }
   claims_ = std::move(next);
+  unplaced_ = std::move(unplaced);
 }
 
 }  // namespace nvgrace::vm

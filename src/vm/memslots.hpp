@@ -89,6 +89,13 @@ struct BarClaim {
   bool mapped = false;  // a fake BAR whose [0, length) is a memslot
 };
 
+// A BAR that decodes nothing after the last sync, and why: decode off, never
+// assigned, mid-probe, or refused (R21, R23).
+struct UnplacedBar {
+  unsigned index = 0;
+  std::string reason;
+};
+
 // Keeps a device's BAR mappings in step with its config space. Call sync()
 // after every config write and after reset. For each BAR that decodes (memory
 // decode on, a valid address, not mid-probe: R21) it records a claim; a fake
@@ -108,6 +115,8 @@ class BarMapper {
   void sync(const std::vector<GuestRange>& fixed, const std::vector<GuestRange>& others);
 
   [[nodiscard]] const std::vector<BarClaim>& claims() const { return claims_; }
+  // Every BAR with no claim after the last sync, with the reason.
+  [[nodiscard]] const std::vector<UnplacedBar>& unplaced() const { return unplaced_; }
   [[nodiscard]] std::vector<GuestRange> ranges() const;
   // The claim containing `gpa`, if any.
   [[nodiscard]] const BarClaim* claim_at(std::uint64_t gpa) const;
@@ -122,6 +131,7 @@ class BarMapper {
   std::uint64_t phys_limit_;
   std::shared_ptr<spdlog::logger> log_;
   std::vector<BarClaim> claims_;
+  std::vector<UnplacedBar> unplaced_;
   Memslot slot_[6];  // by BAR index; only fake BARs use theirs
   std::uint64_t refusals_ = 0;
   std::string last_refusal_[6];  // log each distinct refusal once

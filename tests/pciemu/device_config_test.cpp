@@ -275,8 +275,96 @@ TEST_CASE("R21: BAR state distinguishes a size probe from a placed address") {
   wr(c, 0x24, 4, 0x00000080);
   CHECK_FALSE(c.bar(4)->sizing);
   CHECK(c.bar(4)->address == 0x8000000000ull);
-  wr(c, 0x18, 4, 0xFFFFFFFF);  // BAR2 low half probed, high half not
+  // One half probed alone is a placement, not a probe: BAR2's low half
+  // all-ones with the high half 0 decodes at 0xC0000000.
+  wr(c, 0x18, 4, 0xFFFFFFFF);
+  CHECK_FALSE(c.bar(2)->sizing);
+  CHECK(c.bar(2)->address == 0xC0000000ull);
+  wr(c, 0x1C, 4, 0xFFFFFFFF);
   CHECK(c.bar(2)->sizing);
+}
+
+namespace {
+
+// Places BAR `index` of `c` at `address` (low half, then high half, as a guest
+// does) and checks what the model says about it (R21).
+void check_placement(DeviceConfig& c, unsigned index, std::uint64_t size, std::uint64_t address) {
+  const std::size_t lo = PCI_BASE_ADDRESS_0 + 4 * index;
+  wr(c, lo, 4, static_cast<std::uint32_t>(address));
+  wr(c, lo + 4, 4, static_cast<std::uint32_t>(address >> 32));
+  const auto bar = c.bar(index);
+  REQUIRE(bar.has_value());
+  const std::uint64_t probe = ~(size - 1);  // every writable address bit set
+  if (bar->address != address || bar->sizing != (address == probe))
+    FAIL("BAR" << index << " of size 0x" << std::hex << size << " placed at 0x" << address << " reads address 0x"
+               << bar->address << ", sizing " << bar->sizing);
+}
+
+// Naturally aligned placements of a BAR of `size`: every one whose low dword
+// equals the size mask of that half, every one whose high dword does, the
+// probe itself, and pseudo-random ones (fixed seed).
+std::vector<std::uint64_t> placements(std::uint64_t size, std::uint64_t& seed) {
+  const std::uint64_t mask = ~(size - 1);
+  const auto lo_mask = static_cast<std::uint32_t>(mask) & 0xFFFFFFF0u;
+  const auto hi_mask = static_cast<std::uint32_t>(mask >> 32);
+  auto next = [&] {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return seed;
+  };
+  std::vector<std::uint64_t> out{0, mask};
+  for (std::uint64_t hi : std::initializer_list<std::uint64_t>{0, 1, 0x180, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE,
+                           static_cast<std::uint64_t>(hi_mask)}) {
+    out.push_back((hi << 32 | lo_mask) & mask);  // low dword == its size mask
+    out.push_back((hi << 32) & mask);
+  }
+  for (std::uint64_t lo : std::initializer_list<std::uint64_t>{0, 0x10, 0x40000000, 0x80000000, 0xC0000000, 0xFFFFFFF0,
+                           static_cast<std::uint64_t>(lo_mask)})
+    out.push_back((static_cast<std::uint64_t>(hi_mask) << 32 | lo) & mask);  // high dword == its size mask
+  for (int i = 0; i < 48; ++i) out.push_back(next() & mask);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("R21 property: only a BAR reading all-ones in both halves is a size probe, for every size and placement") {
+  std::uint64_t seed = 0x2545F4914F6CDD1Dull;
+  std::size_t checked = 0;
+  // Every power-of-two size a 64-bit memory BAR can have, at each BAR index.
+  for (unsigned index : {0u, 2u, 4u}) {
+    for (unsigned bits = 4; bits < 64; ++bits) {
+      const std::uint64_t size = std::uint64_t{1} << bits;
+      DeviceConfigParams p;
+      p.device_id = 0x2342;
+      p.bars.push_back({index, BarRole::usemem, size, std::nullopt});
+      auto c = DeviceConfig::build(p);
+      REQUIRE(c.has_value());
+      for (auto a : placements(size, seed)) {
+        check_placement(*c, index, size, a);
+        ++checked;
+      }
+    }
+  }
+  // Every BAR of every profile.
+  for (const char* profile : {"gh200", "gh200-144g", "gb200", "gb300"}) {
+    auto c = test::make_gpu(profile);
+    for (const auto& b : c.params().bars)
+      for (auto a : placements(b.size, seed)) {
+        check_placement(c, b.index, b.size, a);
+        ++checked;
+      }
+  }
+  CHECK(checked > 10000);
+}
+
+TEST_CASE("R21: the 1 GiB BAR2 at 0x180c0000000 that four GH200 get is a placement, not a probe") {
+  auto c = test::make_gpu("gh200");
+  wr(c, 0x18, 4, 0xC0000000);
+  wr(c, 0x1C, 4, 0x180);
+  CHECK(rd(c, 0x18, 4) == 0xC000000C);
+  CHECK_FALSE(c.bar(2)->sizing);
+  CHECK(c.bar(2)->address == 0x180c0000000ull);
 }
 
 TEST_CASE("accesses with a bad width or past 4 KiB are refused with EINVAL") {

@@ -43,7 +43,7 @@ struct BarState {
   BarRole role = BarRole::device;
   std::uint64_t size = 0;
   std::uint64_t address = 0;  // what the BAR decodes now (flag bits removed)
-  bool sizing = false;        // every address bit reads back set: a size probe (R21)
+  bool sizing = false;        // every address bit of the whole BAR (both halves) set: a size probe (R21)
 };
 
 class DeviceConfig {
