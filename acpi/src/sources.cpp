@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <fstream>
 #include <cstring>
 #include <optional>
 #include <sstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -14,11 +17,36 @@ namespace nvgrace::acpi {
 namespace fs = std::filesystem;
 namespace {
 
+// Reads a regular file of at most kMaxTableFileSize bytes. Devices, FIFOs and
+// sockets are refused before anything is read (/dev/zero never ends); the cap
+// also holds for files whose size stat() cannot tell (procfs reports 0).
 Result<std::vector<std::uint8_t>> read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return fail_errno(errno, "cannot read {}: {}", p.string(), std::strerror(errno));
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return fail_errno(EIO, "error reading {}", p.string());
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return fail_errno(errno, "cannot open {}: {}", p.string(), std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno(errno, "cannot stat {}: {}", p.string(), std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return fail_errno(EINVAL, "{} is not a regular file or a directory of tables", p.string());
+  if (static_cast<std::uint64_t>(st.st_size) > kMaxTableFileSize)
+    return fail_errno(EFBIG, "{} has {} bytes; ACPI table input is limited to {} MiB per file", p.string(),
+                      st.st_size, kMaxTableFileSize >> 20);
+  std::vector<std::uint8_t> bytes;
+  bytes.reserve(static_cast<std::size_t>(st.st_size));
+  std::uint8_t buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno(errno, "cannot read {}: {}", p.string(), std::strerror(errno));
+    if (n == 0) break;
+    if (bytes.size() + static_cast<std::size_t>(n) > kMaxTableFileSize)
+      return fail_errno(EFBIG, "{} is larger than the {} MiB limit for ACPI table input", p.string(),
+                        kMaxTableFileSize >> 20);
+    bytes.insert(bytes.end(), buf, buf + n);
+  }
   return bytes;
 }
 
@@ -136,6 +164,7 @@ Result<LoadedTables> load_tables(const std::vector<fs::path>& paths) {
       }
       continue;
     }
+    if (!fs::exists(path, ec)) return fail_errno(ENOENT, "{}: no such file or directory", path.string());
     auto bytes = read_file(path);
     if (!bytes) return fail(bytes.error());
     if (looks_like_acpidump(*bytes)) {

@@ -2,6 +2,8 @@
 
 #include <numeric>
 
+#include <fmt/format.h>
+
 namespace nvgrace::acpi {
 namespace {
 
@@ -10,9 +12,20 @@ std::uint32_t le32(std::span<const std::uint8_t> b, std::size_t off) {
          static_cast<std::uint32_t>(b[off + 2]) << 16 | static_cast<std::uint32_t>(b[off + 3]) << 24;
 }
 
+// A header text field as it may be printed: trailing NULs and blanks dropped,
+// bytes outside printable ASCII escaped as \xNN, so that a table of random
+// bytes cannot put a newline or a terminal escape into a message.
 std::string text(std::span<const std::uint8_t> b, std::size_t off, std::size_t n) {
-  std::string s(reinterpret_cast<const char*>(b.data() + off), n);
-  while (!s.empty() && (s.back() == '\0' || s.back() == ' ')) s.pop_back();
+  std::size_t len = n;
+  while (len > 0 && (b[off + len - 1] == '\0' || b[off + len - 1] == ' ')) --len;
+  std::string s;
+  for (std::size_t i = 0; i < len; ++i) {
+    const std::uint8_t c = b[off + i];
+    if (c >= 0x20 && c < 0x7F && c != '\\')
+      s.push_back(static_cast<char>(c));
+    else
+      s += fmt::format("\\x{:02x}", c);
+  }
   return s;
 }
 

@@ -13,6 +13,10 @@
 
 namespace nvgrace::acpi {
 
+// ACPI tables are at most a few MiB; acpidump text is about 4.5 times its
+// tables. Anything larger is refused, not read.
+inline constexpr std::size_t kMaxTableFileSize = 32u << 20;
+
 struct LoadedTables {
   std::vector<Table> tables;          // DSDT first, then SSDTs in order
   std::vector<std::string> warnings;  // bad checksums, ignored files
@@ -22,7 +26,8 @@ struct LoadedTables {
 // sub-directories are ignored), an acpidump text file (recognised by its
 // "XXXX @ 0x" block headers), or a binary table. Only DSDT and SSDT tables are
 // kept. A truncated table is an error naming the table and byte offset; a bad
-// checksum is a warning.
+// checksum is a warning. Paths that are neither directories nor regular files
+// (devices, FIFOs) and files over kMaxTableFileSize are refused.
 [[nodiscard]] Result<LoadedTables> load_tables(const std::vector<std::filesystem::path>& paths);
 
 // The DSDT/SSDT tables of one acpidump text (its hex-dump blocks).
