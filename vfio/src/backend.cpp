@@ -10,6 +10,8 @@
 #include <cstring>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "nvgrace/common/checked.hpp"
 
 namespace nvgrace::vfio {
@@ -18,10 +20,13 @@ namespace {
 // Device memory [mem_base, mem_base + size) in one fd at `fd_base`, mapped once.
 class ContiguousBackend final : public MemoryBackend {
  public:
-  ContiguousBackend(std::string kind, UniqueFd fd, Mapping map, const pciemu::Layout& layout, std::uint64_t fd_base)
-      : kind_(std::move(kind)), fd_(std::move(fd)), map_(std::move(map)), layout_(layout), fd_base_(fd_base) {}
+  ContiguousBackend(std::string kind, std::string description, UniqueFd fd, Mapping map, const pciemu::Layout& layout,
+                    std::uint64_t fd_base)
+      : kind_(std::move(kind)), description_(std::move(description)), fd_(std::move(fd)), map_(std::move(map)),
+        layout_(layout), fd_base_(fd_base) {}
 
   std::string_view kind() const override { return kind_; }
+  std::string describe() const override { return description_; }
 
   std::optional<MemoryRange> range(pciemu::MemRole role) const override {
     const auto& m = role == pciemu::MemRole::usemem ? layout_.usemem : layout_.resmem;
@@ -33,6 +38,7 @@ class ContiguousBackend final : public MemoryBackend {
 
  private:
   std::string kind_;
+  std::string description_;
   UniqueFd fd_;
   Mapping map_;
   pciemu::Layout layout_;
@@ -61,14 +67,26 @@ Result<std::unique_ptr<MemoryBackend>> make_memfd_backend(const pciemu::Layout& 
     return fail_errno(errno, "sizing the memfd to {:#x} bytes: {}", *size, std::strerror(errno));
   auto map = Mapping::map(fd.get(), 0, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE);
   if (!map) return fail(map.error().context("memfd backend"));
-  return std::make_unique<ContiguousBackend>("memfd", std::move(fd), std::move(*map), layout, 0);
+  return std::make_unique<ContiguousBackend>("memfd", fmt::format("memfd {} ({:#x} bytes, sparse)", name, *size),
+                                             std::move(fd), std::move(*map), layout, 0);
 }
 
 Result<std::unique_ptr<MemoryBackend>> make_file_backend(const pciemu::Layout& layout, const std::filesystem::path& path) {
   auto size = total_size(layout);
   if (!size) return fail(size.error());
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  // Never grow or overwrite a file that holds something else: only a new
+  // file, an empty one, or a backing file of exactly the right size is used.
+  std::string how = "created";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd && errno == EEXIST) {
+    fd = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    how = "existing";
+  }
   if (!fd) return fail_errno(errno, "opening {}: {}", path.string(), std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "stat {}: {}", path.string(), std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return fail_errno(EINVAL, "{} is not a regular file; a backing file must be a new or regular file", path.string());
   struct statfs sfs {};
   std::uint64_t need = *size;
   if (::fstatfs(fd.get(), &sfs) == 0 && sfs.f_type == HUGETLBFS_MAGIC) {
@@ -76,13 +94,24 @@ Result<std::unique_ptr<MemoryBackend>> make_file_backend(const pciemu::Layout& l
     if (!aligned) return fail_errno(EOVERFLOW, "size overflows");
     need = *aligned;  // hugetlbfs files grow in whole huge pages
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return fail_errno(errno, "stat {}: {}", path.string(), std::strerror(errno));
-  if (static_cast<std::uint64_t>(st.st_size) < need && ::ftruncate(fd.get(), static_cast<off_t>(need)) != 0)
-    return fail_errno(errno, "extending {} to {:#x} bytes: {}", path.string(), need, std::strerror(errno));
+  const auto have = static_cast<std::uint64_t>(st.st_size);
+  if (how == "existing") {
+    if (have == need)
+      how = "existing backing file of the right size";
+    else if (have == 0)
+      how = "existing empty file, sized";
+    else
+      return fail_errno(EEXIST,
+                        "{} already holds {} bytes and is not a {}-byte backing file: refusing to grow or "
+                        "overwrite it (remove it, or give a new path)",
+                        path.string(), have, need);
+  }
+  if (have != need && ::ftruncate(fd.get(), static_cast<off_t>(need)) != 0)
+    return fail_errno(errno, "sizing {} to {:#x} bytes: {}", path.string(), need, std::strerror(errno));
   auto map = Mapping::map(fd.get(), 0, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE);
   if (!map) return fail(map.error().context(path.string()));
-  return std::make_unique<ContiguousBackend>("file", std::move(fd), std::move(*map), layout, 0);
+  return std::make_unique<ContiguousBackend>("file", fmt::format("file {} ({})", path.string(), how), std::move(fd),
+                                             std::move(*map), layout, 0);
 }
 
 Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout& layout,
@@ -96,7 +125,8 @@ Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout&
   const std::uint64_t base = layout.usemem->host_base;
   auto map = Mapping::map(fd.get(), base, *size, huge_alignment(*size), PROT_READ | PROT_WRITE, MAP_SHARED);
   if (!map) return fail(map.error().context(devmem.string()));
-  return std::make_unique<ContiguousBackend>("devmem", std::move(fd), std::move(*map), layout, base);
+  return std::make_unique<ContiguousBackend>("devmem", fmt::format("{} at {:#x}+{:#x}", devmem.string(), base, *size),
+                                             std::move(fd), std::move(*map), layout, base);
 }
 
 }  // namespace nvgrace::vfio

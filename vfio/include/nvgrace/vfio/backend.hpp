@@ -47,6 +47,9 @@ class MemoryBackend {
  public:
   virtual ~MemoryBackend() = default;
   [[nodiscard]] virtual std::string_view kind() const = 0;
+  // One line for a person: what backs the memory and, for a file, whether it
+  // was created or reused.
+  [[nodiscard]] virtual std::string describe() const { return std::string(kind()); }
   // nullopt when the layout has no such region (no resmem without the MIG bug).
   [[nodiscard]] virtual std::optional<MemoryRange> range(pciemu::MemRole role) const = 0;
 };
@@ -54,8 +57,10 @@ class MemoryBackend {
 // The default: a memfd of mem_size bytes, sparse. `name` shows in /proc/*/maps.
 [[nodiscard]] Result<std::unique_ptr<MemoryBackend>> make_memfd_backend(const pciemu::Layout& layout,
                                                                         std::string_view name);
-// A file (created if missing, extended if shorter; hugetlbfs sizes are rounded
-// up to its page size).
+// A file: created if missing; an existing file only when it is empty or
+// already exactly the backing size (hugetlbfs sizes are rounded up to its page
+// size). Any other existing file is refused with EEXIST: nvgrace never grows
+// or overwrites a file that holds something else. describe() says which.
 [[nodiscard]] Result<std::unique_ptr<MemoryBackend>> make_file_backend(const pciemu::Layout& layout,
                                                                       const std::filesystem::path& path);
 // The host physical range itself, through `devmem` (normally /dev/mem).
