@@ -26,6 +26,8 @@ std::string socket_path(const std::string& base, unsigned i, unsigned count) {
 
 struct Server::Slot {
   std::string path;
+  dev_t dev = 0;  // the socket file this server created, to remove only it
+  ino_t ino = 0;
   vfio::UniqueFd listener;
   vfio::UniqueFd client;
   std::unique_ptr<user::Session> session;
@@ -100,7 +102,27 @@ bool send_reply(int fd, const user::Reply& r) {
 
 }  // namespace
 
-Result<std::unique_ptr<Server>> Server::create(std::vector<ServedDevice> devices) {
+namespace {
+
+// Whether a socket file answers a connect: a live server owns it.
+enum class SocketState { live, stale, other };
+SocketState probe_socket(const sockaddr_un& addr, int& err) {
+  vfio::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return SocketState::live;
+  err = errno;
+  return errno == ECONNREFUSED ? SocketState::stale : SocketState::other;
+}
+
+// Removes `path` only if it is still the socket file this server created.
+void remove_own(const std::string& path, dev_t dev, ino_t ino) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+    ::unlink(path.c_str());
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::create(std::vector<ServedDevice> devices, SocketAccess access) {
   std::unique_ptr<Server> s(new Server());
   s->stop_fd_ = vfio::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!s->stop_fd_) return fail_errno(errno, "eventfd: {}", std::strerror(errno));
@@ -111,25 +133,51 @@ Result<std::unique_ptr<Server>> Server::create(std::vector<ServedDevice> devices
     addr.sun_family = AF_UNIX;
     if (d.socket_path.empty() || d.socket_path.size() >= sizeof addr.sun_path)
       return fail_errno(ENAMETOOLONG, "--socket: '{}' must be 1..{} characters", d.socket_path, sizeof addr.sun_path - 1);
+    std::memcpy(addr.sun_path, d.socket_path.c_str(), d.socket_path.size());
     struct stat st {};
     if (::lstat(d.socket_path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         return fail_errno(EEXIST, "--socket: {} exists and is not a socket; not replacing it", d.socket_path);
-      ::unlink(d.socket_path.c_str());  // a stale socket of an earlier server
+      int err = 0;
+      switch (probe_socket(addr, err)) {
+        case SocketState::live:
+          return fail_errno(EADDRINUSE, "--socket: {} is in use: a server answers on it; not replacing it",
+                            d.socket_path);
+        case SocketState::other:
+          return fail_errno(err, "--socket: {} exists and cannot be probed ({}); not replacing it", d.socket_path,
+                            std::strerror(err));
+        case SocketState::stale:
+          ::unlink(d.socket_path.c_str());  // nobody listens: left behind by a server that died
+          break;
+      }
     }
-    std::memcpy(addr.sun_path, d.socket_path.c_str(), d.socket_path.size());
-    slot->listener = vfio::UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!slot->listener || ::bind(slot->listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(slot->listener.get(), 1) != 0)
-      return fail_errno(errno, "--socket: binding {}: {}", d.socket_path, std::strerror(errno));
-    s->slots_.push_back(std::move(slot));
+    slot->listener = vfio::UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!slot->listener) return fail_errno(errno, "socket: {}", std::strerror(errno));
+    // Bind with no permissions for anyone, then open up to the requested mode:
+    // there is no moment at which the socket is more open than asked.
+    const mode_t old_umask = ::umask(0777);
+    const int bound = ::bind(slot->listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int bind_err = errno;
+    ::umask(old_umask);
+    if (bound != 0) return fail_errno(bind_err, "--socket: binding {}: {}", d.socket_path, std::strerror(bind_err));
+    if (::lstat(d.socket_path.c_str(), &st) != 0)
+      return fail_errno(errno, "--socket: {} vanished after bind: {}", d.socket_path, std::strerror(errno));
+    slot->dev = st.st_dev;
+    slot->ino = st.st_ino;
+    s->slots_.push_back(std::move(slot));  // from here on the destructor removes it
+    if (access.group && ::chown(d.socket_path.c_str(), static_cast<uid_t>(-1), *access.group) != 0)
+      return fail_errno(errno, "--socket-group: chown {}: {}", d.socket_path, std::strerror(errno));
+    if (::chmod(d.socket_path.c_str(), access.mode) != 0)
+      return fail_errno(errno, "--socket-mode: chmod {}: {}", d.socket_path, std::strerror(errno));
+    if (::listen(s->slots_.back()->listener.get(), 4) != 0)
+      return fail_errno(errno, "--socket: listen on {}: {}", d.socket_path, std::strerror(errno));
   }
   s->devices_ = std::move(devices);
   return s;
 }
 
 Server::~Server() {
-  for (auto& slot : slots_) ::unlink(slot->path.c_str());
+  for (auto& slot : slots_) remove_own(slot->path, slot->dev, slot->ino);
 }
 
 void Server::stop() {
@@ -137,13 +185,26 @@ void Server::stop() {
   [[maybe_unused]] auto n = ::write(stop_fd_.get(), &one, sizeof one);
 }
 
-Result<void> Server::run(bool handle_signals) {
-  auto log = module_logger("serve");
-  vfio::UniqueFd sigfd;
+namespace {
+sigset_t shutdown_signals() {
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  return mask;
+}
+}  // namespace
+
+void block_shutdown_signals() {
+  const sigset_t mask = shutdown_signals();
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+}
+
+Result<void> Server::run(bool handle_signals) {
+  auto log = module_logger("serve");
+  vfio::UniqueFd sigfd;
+  const sigset_t mask = shutdown_signals();
   if (handle_signals) {
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     sigfd = vfio::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC));
@@ -152,8 +213,12 @@ Result<void> Server::run(bool handle_signals) {
   for (auto& slot : slots_) log->info("listening on {}", slot->path);
   for (;;) {
     std::vector<pollfd> pfds{{stop_fd_.get(), POLLIN, 0}, {sigfd ? sigfd.get() : -1, POLLIN, 0}};
-    for (auto& slot : slots_)
-      pfds.push_back({slot->client ? slot->client.get() : slot->listener.get(), POLLIN, 0});
+    // Every listener is polled, busy or not, so that a second client is
+    // refused at once rather than left waiting in the backlog.
+    for (auto& slot : slots_) {
+      pfds.push_back({slot->listener.get(), POLLIN, 0});
+      pfds.push_back({slot->client ? slot->client.get() : -1, POLLIN, 0});
+    }
     if (::poll(pfds.data(), pfds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       return fail_errno(errno, "poll: {}", std::strerror(errno));
@@ -172,36 +237,43 @@ Result<void> Server::run(bool handle_signals) {
     }
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& slot = *slots_[i];
-      if (!pfds[2 + i].revents) continue;
-      if (!slot.client) {
-        slot.client = vfio::UniqueFd(::accept4(slot.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!slot.client) {
-          log->warn("{}: accept: {}", slot.path, std::strerror(errno));
-          continue;
+      if (pfds[2 + 2 * i].revents) {
+        vfio::UniqueFd c(::accept4(slot.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!c) {
+          if (errno != EAGAIN && errno != EWOULDBLOCK) log->warn("{}: accept: {}", slot.path, std::strerror(errno));
+        } else if (slot.client) {
+          log->warn("{}: refused a second client: one client at a time, client {} is connected", slot.path,
+                    slot.connections);
+        } else {
+          slot.client = std::move(c);
+          slot.session = std::make_unique<user::Session>(*devices_[i].device);
+          log->info("{}: client {} connected", slot.path, ++slot.connections);
         }
-        slot.session = std::make_unique<user::Session>(*devices_[i].device);
-        log->info("{}: client {} connected", slot.path, ++slot.connections);
-        continue;
       }
+      if (!slot.client || !pfds[3 + 2 * i].revents) continue;
       // One message: header, then the rest of msg_size.
       std::vector<std::uint8_t> msg(sizeof(user::Header));
       std::vector<vfio::UniqueFd> fds;
       bool truncated = false;
       std::string why;
       bool ok = read_full(slot.client.get(), msg.data(), msg.size(), fds, truncated, why);
+      bool violation = false;
       if (ok) {
         user::Header h{};
         std::memcpy(&h, msg.data(), sizeof h);
         if (h.msg_size < sizeof h || h.msg_size > user::kMaxMessageSize) {
-          why = fmt::format("message size {} outside {}..{}", h.msg_size, sizeof h, user::kMaxMessageSize);
+          why = fmt::format("protocol violation: message size {} outside {}..{}", h.msg_size, sizeof h,
+                            user::kMaxMessageSize);
           ok = false;
+          violation = true;
         } else {
           msg.resize(h.msg_size);
           ok = read_full(slot.client.get(), msg.data() + sizeof h, h.msg_size - sizeof h, fds, truncated, why);
         }
       }
       if (!ok) {
-        log->info("{}: {}; closing the connection, ready for the next client", slot.path, why);
+        log->log(violation ? spdlog::level::warn : spdlog::level::info,
+                 "{}: {}; closing the connection, ready for the next client", slot.path, why);
         slot.client.reset();
         slot.session.reset();
         continue;
@@ -219,7 +291,7 @@ Result<void> Server::run(bool handle_signals) {
       }
       log->debug("{}: {}", slot.path, reply.log);
       if (reply.close) {
-        log->warn("{}: {}; closing the connection", slot.path, reply.log);
+        log->warn("{}: protocol violation: {}; closing the connection", slot.path, reply.log);
         slot.client.reset();
         slot.session.reset();
         continue;
@@ -234,7 +306,7 @@ Result<void> Server::run(bool handle_signals) {
   for (auto& slot : slots_) {
     slot->client.reset();
     slot->listener.reset();
-    ::unlink(slot->path.c_str());
+    remove_own(slot->path, slot->dev, slot->ino);
   }
   if (handle_signals) ::sigprocmask(SIG_UNBLOCK, &mask, nullptr);
   return {};

@@ -9,7 +9,10 @@
 // or a signal context (it writes an eventfd).
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,14 +27,26 @@ struct ServedDevice {
   std::unique_ptr<vfio::VariantDevice> device;
 };
 
+// Who may connect: the socket file's mode and, when set, its group (so that,
+// for example, libvirt's qemu user can connect through a shared group).
+struct SocketAccess {
+  unsigned mode = 0600;
+  std::optional<gid_t> group;
+};
+
 class Server {
  public:
-  // Binds every socket (refusing a path that exists and is not a stale socket).
-  [[nodiscard]] static Result<std::unique_ptr<Server>> create(std::vector<ServedDevice> devices);
+  // Binds every socket. A path that exists is replaced only when it is a
+  // stale socket (a connect is refused); a socket that answers is in use
+  // (EADDRINUSE), anything else is not ours (EEXIST). Nothing is left bound
+  // when one of the sockets fails.
+  [[nodiscard]] static Result<std::unique_ptr<Server>> create(std::vector<ServedDevice> devices,
+                                                             SocketAccess access = {});
   ~Server();
 
-  // Serves until stop() or SIGINT/SIGTERM (when `handle_signals`), then
-  // closes everything and removes the socket files.
+  // Serves until stop() or SIGINT/SIGTERM/SIGHUP (when `handle_signals`),
+  // then closes everything and removes the socket files it created - only
+  // those: a path now holding another file (same name, other inode) is left.
   Result<void> run(bool handle_signals);
   void stop();
 
@@ -46,6 +61,12 @@ class Server {
   vfio::UniqueFd stop_fd_;
   std::uint64_t messages_ = 0;
 };
+
+// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that a signal
+// arriving while the server is being built waits for run(handle_signals=true)
+// to handle it - and the sockets are removed - instead of killing the
+// process with its sockets left behind. Call it first thing.
+void block_shutdown_signals();
 
 // Socket path of device i when serving `count` devices on `base`: the base
 // itself for one device, else "<base>.<i>".
