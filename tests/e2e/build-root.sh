@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Builds, once, the end-to-end test root under $1 (in the build tree): a
-# Debian trixie minbase with QEMU from trixie-backports (11.x has the
-# vfio-user-pci device), plus Debian's cloud kernels and busybox-static for
-# amd64 and arm64 and an initramfs for each. Idempotent: a stamp marks a
-# finished root. Exit 77 (CTest: skipped) when the root cannot be built here,
-# with the reason.
+# Builds, once per machine, the end-to-end test root: a Debian trixie minbase
+# with QEMU from trixie-backports (11.x has the vfio-user-pci device), plus
+# Debian's cloud kernels and busybox-static for amd64 and arm64 and an
+# initramfs for each. The root is cached outside the clone, in
+# ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by this script's
+# contents, so a later CI run on the same machine reuses it; $1/root (in the
+# build tree) links to it. Packages come from the mirror apt already uses
+# (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root cannot be built
+# here, with the reason.
 set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
-root=$out/root
-stamp=$out/root.stamp
+cache=${NVGRACE_CACHE:-/var/cache/nvgrace}
+key=$(sha256sum "$0" | cut -c1-16)
+root=$cache/e2e-root-$key
+stamp=$root.stamp
 skip() { echo "e2e: skipped: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "building the root needs root (debootstrap, chroot)"
+mkdir -p "$out" "$cache"
 if [ ! -f "$stamp" ]; then
   command -v debootstrap >/dev/null || skip "debootstrap is not installed (scripts/setup installs it)"
-  rm -rf "$root"; mkdir -p "$out"
+  mirror=$("$here/../../scripts/apt-mirror" 2>&1) || skip "$mirror"
+  rm -rf "$root"
   start=$(date +%s)
-  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian > "$out/debootstrap.log" 2>&1 \
-    || skip "debootstrap of trixie failed (no mirror reachable?): $(tail -1 "$out/debootstrap.log")"
-  echo "deb http://deb.debian.org/debian trixie-backports main" > "$root/etc/apt/sources.list.d/backports.list"
+  debootstrap --variant=minbase trixie "$root" "$mirror" > "$out/debootstrap.log" 2>&1 \
+    || skip "debootstrap of trixie from $mirror failed: $(tail -1 "$out/debootstrap.log")"
+  echo "deb $mirror trixie-backports main" > "$root/etc/apt/sources.list.d/backports.list"
   chroot "$root" dpkg --add-architecture arm64
   chroot "$root" apt-get update -qq > "$out/apt.log" 2>&1 || skip "apt-get update in the root failed"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends -t trixie-backports \
@@ -31,8 +38,11 @@ if [ ! -f "$stamp" ]; then
   done
   chroot "$root" qemu-system-x86_64 -device help 2>/dev/null | grep -q vfio-user-pci || skip "this QEMU has no vfio-user-pci device"
   touch "$stamp"
-  echo "e2e: root built in $(( $(date +%s) - start )) s ($(du -sh "$root" | cut -f1))"
+  echo "e2e: root built in $(( $(date +%s) - start )) s ($(du -sh "$root" | cut -f1)) at $root"
 fi
+[ -L "$out/root" ] || rm -rf "$out/root"  # a root built in the tree by an older harness
+ln -sfn "$root" "$out/root"
+touch "$out/root.stamp"
 # Kernels and initramfs (cheap; rebuilt when init.sh changes).
 for arch in amd64 arm64; do
   work=$out/$arch
