@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 #include <linux/pci_regs.h>
@@ -56,9 +57,11 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
   std::vector<Candidate> candidates;
   if (!q.bdfs.empty()) {
     if (!q.sysfs) return fail("--device needs --sysfs (or --host) to find the device's ACPI node");
+    std::set<std::string> seen;
     for (const auto& text : q.bdfs) {
       auto bdf = acpi::normalize_bdf(text);
       if (!bdf) return fail(bdf.error().context("--device"));
+      if (!seen.insert(*bdf).second) return fail("--device {} is given twice", *bdf);
       auto f = acpi::read_pci_function(*q.sysfs, *bdf);
       if (!f) return fail(f.error().context("--device"));
       if (!f->device || !pciemu::find_identity(*f->device))
@@ -118,6 +121,15 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
     }
     if (!problems.empty()) s.passthrough_reason = join(problems) + ": passthrough without fake BARs (R5)";
 
+    // The tables describe a GPU that sysfs does not show: absent, disabled or
+    // hidden on this host. Report it and go on with the others.
+    if (q.sysfs && !c.function) {
+      s.device_id = q.device_id.value_or(0);
+      s.absent_reason = fmt::format("{} has no PCI function in {} (absent, disabled or hidden by firmware)",
+                                    s.acpi_path.value_or(s.name), (*q.sysfs / "bus/pci/devices").string());
+      out.specs.push_back(std::move(s));
+      continue;
+    }
     // Device id: sysfs, else --device-id.
     if (c.function && c.function->device) {
       s.device_id = *c.function->device;

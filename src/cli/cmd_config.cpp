@@ -9,7 +9,10 @@
 #include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/hexdump.hpp"
+#include "json.hpp"
 #include "pci_names.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace nvgrace::cli {
 namespace {
@@ -51,14 +54,19 @@ class ConfigCommand final : public Command {
     cmd_ = app.add_subcommand("config", "Show an emulated GPU's config space after guest writes (lspci -xxxx format)");
     add_profile_option(cmd_, profile_, "Built-in emulated device")
         ->capture_default_str();
-    cmd_->add_option("--write", writes_, "Guest config write OFFSET:WIDTH=VALUE, applied in order (repeatable)");
-    cmd_->add_option("--read", reads_, "Print a guest config read OFFSET:WIDTH after the writes (repeatable)");
+    cmd_->add_option("--write", writes_, "Guest config write OFFSET:WIDTH=VALUE, applied in order (repeatable)")
+        ->type_name("W");
+    cmd_->add_option("--read", reads_, "Print a guest config read OFFSET:WIDTH after the writes (repeatable)")
+        ->type_name("R");
     cmd_->add_flag("--dump", dump_, "Print the config space as `lspci -xxxx` does (the default without --read)");
-    cmd_->add_option("--slot", slot_, "PCI slot shown in the dump's device line")->capture_default_str();
+    cmd_->add_option("--slot", slot_, "PCI slot shown in the dump's device line, [[DDDD:]BB:]DD.F")
+        ->type_name("SLOT")->capture_default_str();
+    cmd_->add_flag("--json", json_, "Print the reads and the config space as JSON");
     return cmd_;
   }
 
   int run() override {
+    if (auto slot = parse_slot(slot_); !slot) return usage_error("--slot: {}", slot.error().message);
     std::vector<Access> writes, reads;
     for (const auto& w : writes_) {
       auto a = parse_access(w, true);
@@ -71,17 +79,31 @@ class ConfigCommand final : public Command {
       reads.push_back(*a);
     }
     auto gpu = pciemu::make_emulated_gpu(profile_, 0);
-    if (!gpu) return usage_error("--profile: {}", gpu.error().message);
+    if (!gpu) return failure("config", "{}", gpu.error().message);
     auto& cfg = gpu->config;
     for (const auto& w : writes)
       if (auto ok = cfg.write(w.offset, w.width, w.value); !ok) return usage_error("--write: {}", ok.error().message);
+    nlohmann::ordered_json jreads = nlohmann::ordered_json::array();
     for (const auto& r : reads) {
       auto v = cfg.read(r.offset, r.width);
       if (!v) return usage_error("--read: {}", v.error().message);
-      std::cout << fmt::format("{:#05x}:{} = {:#0{}x}\n", r.offset, r.width, *v, 2 + 2 * r.width);
+      if (json_)
+        jreads.push_back({{"offset", r.offset}, {"width", r.width}, {"value", *v}});
+      else
+        std::cout << fmt::format("{:#05x}:{} = {:#0{}x}\n", r.offset, r.width, *v, 2 + 2 * r.width);
     }
-    if (dump_ || reads.empty()) {
-      const auto bytes = cfg.space().bytes();
+    const auto bytes = cfg.space().bytes();
+    if (json_) {
+      std::string hex;
+      for (auto b : bytes) hex += fmt::format("{:02x}", b);
+      nlohmann::ordered_json j{{"profile", profile_},
+                               {"slot", slot_},
+                               {"vendor_id", hex_id(pciemu::kNvidiaVendorId)},
+                               {"device_id", hex_id(gpu->profile.device_id)},
+                               {"reads", std::move(jreads)},
+                               {"config_space", hex}};
+      std::cout << j.dump(2) << '\n';
+    } else if (dump_ || reads.empty()) {
       std::cout << lspci_device_line(slot_, bytes) << '\n' << pciemu::lspci_hex_lines(bytes) << '\n';
     }
     return kExitOk;
@@ -93,6 +115,7 @@ class ConfigCommand final : public Command {
   std::vector<std::string> writes_, reads_;
   bool dump_ = false;
   std::string slot_ = "01:00.0";
+  bool json_ = false;
 };
 
 }  // namespace

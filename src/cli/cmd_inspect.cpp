@@ -8,6 +8,7 @@
 #include "command.hpp"
 #include "acpi_devices.hpp"
 #include "inspect.hpp"
+#include "json.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 
@@ -19,21 +20,28 @@ class InspectCommand final : public Command {
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("inspect", "Show the BARs a guest will see for each GPU, and the guest plan");
     add_profile_option(cmd_, profiles_, "Built-in emulated device (repeat for several)");
-    cmd_->add_option("--count", count_, "Number of GPUs of the one --profile")->check(CLI::Range(1, 64));
-    device_id_ = cmd_->add_option("--device-id", device_id_text_, "PCI device id, e.g. 0x2342");
-    mem_base_ = cmd_->add_option("--mem-base", mem_base_text_, "Host physical base of device memory, e.g. 0x400000000000");
-    mem_size_ = cmd_->add_option("--mem-size", mem_size_text_, "Device memory size: 96GiB, 0x17E4F00000, ...");
+    cmd_->add_option("--count", count_, "Number of GPUs of the one --profile (default: 1)")
+        ->check(integer_in(1, 64))->type_name("N");
+    device_id_ = cmd_->add_option("--device-id", device_id_text_,
+                                  "PCI device id, decimal or 0x-hex, e.g. 0x2342 (R1)")->type_name("ID");
+    mem_base_ = cmd_->add_option("--mem-base", mem_base_text_, "Host physical base of device memory, e.g. 0x400000000000")
+                    ->type_name("ADDR");
+    mem_size_ = cmd_->add_option("--mem-size", mem_size_text_, "Device memory size: 96GiB, 0x17E4F00000, ...")
+                    ->type_name("SIZE");
     auto* bug = cmd_->add_flag("--mig-bug", mig_bug_, "The GPU has the MIG hardware bug (default: from the device id)");
     auto* nobug = cmd_->add_flag("--no-mig-bug", no_mig_bug_, "The GPU does not have the MIG hardware bug");
     bug->excludes(nobug);
-    cmd_->add_option("--phys-bits", phys_bits_, "Host physical address width")->check(CLI::Range(1, 64));
+    cmd_->add_option("--phys-bits", phys_bits_, "Host physical address width")
+        ->check(integer_in(1, 64))->type_name("N")->capture_default_str();
     cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_, "Guest memory NUMA nodes; GI nodes follow them")
-        ->check(CLI::Range(1, 1024));
+        ->check(integer_in(1, 1024))->type_name("N")->capture_default_str();
     cmd_->add_option("--acpi", acpi_, "ACPI tables: a directory like /sys/firmware/acpi/tables, acpidump text, "
-                     "or .aml/.dat files (repeatable)");
-    sysfs_ = cmd_->add_option("--sysfs", sysfs_root_, "sysfs root for BDF -> ACPI node, device id and config (R6)");
-    cmd_->add_option("--device", bdfs_, "Only this PCI device, e.g. 0009:01:00.0 (repeatable; needs --sysfs)");
-    auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi)");
+                     "or .aml/.dat files (repeatable; each file at most 32 MiB)")->type_name("PATH");
+    sysfs_ = cmd_->add_option("--sysfs", sysfs_root_, "sysfs root for BDF -> ACPI node, device id and config (R6)")
+                 ->type_name("ROOT");
+    cmd_->add_option("--device", bdfs_, "Only this PCI device, e.g. 0009:01:00.0 (repeatable; needs --sysfs)")
+        ->type_name("BDF");
+    auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi; not with --device)");
     all->excludes(cmd_->get_option("--device"));
     cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys");
     cmd_->add_flag("--regions", regions_, "Also list each GPU's VFIO regions as VFIO_DEVICE_GET_REGION_INFO reports them");
@@ -73,15 +81,14 @@ class InspectCommand final : public Command {
     if (explicit_dev) {
       for (auto* opt : {device_id_, mem_base_, mem_size_})
         if (opt->empty()) return usage_error("{} is required with --device-id/--mem-base/--mem-size", opt->get_name());
-      auto id = parse_hex16(device_id_text_);
+      auto id = parse_device_id();
       if (!id) return usage_error("--device-id: {}", id.error().message);
-      auto identity = pciemu::find_identity(*id);
-      if (!identity) return usage_error("--device-id: {:#06x} is not a Grace GPU nvgrace knows (R1)", *id);
+      const auto identity = *pciemu::find_identity(*id);
       auto base = parse_size(mem_base_text_);
       if (!base) return usage_error("--mem-base: {}", base.error().message);
       auto size = parse_size(mem_size_text_);
       if (!size) return usage_error("--mem-size: {}", size.error().message);
-      specs.push_back(make_spec("gpu0", std::nullopt, *id, *base, *size, forced, identity->generation));
+      specs.push_back(make_spec("gpu0", std::nullopt, *id, *base, *size, forced, identity.generation));
       return kExitOk;
     }
     const unsigned n = count_.value_or(1);
@@ -112,7 +119,7 @@ class InspectCommand final : public Command {
     q.forced_mig_bug = forced;
     q.phys_addr_bits = phys_bits_;
     if (!device_id_->empty()) {
-      auto id = parse_hex16(device_id_text_);
+      auto id = parse_device_id();
       if (!id) return usage_error("--device-id: {}", id.error().message);
       q.device_id = *id;
     }
@@ -121,6 +128,18 @@ class InspectCommand final : public Command {
     specs = std::move(devices->specs);
     acpi_diagnostics_ = std::move(devices->diagnostics);
     return kExitOk;
+  }
+
+  // Decimal or 0x-hex; must name a Grace GPU (R1). A decimal number that
+  // reads as a Grace id in hex gets a hint.
+  Result<std::uint16_t> parse_device_id() const {
+    auto id = parse_id16(device_id_text_);
+    if (!id) return fail(id.error());
+    if (pciemu::find_identity(*id)) return *id;
+    std::string hint;
+    if (auto as_hex = parse_id16("0x" + device_id_text_); as_hex && pciemu::find_identity(*as_hex))
+      hint = fmt::format("; did you mean 0x{}?", device_id_text_);
+    return fail("{} ({}) is not a Grace GPU nvgrace knows (R1){}", device_id_text_, hex_id(*id), hint);
   }
 
   DeviceSpec make_spec(std::string name, std::optional<std::string> profile, std::uint16_t id, std::uint64_t base,

@@ -9,6 +9,9 @@
 #include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/vfio/device.hpp"
+#include "json.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace nvgrace::cli {
 namespace {
@@ -72,11 +75,6 @@ Result<Step> parse_read(std::string_view text) {
   return s;
 }
 
-std::string errno_name(int e) {
-  const char* n = ::strerrorname_np(e);
-  return n ? n : fmt::format("errno {}", e);
-}
-
 void print_hex(std::uint64_t offset, std::span<const std::uint8_t> bytes) {
   for (std::size_t i = 0; i < bytes.size(); i += 16) {
     std::string line = fmt::format("  {:#014x}:", offset + i);
@@ -90,15 +88,21 @@ class RegionCommand final : public Command {
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("region", "Read and write an emulated GPU's VFIO regions, in order (R16-R20)");
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
-    write_ = cmd_->add_option("--write", writes_, "Write IDX:OFFSET=HEXBYTES (repeatable)");
-    read_ = cmd_->add_option("--read", reads_, "Read IDX:OFFSET:LEN and print it in hex (repeatable)");
+    write_ = cmd_->add_option("--write", writes_, "Write IDX:OFFSET=HEXBYTES (repeatable)")->type_name("W");
+    read_ = cmd_->add_option("--read", reads_, "Read IDX:OFFSET:LEN, at most 64 KiB, and print it in hex (repeatable)")
+                ->type_name("R");
     reset_ = cmd_->add_flag("--reset", resets_, "Reset the device (R14, R20) at this point of the sequence (repeatable)");
     cmd_->add_option("--ready-after", ready_after_ms_, "Emulated GPU turns ready this many ms after open/reset (R20)")
-        ->capture_default_str();
-    cmd_->add_option("--ready-timeout", ready_timeout_ms_, "Give up waiting for readiness after this many ms")
-        ->capture_default_str();
-    cmd_->add_option("--ready-poll", ready_poll_ms_, "Poll readiness every this many ms")->capture_default_str();
-    cmd_->add_option("--memory-file", memory_file_, "Back device memory with this file (default: a memfd)");
+        ->check(integer_in(0, 3600000, "milliseconds"))->type_name("MS")->capture_default_str();
+    cmd_->add_option("--ready-timeout", ready_timeout_ms_, "Give up waiting for readiness after this many ms (R20)")
+        ->check(integer_in(1, 3600000, "milliseconds"))->type_name("MS")->capture_default_str();
+    cmd_->add_option("--ready-poll", ready_poll_ms_, "Poll readiness every this many ms (R20)")
+        ->check(integer_in(1, 3600000, "milliseconds"))->type_name("MS")->capture_default_str();
+    cmd_->add_option("--memory-file", memory_file_,
+                     "Back device memory with this file (default: a memfd). A new file is created; an existing "
+                     "one is used only when empty or already exactly the backing size")
+        ->type_name("PATH");
+    cmd_->add_flag("--json", json_, "Print the steps and their results as JSON");
     return cmd_;
   }
 
@@ -122,39 +126,68 @@ class RegionCommand final : public Command {
     if (steps.empty()) return usage_error("give at least one --read, --write or --reset");
 
     auto gpu = pciemu::make_emulated_gpu(profile_, 0);
-    if (!gpu) return usage_error("--profile: {}", gpu.error().message);
+    if (!gpu) return failure("region", "{}", gpu.error().message);
     auto backend = memory_file_.empty() ? vfio::make_memfd_backend(gpu->layout, "nvgrace-" + profile_)
                                         : vfio::make_file_backend(gpu->layout, memory_file_);
-    if (!backend) return usage_error("{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", backend.error().message);
+    if (!backend) {
+      if (memory_file_.empty()) return failure("region", "memfd: {}", backend.error().message);
+      return failure("region", "--memory-file: {}", backend.error().message);
+    }
+    const std::string backing = (*backend)->describe();
     vfio::ReadinessOptions ready{std::chrono::milliseconds(ready_after_ms_), std::chrono::milliseconds(ready_poll_ms_),
                                  std::chrono::milliseconds(ready_timeout_ms_)};
     auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend), ready);
-    if (!dev) return usage_error("{}", dev.error().message);
+    if (!dev) return failure("region", "{}", dev.error().message);
 
+    nlohmann::ordered_json jsteps = nlohmann::ordered_json::array();
+    if (!json_) std::cout << fmt::format("backing: {}\n", backing);
+    int rc = kExitOk;
     for (const auto& s : steps) {
       if (s.kind == Step::reset) {
         (*dev)->reset();
-        std::cout << "reset\n";
+        if (json_) jsteps.push_back({{"op", "reset"}});
+        else std::cout << "reset\n";
         continue;
       }
-      std::vector<std::uint8_t> buf = s.kind == Step::write ? s.data : std::vector<std::uint8_t>(s.length);
+      const bool write = s.kind == Step::write;
+      std::vector<std::uint8_t> buf = write ? s.data : std::vector<std::uint8_t>(s.length);
       const auto dropped_before = (*dev)->dropped_writes();
-      auto n = s.kind == Step::write ? (*dev)->write(s.index, s.offset, buf) : (*dev)->read(s.index, s.offset, buf);
+      auto n = write ? (*dev)->write(s.index, s.offset, buf) : (*dev)->read(s.index, s.offset, buf);
+      nlohmann::ordered_json j{{"op", write ? "write" : "read"}, {"region", s.index}, {"offset", s.offset},
+                               {"requested", buf.size()}};
       if (!n) {
-        fmt::print(stderr, "nvgrace: region {} {} at {:#x}: {}: {}\n", s.index, s.kind == Step::write ? "write" : "read",
-                   s.offset, errno_name(n.error().err), n.error().message);
-        return kExitFailure;
+        if (json_) {
+          j["error"] = {{"errno", errno_name(n.error().err)}, {"message", n.error().message}};
+          jsteps.push_back(std::move(j));
+        } else {
+          fmt::print(stderr, "nvgrace: region: {} {}:{:#x}: {}: {}\n", write ? "write" : "read", s.index, s.offset,
+                     errno_name(n.error().err), n.error().message);
+        }
+        rc = kExitFailure;
+        break;
       }
-      if (s.kind == Step::write) {
+      j["done"] = *n;
+      if (write) {
         const auto dropped = (*dev)->dropped_writes() - dropped_before;
-        std::cout << fmt::format("write {}:{:#x}: {} of {} bytes{}\n", s.index, s.offset, *n, buf.size(),
-                                 dropped ? fmt::format(", {} dropped in the unbacked tail (R17)", dropped) : "");
+        j["dropped"] = dropped;
+        if (!json_)
+          std::cout << fmt::format("write {}:{:#x}: {} of {} bytes{}\n", s.index, s.offset, *n, buf.size(),
+                                   dropped ? fmt::format(", {} dropped in the unbacked tail (R17)", dropped) : "");
       } else {
-        std::cout << fmt::format("read {}:{:#x}: {} of {} bytes\n", s.index, s.offset, *n, buf.size());
-        print_hex(s.offset, std::span(buf).first(*n));
+        std::string hex;
+        for (std::size_t i = 0; i < *n; ++i) hex += fmt::format("{:02x}", buf[i]);
+        j["data"] = hex;
+        if (!json_) {
+          std::cout << fmt::format("read {}:{:#x}: {} of {} bytes\n", s.index, s.offset, *n, buf.size());
+          print_hex(s.offset, std::span(buf).first(*n));
+        }
       }
+      jsteps.push_back(std::move(j));
     }
-    return kExitOk;
+    if (json_)
+      std::cout << nlohmann::ordered_json{{"profile", profile_}, {"backing", backing}, {"steps", std::move(jsteps)}}.dump(2)
+                << '\n';
+    return rc;
   }
 
  private:
@@ -169,6 +202,7 @@ class RegionCommand final : public Command {
   long ready_timeout_ms_ = 30000;
   long ready_poll_ms_ = 1000;
   std::string memory_file_;
+  bool json_ = false;
 };
 
 }  // namespace

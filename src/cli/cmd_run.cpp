@@ -4,6 +4,8 @@
 
 #include <iostream>
 
+#include <nlohmann/json.hpp>
+
 #include "command.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
@@ -20,24 +22,40 @@ constexpr int kExitSkip = 77;
 class RunCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
-    cmd_ = app.add_subcommand("run", "Run the built-in guest against emulated GPUs under KVM and report each check");
-    add_profile_option(cmd_, opts_.profile, "Built-in emulated device")
-        ->capture_default_str();
-    cmd_->add_option("--count", opts_.count, "Number of GPUs, each checked")->check(CLI::Range(1, 8))
-        ->capture_default_str();
-    cmd_->add_option("--guest-mem", guest_mem_, "Guest RAM (multiple of 2 MiB, 32 MiB and up)")->capture_default_str();
-    cmd_->add_option("--timeout", timeout_s_, "Give up after this many seconds")->check(CLI::Range(1, 3600))
-        ->capture_default_str();
+    cmd_ = app.add_subcommand("run", "Run the built-in guest against emulated GPUs under KVM and report each check. "
+                                     "Exit 0: every check passed; 1: a check failed or the run failed; 77: no "
+                                     "usable /dev/kvm");
+    add_profile_option(cmd_, opts_.profile, "Built-in emulated device")->capture_default_str();
+    cmd_->add_option("--count", opts_.count, "Number of GPUs, each checked")
+        ->check(integer_in(1, 8))->type_name("N")->capture_default_str();
+    guest_mem_opt_ = cmd_->add_option("--guest-mem", guest_mem_,
+                                      fmt::format("Guest RAM, a multiple of 2 MiB in {}..{} (default: 64 MiB, or "
+                                                  "what --bench needs)",
+                                                  format_size(runner::kMinGuestMem), format_size(runner::kMaxGuestMem)))
+                         ->type_name("SIZE");
+    cmd_->add_option("--timeout", timeout_s_, "Give up after this many seconds, set-up included")
+        ->check(integer_in(1, 3600, "seconds"))->type_name("S")->capture_default_str();
     cmd_->add_flag("--bench", opts_.bench, "Run the guest's benchmark (BAR4 vs RAM writes, config vs null port I/O)");
     cmd_->add_option("--bench-mib", opts_.bench_mib, "MiB the benchmark writes to BAR4 and to RAM")
-        ->check(CLI::Range(1, 1024))->capture_default_str();
+        ->check(integer_in(1, 1024, "MiB"))->type_name("N")->capture_default_str();
+    cmd_->add_flag("--json", json_, "Print the report as JSON at the end instead of a line per check");
     return cmd_;
   }
 
   int run() override {
-    auto mem = parse_size(guest_mem_);
-    if (!mem) return usage_error("--guest-mem: {}", mem.error().message);
-    opts_.guest_mem = *mem;
+    opts_.guest_mem = opts_.bench ? std::max(kDefaultGuestMem, runner::bench_guest_mem(opts_.bench_mib))
+                                  : kDefaultGuestMem;
+    if (!guest_mem_opt_->empty()) {
+      auto mem = parse_size(guest_mem_);
+      if (!mem) return usage_error("--guest-mem: {}", mem.error().message);
+      if (*mem < runner::kMinGuestMem || *mem > runner::kMaxGuestMem || *mem % runner::kGuestMemGranule != 0)
+        return usage_error("--guest-mem: {} is not a multiple of 2 MiB in {}..{}", format_size(*mem),
+                           format_size(runner::kMinGuestMem), format_size(runner::kMaxGuestMem));
+      if (opts_.bench && *mem < runner::bench_guest_mem(opts_.bench_mib))
+        return usage_error("--guest-mem: {} is too small for a {} MiB benchmark: give {} or more", format_size(*mem),
+                           opts_.bench_mib, format_size(runner::bench_guest_mem(opts_.bench_mib)));
+      opts_.guest_mem = *mem;
+    }
     opts_.timeout = std::chrono::seconds(timeout_s_);
     auto log = module_logger("run");
     opts_.trace = log->should_log(spdlog::level::info);  // -v traces every exit
@@ -45,35 +63,64 @@ class RunCommand final : public Command {
       fmt::print(stderr, "nvgrace: run skipped: {} (needs a usable /dev/kvm)\n", ok.error().message);
       return kExitSkip;
     }
-    std::cout << fmt::format("nvgrace run: {} x {} under KVM, {} guest RAM\n", opts_.count, opts_.profile,
-                             format_size(opts_.guest_mem))
-              << std::flush;
-    auto report = runner::run(opts_, [](const std::string& line) { std::cout << line << '\n' << std::flush; });
-    if (!report) {
-      fmt::print(stderr, "nvgrace: run failed: {}\n", report.error().message);
-      return kExitFailure;
-    }
+    nlohmann::ordered_json lines = nlohmann::ordered_json::array();
+    if (!json_)
+      std::cout << fmt::format("nvgrace run: {} x {} under KVM, {} guest RAM\n", opts_.count, opts_.profile,
+                               format_size(opts_.guest_mem))
+                << std::flush;
+    auto report = runner::run(opts_, [&](const std::string& line) {
+      if (json_)
+        lines.push_back(line);
+      else
+        std::cout << line << '\n' << std::flush;
+    });
+    if (!report) return failure("run", "{}", report.error().message);
     rusage ru{};
     ::getrusage(RUSAGE_SELF, &ru);
     const auto& e = report->exits;
-    std::cout << fmt::format("exits: {} (port I/O {}, MMIO {}, config accesses {}, unclaimed MMIO {}); "
-                             "memslots live {}; refused placements {}; peak RSS {} MiB\n",
-                             e.total, e.io, e.mmio, e.config, e.unclaimed, report->slots_live, report->refusals,
-                             ru.ru_maxrss / 1024);
-    if (opts_.bench) {
-      for (const auto& [name, cycles] : report->bench) std::cout << fmt::format("{}: {} cycles\n", name, cycles);
-      return kExitOk;
+    if (json_) {
+      nlohmann::ordered_json j{
+          {"profile", opts_.profile},
+          {"count", opts_.count},
+          {"guest_mem", opts_.guest_mem},
+          {"passed", report->passed()},
+          {"checks", report->checks},
+          {"failed", report->guest_failures + report->host_failures},
+          {"lines", std::move(lines)},
+          {"exits", {{"total", e.total}, {"io", e.io}, {"mmio", e.mmio}, {"config", e.config}, {"unclaimed", e.unclaimed}}},
+          {"memslots_live", report->slots_live},
+          {"refused_placements", report->refusals},
+          {"unmapped_bars", report->unplaced},
+          {"peak_rss_bytes", static_cast<std::uint64_t>(ru.ru_maxrss) * 1024}};
+      if (opts_.bench) {
+        nlohmann::ordered_json b = nlohmann::ordered_json::object();
+        for (const auto& [name, cycles] : report->bench) b[name] = cycles;
+        j["bench_cycles"] = std::move(b);
+      }
+      std::cout << j.dump(2) << '\n';
+    } else {
+      std::cout << fmt::format("exits: {} (port I/O {}, MMIO {}, config accesses {}, unclaimed MMIO {}); "
+                               "memslots live {}; refused placements {}; BARs not mapped {}; peak RSS {} MiB\n",
+                               e.total, e.io, e.mmio, e.config, e.unclaimed, report->slots_live, report->refusals,
+                               report->unplaced, ru.ru_maxrss / 1024);
+      if (opts_.bench)
+        for (const auto& [name, cycles] : report->bench) std::cout << fmt::format("{}: {} cycles\n", name, cycles);
+      else
+        std::cout << fmt::format("{}: {} checks, {} failed\n", report->passed() ? "PASS" : "FAIL", report->checks,
+                                 report->guest_failures + report->host_failures);
     }
-    std::cout << fmt::format("{}: {} checks, {} failed\n", report->passed() ? "PASS" : "FAIL", report->checks,
-                             report->guest_failures + report->host_failures);
+    if (opts_.bench) return kExitOk;
     return report->passed() ? kExitOk : kExitFailure;
   }
 
  private:
+  static constexpr std::uint64_t kDefaultGuestMem = 64ull << 20;
   CLI::App* cmd_ = nullptr;
+  CLI::Option* guest_mem_opt_ = nullptr;
   runner::RunOptions opts_;
-  std::string guest_mem_ = "64MiB";
+  std::string guest_mem_;
   long timeout_s_ = 60;
+  bool json_ = false;
 };
 
 }  // namespace

@@ -1,33 +1,75 @@
 // `nvgrace serve`: emulated Grace GPUs over vfio-user, for VMMs that attach
 // user-space devices (QEMU 10.1+ vfio-user-pci, cloud-hypervisor).
+#include <grp.h>
+
+#include <charconv>
 #include <iostream>
 
 #include "command.hpp"
-#include "nvgrace/pciemu/emulated.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
+#include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 #include "serve/server.hpp"
 
 namespace nvgrace::cli {
 namespace {
 
+// "0660" or "660": octal permission bits, at most 0777.
+Result<unsigned> parse_mode(std::string_view text) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 8);
+  if (text.empty() || ec != std::errc() || p != text.data() + text.size() || v > 0777)
+    return fail("'{}' is not an octal mode such as 0600 or 0660", text);
+  return v;
+}
+
+// A group name or a numeric gid.
+Result<gid_t> parse_group(const std::string& text) {
+  if (const group* g = ::getgrnam(text.c_str())) return g->gr_gid;
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (!text.empty() && ec == std::errc() && p == text.data() + text.size()) return static_cast<gid_t>(v);
+  return fail("no group named '{}' (give a group name or a numeric gid)", text);
+}
+
 class ServeCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
-    cmd_ = app.add_subcommand("serve", "Serve emulated GPUs over vfio-user on UNIX sockets (one per GPU)");
+    cmd_ = app.add_subcommand("serve", "Serve emulated GPUs over vfio-user on UNIX sockets, one per GPU, one client "
+                                       "at a time each. Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets");
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
-        ->required();
+        ->type_name("PATH")->required();
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
-    cmd_->add_option("--count", count_, "Number of GPUs")->check(CLI::Range(1, 16))->capture_default_str();
-    cmd_->add_option("--mem-size", mem_size_text_, "Device memory size instead of the profile's, e.g. 0x17E4F00000");
+    cmd_->add_option("--count", count_, "Number of GPUs")->check(integer_in(1, 16))->type_name("N")->capture_default_str();
+    cmd_->add_option("--mem-size", mem_size_text_, "Device memory size instead of the profile's, e.g. 0x17E4F00000")
+        ->type_name("SIZE");
     cmd_->add_option("--memory-file", memory_file_,
                      "Back device memory with this file (PATH.i with --count > 1) instead of a memfd; usemem at "
-                     "offset 0, resmem right after it");
+                     "offset 0, resmem right after it. A new file is created; an existing one is used only when "
+                     "empty or already exactly the backing size")
+        ->type_name("PATH");
+    cmd_->add_option("--socket-mode", socket_mode_text_, "Permissions of the socket files, octal")
+        ->type_name("MODE")->capture_default_str();
+    cmd_->add_option("--socket-group", socket_group_,
+                     "Group of the socket files (name or gid), e.g. the group a VMM such as libvirt's qemu runs in")
+        ->type_name("GROUP");
     return cmd_;
   }
 
+  [[nodiscard]] spdlog::level::level_enum default_log_level() const override { return spdlog::level::info; }
+
   int run() override {
+    serve::block_shutdown_signals();  // a SIGTERM from now on shuts down cleanly
+    serve::SocketAccess access;
+    auto mode = parse_mode(socket_mode_text_);
+    if (!mode) return usage_error("--socket-mode: {}", mode.error().message);
+    access.mode = *mode;
+    if (!socket_group_.empty()) {
+      auto gid = parse_group(socket_group_);
+      if (!gid) return usage_error("--socket-group: {}", gid.error().message);
+      access.group = *gid;
+    }
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
       auto v = parse_size(mem_size_text_);
@@ -35,26 +77,32 @@ class ServeCommand final : public Command {
       mem_size = *v;
     }
     std::vector<serve::ServedDevice> devices;
+    std::vector<std::string> backings;
     for (unsigned i = 0; i < count_; ++i) {
       auto gpu = pciemu::make_emulated_gpu(profile_, i, mem_size);
-      if (!gpu) return usage_error("--profile: {}", gpu.error().message);
+      // The profile is a checked name: a device that cannot be built from it
+      // is the --mem-size's doing.
+      if (!gpu) return usage_error("--mem-size: {}", gpu.error().message);
       auto backend = memory_file_.empty()
                          ? vfio::make_memfd_backend(gpu->layout, fmt::format("nvgrace-{}-{}", profile_, i))
                          : vfio::make_file_backend(gpu->layout, serve::socket_path(memory_file_, i, count_));
-      if (!backend) return usage_error("{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", backend.error().message);
+      if (!backend) return failure("serve", "{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", backend.error().message);
+      backings.push_back((*backend)->describe());
       auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend));
-      if (!dev) return usage_error("{}", dev.error().message);
+      if (!dev) return failure("serve", "{}", dev.error().message);
       devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev)});
     }
-    auto server = serve::Server::create(std::move(devices));
-    if (!server) return usage_error("{}", server.error().message);
-    for (unsigned i = 0; i < count_; ++i)
-      std::cout << fmt::format("serving {} gpu{} on {}\n", profile_, i, serve::socket_path(socket_, i, count_))
-                << std::flush;
-    if (auto ok = (*server)->run(true); !ok) {
-      fmt::print(stderr, "nvgrace: serve: {}\n", ok.error().message);
-      return kExitFailure;
+    auto server = serve::Server::create(std::move(devices), access);
+    if (!server) {
+      // A socket in use or a path that is not ours: the command line asked
+      // for something that cannot be had (exit 2, as for any bad path).
+      return usage_error("{}", server.error().message);
     }
+    for (unsigned i = 0; i < count_; ++i)
+      std::cout << fmt::format("serving {} gpu{} on {} ({})\n", profile_, i, serve::socket_path(socket_, i, count_),
+                               backings[i])
+                << std::flush;
+    if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
     return kExitOk;
   }
 
@@ -65,6 +113,8 @@ class ServeCommand final : public Command {
   unsigned count_ = 1;
   std::string memory_file_;
   std::string mem_size_text_;
+  std::string socket_mode_text_ = "0600";
+  std::string socket_group_;
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "json.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/config_space.hpp"
@@ -18,12 +19,18 @@ std::string_view status_name(DeviceStatus s) {
   switch (s) {
     case DeviceStatus::passthrough: return "passthrough";
     case DeviceStatus::unusable: return "unusable";
+    case DeviceStatus::absent: return "not-present";
     case DeviceStatus::fake_bars: break;
   }
   return "fake-bars";
 }
 
-std::string hex_id(std::uint16_t id) { return fmt::format("{:#06x}", id); }
+// R19: how the guest's mapping of a BAR is made. The device's own BARs are
+// trapped (emulation) or the device's MMIO (passthrough): uncached.
+CacheAttr bar_cache(const pciemu::GuestBar& b) {
+  if (!b.mem) return CacheAttr::uncached;
+  return b.mem->cacheable ? CacheAttr::write_back : CacheAttr::write_combined;
+}
 
 std::vector<std::string> region_flags(std::uint32_t f) {
   std::vector<std::string> out;
@@ -68,8 +75,9 @@ std::string wrap(std::string_view lead, std::string_view text) {
 }  // namespace
 
 bool InspectReport::any_unusable() const {
-  return std::any_of(devices.begin(), devices.end(),
-                     [](const DeviceReport& d) { return d.status == DeviceStatus::unusable; });
+  return plan_error.has_value() || std::any_of(devices.begin(), devices.end(), [](const DeviceReport& d) {
+           return d.status == DeviceStatus::unusable;
+         });
 }
 
 Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes) {
@@ -79,6 +87,12 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
   std::vector<std::vector<pciemu::GuestBar>> guest_bars;
   for (const auto& spec : specs) {
     auto identity = pciemu::find_identity(spec.device_id);
+    if (spec.absent_reason) {
+      DeviceReport dev{spec, identity, DeviceStatus::absent, *spec.absent_reason, {}};
+      log->info("{}: not present: {}", spec.name, dev.reason);
+      report.devices.push_back(std::move(dev));
+      continue;
+    }
     if (!identity) return fail("device id {} of {} is not a Grace GPU nvgrace knows (R1)", hex_id(spec.device_id), spec.name);
     DeviceReport dev{spec, *identity, DeviceStatus::fake_bars, {}, {}};
     if (spec.passthrough_reason) {
@@ -86,16 +100,10 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
       dev.reason = *spec.passthrough_reason;
       dev.bars = pciemu::visible_bars(*identity, pciemu::Layout{true, dev.reason, {}, {}});
       log->info("{}: passthrough: {}", spec.name, dev.reason);
-      report.plan_members.push_back(report.devices.size());
-      guest_bars.push_back(dev.bars);
-      report.devices.push_back(std::move(dev));
-      continue;
-    }
-    auto layout = pciemu::compute_layout({spec.mem_base, spec.mem_size, spec.mig_hw_bug, spec.phys_addr_bits});
-    if (!layout) {
+    } else if (auto layout = pciemu::compute_layout({spec.mem_base, spec.mem_size, spec.mig_hw_bug, spec.phys_addr_bits});
+               !layout) {
       dev.status = DeviceStatus::unusable;
       dev.reason = layout.error().message;
-      log->warn("{}: unusable: {}", spec.name, dev.reason);
     } else {
       if (layout->passthrough) {
         dev.status = DeviceStatus::passthrough;
@@ -104,16 +112,32 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
       }
       dev.bars = pciemu::visible_bars(*identity, *layout);
     }
-    log->debug("{}: {} BARs visible to the guest", spec.name, dev.bars.size());
+    // A GPU whose BARs alone need more 64-bit MMIO than any power-of-two
+    // window holds fits no guest (R25): unusable, with the plan's reason.
     if (dev.status != DeviceStatus::unusable) {
+      const std::vector<std::vector<pciemu::GuestBar>> alone{dev.bars};
+      if (auto p = pciemu::plan_guest(alone, guest_numa_nodes); !p) {
+        dev.status = DeviceStatus::unusable;
+        dev.reason = fmt::format("no guest can hold its BARs: {} (R25)", p.error().message);
+      }
+    }
+    if (dev.status == DeviceStatus::unusable) {
+      log->warn("{}: unusable: {}", spec.name, dev.reason);
+    } else {
       report.plan_members.push_back(report.devices.size());
       guest_bars.push_back(dev.bars);
     }
+    log->debug("{}: {} BARs visible to the guest", spec.name, dev.bars.size());
     report.devices.push_back(std::move(dev));
   }
-  auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes);
-  if (!plan) return fail(plan.error().context("guest plan"));
-  report.plan = std::move(*plan);
+  if (auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes); plan) {
+    report.plan = std::move(*plan);
+  } else {
+    report.plan_error = fmt::format("the {} usable GPUs fit no guest together: {} (R25)", guest_bars.size(),
+                                    plan.error().message);
+    report.plan_members.clear();
+    log->warn("guest plan: {}", *report.plan_error);
+  }
   return report;
 }
 
@@ -131,14 +155,14 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
       jb["size"] = b.size;
       jb["tail"] = b.mem ? b.mem->tail() : 0;
       jb["prefetchable"] = true;
-      jb["cacheable"] = b.mem ? b.mem->cacheable : false;
+      jb["cache"] = std::string(to_string(bar_cache(b)));
       bars.push_back(std::move(jb));
     }
     ordered_json jd;
     jd["name"] = d.spec.name;
     jd["profile"] = d.spec.profile ? ordered_json(*d.spec.profile) : ordered_json(nullptr);
-    jd["device_id"] = d.spec.device_id;
-    jd["model"] = std::string(d.identity.model);
+    jd["device_id"] = d.spec.device_id ? ordered_json(hex_id(d.spec.device_id)) : ordered_json(nullptr);
+    jd["model"] = d.identity ? ordered_json(std::string(d.identity->model)) : ordered_json(nullptr);
     jd["mem_base"] = d.spec.mem_base;
     jd["mem_size"] = d.spec.mem_size;
     jd["mig_hw_bug"] = d.spec.mig_hw_bug;
@@ -161,14 +185,14 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     jd["status"] = std::string(status_name(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
     jd["bars"] = std::move(bars);
-    if (regions && d.status != DeviceStatus::unusable) {
+    if (regions && !d.bars.empty()) {
       ordered_json jr = ordered_json::array();
       for (const auto& reg : regions_of(d)) {
         ordered_json e{{"index", reg.index}, {"name", std::string(region_name(reg.index))}, {"size", reg.size},
                        {"offset", vfio::region_offset(reg.index)}, {"flags", region_flags(reg.flags)}};
         e["sparse_mmap"] = ordered_json::array();
         for (const auto& a : reg.sparse) e["sparse_mmap"].push_back({{"offset", a.offset}, {"size", a.size}});
-        if (!reg.sparse.empty()) e["cache"] = reg.write_combined ? "write-combined" : "write-back";
+        e["cache"] = reg.sparse.empty() ? "uncached" : reg.write_combined ? "write-combined" : "write-back";
         jr.push_back(std::move(e));
       }
       jd["regions"] = std::move(jr);
@@ -181,6 +205,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     windows.push_back({{"device", r.devices[r.plan_members[i]].spec.name}, {"offset", w.offset}, {"size", w.size}, {"align", w.align}});
   }
   ordered_json guest;
+  guest["error"] = r.plan_error ? ordered_json(*r.plan_error) : ordered_json(nullptr);
   guest["mmio64_bytes"] = r.plan.mmio64_bytes;
   guest["highmem_mmio_size"] = r.plan.highmem_mmio_size;
   guest["guest_numa_nodes"] = r.guest_numa_nodes;
@@ -207,11 +232,15 @@ std::string to_table(const InspectReport& r, bool regions) {
     line("");
   }
   for (const auto& d : r.devices) {
-    line(fmt::format("{}: {:04x}:{:04x} {} ({}){}", d.spec.name, pciemu::kNvidiaVendorId, d.spec.device_id,
-                     d.identity.model, pciemu::to_string(d.identity.generation),
-                     d.spec.profile ? fmt::format(", profile {}", *d.spec.profile) : ""));
-    line(fmt::format("  memory {} at {:#x}, MIG bug: {} (from {})", format_size(d.spec.mem_size), d.spec.mem_base,
-                     d.spec.mig_hw_bug ? "yes" : "no", d.spec.mig_hw_bug_source));
+    if (d.identity)
+      line(fmt::format("{}: {:04x}:{:04x} {} ({}){}", d.spec.name, pciemu::kNvidiaVendorId, d.spec.device_id,
+                       d.identity->model, pciemu::to_string(d.identity->generation),
+                       d.spec.profile ? fmt::format(", profile {}", *d.spec.profile) : ""));
+    else
+      line(fmt::format("{}: device id unknown", d.spec.name));
+    if (d.status != DeviceStatus::absent)
+      line(fmt::format("  memory {} at {:#x}, MIG bug: {} (from {})", format_size(d.spec.mem_size), d.spec.mem_base,
+                       d.spec.mig_hw_bug ? "yes" : "no", d.spec.mig_hw_bug_source));
     if (d.spec.acpi_path) {
       std::string adr;
       for (auto a : d.spec.adr_chain) adr += fmt::format("{}{:x}.{:x}", adr.empty() ? "" : "/", a >> 16, a & 0xFFFF);
@@ -227,19 +256,23 @@ std::string to_table(const InspectReport& r, bool regions) {
                        d.spec.egm_pxm ? fmt::format(", PXM {}", *d.spec.egm_pxm) : ""));
     line(fmt::format("  status {}", status_name(d.status)));
     if (!d.reason.empty()) line(wrap("  reason ", d.reason));
+    if (d.bars.empty()) {
+      line("");
+      continue;
+    }
     line(fmt::format("  {:<3} {:<7} {:<16} {:<10} {:<9} {:<9} {}", "BAR", "role", "host base", "length", "BAR size",
                      "tail", "mapping"));
     for (const auto& b : d.bars) {
       if (b.mem) {
         line(fmt::format("  {:<3} {:<7} {:<16} {:<10} {:<9} {:<9} {}", b.index, pciemu::to_string(b.role),
                          fmt::format("{:#x}", b.mem->host_base), format_size(b.mem->length), format_size(b.size),
-                         format_size(b.mem->tail()), b.mem->cacheable ? "write-back" : "write-combined"));
+                         format_size(b.mem->tail()), to_string(bar_cache(b))));
       } else {
         line(fmt::format("  {:<3} {:<7} {:<16} {:<10} {:<9} {:<9} {}", b.index, "device", "(device)",
-                         format_size(b.size), format_size(b.size), "-", "trapped"));
+                         format_size(b.size), format_size(b.size), "-", to_string(CacheAttr::uncached)));
       }
     }
-    if (regions && d.status != DeviceStatus::unusable) {
+    if (regions) {
       line("  VFIO regions (VFIO_DEVICE_GET_REGION_INFO, R16)");
       line(fmt::format("  {:<3} {:<7} {:<14} {:<16} {}", "idx", "name", "size", "flags", "sparse mmap"));
       for (const auto& reg : regions_of(d)) {
@@ -257,6 +290,10 @@ std::string to_table(const InspectReport& r, bool regions) {
   }
   if (r.devices.empty()) line("no Grace GPU found\n");
   const auto& p = r.plan;
+  if (r.plan_error) {
+    line(wrap("guest plan: none: ", *r.plan_error));
+    return out;
+  }
   line("guest plan: one PCIe root port per GPU (R25)");
   for (std::size_t i = 0; i < p.windows.size(); ++i)
     line(fmt::format("  rp{} -> {}: 64-bit window {} at +{:#x}, aligned to {}", i, r.devices[r.plan_members[i]].spec.name,

@@ -35,13 +35,20 @@ struct DeviceSpec {
   std::optional<std::uint64_t> egm_base_pa, egm_size, egm_pxm, egm_retired_pages_data_base;
   // Set when the firmware description rules out fake BARs (R5): the reason.
   std::optional<std::string> passthrough_reason;
+  // Set when the tables describe a GPU that this host does not show as a PCI
+  // function (absent, disabled, hidden by firmware): the reason. device_id
+  // is then 0 unless --device-id gave one.
+  std::optional<std::string> absent_reason;
 };
 
-enum class DeviceStatus { fake_bars, passthrough, unusable };
+// fake-bars: usemem/resmem become BAR4/BAR2; passthrough: no fake BARs (R5);
+// unusable: the driver would refuse the device, or no guest can hold its BARs;
+// not-present: described by the tables, not present on the host.
+enum class DeviceStatus { fake_bars, passthrough, unusable, absent };
 
 struct DeviceReport {
   DeviceSpec spec;
-  pciemu::DeviceIdentity identity;
+  std::optional<pciemu::DeviceIdentity> identity;  // unset only for an absent GPU of unknown id
   DeviceStatus status = DeviceStatus::fake_bars;
   std::string reason;  // why passthrough or unusable
   std::vector<pciemu::GuestBar> bars;
@@ -55,15 +62,20 @@ struct InspectReport {
   pciemu::GuestPlan plan;
   std::vector<std::size_t> plan_members;
   unsigned guest_numa_nodes = 1;
+  // Set when the usable GPUs fit no guest together (their 64-bit MMIO need has
+  // no power-of-two window): why. The plan is then empty.
+  std::optional<std::string> plan_error;
   // Where the devices came from, when from ACPI tables: read diagnostics.
   std::optional<nlohmann::ordered_json> acpi;
 
+  // Whether the command must exit 1: a GPU is unusable or the plan failed.
   [[nodiscard]] bool any_unusable() const;
 };
 
 // Fails only where the input cannot describe a Grace GPU at all (unknown device
-// id) or the guest plan overflows; a device the driver would refuse is reported
-// as "unusable" inside the report.
+// id). A device the driver would refuse, or whose BARs no guest can hold, is
+// reported as "unusable" inside the report; GPUs that fit no guest together
+// leave the plan empty with `plan_error` set.
 [[nodiscard]] Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes);
 
 // With `regions`, each device also lists its VFIO regions as

@@ -17,6 +17,7 @@
 #include "guest/protocol.h"
 #include "log.hpp"
 #include "nvgrace/common/checked.hpp"
+#include "nvgrace/common/size.hpp"
 #include "vm/kvm.hpp"
 #include "vm/memslots.hpp"
 
@@ -64,8 +65,10 @@ class Watchdog {
 
 class Machine {
  public:
-  Machine(vm::Kvm kvm, const RunOptions& opts, const std::function<void(const std::string&)>& on_line)
-      : kvm_(std::move(kvm)), slots_(kvm_), opts_(opts), on_line_(on_line), log_(module_logger("run")) {}
+  Machine(vm::Kvm kvm, const RunOptions& opts, const std::function<void(const std::string&)>& on_line,
+          std::chrono::steady_clock::time_point deadline)
+      : kvm_(std::move(kvm)), slots_(kvm_), opts_(opts), on_line_(on_line), log_(module_logger("run")),
+        deadline_(deadline) {}
 
   Result<void> setup();
   Result<RunReport> loop();
@@ -88,6 +91,10 @@ class Machine {
   RunOptions opts_;
   const std::function<void(const std::string&)>& on_line_;
   std::shared_ptr<spdlog::logger> log_;
+  // --timeout bounds the whole run, set-up included: checked between GPUs
+  // while setting up, after every exit, and on each watchdog tick.
+  std::chrono::steady_clock::time_point deadline_;
+  [[nodiscard]] Result<void> check_deadline(std::string_view doing) const;
   vfio::UniqueFd ram_fd_;
   vfio::Mapping ram_;
   vm::Memslot ram_slot_;
@@ -99,9 +106,16 @@ class Machine {
   RunReport report_;
 };
 
+Result<void> Machine::check_deadline(std::string_view doing) const {
+  if (std::chrono::steady_clock::now() <= deadline_) return {};
+  return fail_errno(ETIMEDOUT, "--timeout: {} s passed while {}", opts_.timeout.count(), doing);
+}
+
 Result<void> Machine::setup_ram() {
-  if (opts_.guest_mem < 32 * MiB || opts_.guest_mem % (2 * MiB) != 0 || opts_.guest_mem > kEcamBase)
-    return fail_errno(EINVAL, "guest memory must be a multiple of 2 MiB between 32 MiB and {:#x}", kEcamBase);
+  static_assert(kMaxGuestMem <= kEcamBase);
+  if (opts_.guest_mem < kMinGuestMem || opts_.guest_mem % kGuestMemGranule != 0 || opts_.guest_mem > kMaxGuestMem)
+    return fail_errno(EINVAL, "guest memory {} is not a multiple of 2 MiB in {}..{}", format_size(opts_.guest_mem),
+                      format_size(kMinGuestMem), format_size(kMaxGuestMem));
   // RAM is a memfd like device memory, so the benchmark compares like with like.
   ram_fd_ = vfio::UniqueFd(::memfd_create("nvgrace-guest-ram", MFD_CLOEXEC));
   if (!ram_fd_ || ::ftruncate(ram_fd_.get(), static_cast<off_t>(opts_.guest_mem)) != 0)
@@ -137,6 +151,7 @@ Result<void> Machine::setup_gpus(nvg_boot_info& bi) {
   if (auto ok = host_bridge_.define_all(bridge); !ok) return ok;
   const std::uint64_t limit = kvm_.phys_bits() >= 64 ? ~0ull : (std::uint64_t{1} << kvm_.phys_bits());
   for (unsigned i = 0; i < opts_.count; ++i) {
+    if (auto ok = check_deadline(fmt::format("setting up gpu{}", i)); !ok) return ok;
     auto emu = pciemu::make_emulated_gpu(opts_.profile, i);
     if (!emu) return fail(emu.error());
     const auto name = fmt::format("gpu{}", i);
@@ -176,8 +191,9 @@ Result<void> Machine::setup() {
   bi.mode = opts_.bench ? NVG_MODE_BENCH : NVG_MODE_CHECKS;
   bi.bench_mib = opts_.bench_mib;
   bi.bench_iters = opts_.bench_iters;
-  if (opts_.bench && NVG_BENCH_RAM + (std::uint64_t{opts_.bench_mib} << 20) > opts_.guest_mem)
-    return fail_errno(EINVAL, "--guest-mem is too small for a {} MiB benchmark", opts_.bench_mib);
+  if (opts_.bench && bench_guest_mem(opts_.bench_mib) > opts_.guest_mem)
+    return fail_errno(EINVAL, "--guest-mem {} is too small for a {} MiB benchmark: give {} or more",
+                      format_size(opts_.guest_mem), opts_.bench_mib, format_size(bench_guest_mem(opts_.bench_mib)));
   return setup_gpus(bi);
 }
 
@@ -325,10 +341,19 @@ void Machine::host_checks() {
             fmt::format("resmem holds the guest's value at +{:#x} (memfd offset {:#x})", NVG_HOST_CHECK_RESMEM_OFFSET,
                         res->fd_offset + NVG_HOST_CHECK_RESMEM_OFFSET));
     }
-    const vm::BarClaim* bar4 = nullptr;
-    for (const auto& c : g.mapper->claims())
-      if (c.index == pciemu::kUsememBarIndex) bar4 = &c;
-    check(bar4 && bar4->mapped, fmt::format("BAR4 is a memslot at {:#x} (R21)", bar4 ? bar4->base : 0));
+    // R21: every fake BAR the guest left placed, with decode on, is a memslot.
+    for (const auto* m : {&layout.usemem, &layout.resmem}) {
+      if (!*m) continue;
+      const vm::BarClaim* claim = nullptr;
+      for (const auto& c : g.mapper->claims())
+        if (c.index == (*m)->bar_index) claim = &c;
+      std::string why;
+      for (const auto& u : g.mapper->unplaced())
+        if (u.index == (*m)->bar_index) why = u.reason;
+      check(claim && claim->mapped,
+            claim ? fmt::format("BAR{} is a memslot at {:#x} (R21)", (*m)->bar_index, claim->base)
+                  : fmt::format("BAR{} is a memslot (R21): it is not mapped: {}", (*m)->bar_index, why));
+    }
     if (layout.usemem->tail() > 0) check(g.device->dropped_writes() >= 8, "the write into the BAR4 tail was dropped and counted (R22)");
   }
 }
@@ -337,17 +362,22 @@ Result<RunReport> Machine::loop() {
   vm::LongModeStart start{NVG_PML4_ADDR, NVG_GDT_ADDR, 3 * 8 - 1, NVG_LOAD_ADDR, NVG_STACK_TOP, NVG_BOOT_INFO_ADDR};
   auto vcpu = vm::Vcpu::create(kvm_, start);
   if (!vcpu) return fail(vcpu.error());
+  // An unexpected stop is one line for the user; the vCPU's registers go to
+  // the log for whoever debugs it.
+  auto stopped = [&](int err, std::string why) -> Result<RunReport> {
+    log_->warn("vCPU registers at the stop ({}):\n{}", why, vcpu->register_dump());
+    return fail_errno(err, "{}", why);
+  };
   Watchdog watchdog;
-  const auto deadline = std::chrono::steady_clock::now() + opts_.timeout;
   for (;;) {
-    if (auto ok = vcpu->run(); !ok) {
-      if (ok.error().err == EINTR || ok.error().err == EAGAIN) {
-        if (std::chrono::steady_clock::now() > deadline)
-          return fail_errno(ETIMEDOUT, "the guest did not finish within {} s\n{}", opts_.timeout.count(),
-                            vcpu->register_dump());
-        continue;
-      }
-      return fail(ok.error());
+    const auto ran = vcpu->run();
+    // Checked after every exit, not only on the watchdog's EINTR: a guest that
+    // keeps exiting never sees KVM_RUN interrupted.
+    if (auto ok = check_deadline("the guest ran"); !ok)
+      return stopped(ETIMEDOUT, fmt::format("{}; it did not finish", ok.error().message));
+    if (!ran) {
+      if (ran.error().err == EINTR || ran.error().err == EAGAIN) continue;
+      return fail(ran.error());
     }
     ++report_.exits.total;
     auto& run = vcpu->state();
@@ -356,7 +386,7 @@ Result<RunReport> Machine::loop() {
         if (opts_.trace)
           log_->info("exit IO {} port {:#x} size {}", run.io.direction == KVM_EXIT_IO_OUT ? "out" : "in", run.io.port,
                      run.io.size);
-        if (auto ok = io(run); !ok) return fail_errno(EPROTO, "{}\n{}", ok.error().message, vcpu->register_dump());
+        if (auto ok = io(run); !ok) return stopped(EPROTO, ok.error().message);
         break;
       case KVM_EXIT_MMIO:
         if (opts_.trace)
@@ -366,31 +396,42 @@ Result<RunReport> Machine::loop() {
         break;
       case KVM_EXIT_HLT:
         if (opts_.trace) log_->info("exit HLT");
-        if (!done_) return fail_errno(EPROTO, "the guest halted before reporting done\n{}", vcpu->register_dump());
+        if (!done_) return stopped(EPROTO, "the guest halted before reporting done");
         if (!opts_.bench) host_checks();
         report_.refusals = 0;
-        for (auto& g : gpus_) report_.refusals += g.mapper->refusals();
+        for (auto& g : gpus_) {
+          report_.refusals += g.mapper->refusals();
+          // Every BAR that decodes nothing at the end, and why (R21, R23).
+          for (const auto& u : g.mapper->unplaced()) {
+            ++report_.unplaced;
+            line(fmt::format("note {} BAR{} is not mapped: {}", g.name, u.index, u.reason));
+          }
+        }
         report_.slots_live = slots_.live();
         return report_;
       case KVM_EXIT_SHUTDOWN:
-        return fail_errno(EPROTO, "the guest shut down (triple fault)\n{}", vcpu->register_dump());
+        return stopped(EPROTO, "the guest shut down (triple fault)");
       case KVM_EXIT_FAIL_ENTRY:
-        return fail_errno(EPROTO, "VM entry failed (reason {:#x})\n{}",
-                          run.fail_entry.hardware_entry_failure_reason, vcpu->register_dump());
+        return stopped(EPROTO, fmt::format("VM entry failed (reason {:#x})", run.fail_entry.hardware_entry_failure_reason));
       case KVM_EXIT_INTERNAL_ERROR:
-        return fail_errno(EPROTO, "KVM internal error (suberror {})\n{}", run.internal.suberror, vcpu->register_dump());
+        return stopped(EPROTO, fmt::format("KVM internal error (suberror {})", run.internal.suberror));
       default:
-        return fail_errno(EPROTO, "unexpected exit reason {}\n{}", run.exit_reason, vcpu->register_dump());
+        return stopped(EPROTO, fmt::format("unexpected exit reason {}", run.exit_reason));
     }
   }
 }
 
 }  // namespace
 
+std::uint64_t bench_guest_mem(unsigned bench_mib) {
+  return *align_up(NVG_BENCH_RAM + (std::uint64_t{bench_mib} << 20), kGuestMemGranule);
+}
+
 Result<RunReport> run(const RunOptions& opts, const std::function<void(const std::string&)>& on_line) {
+  const auto deadline = std::chrono::steady_clock::now() + opts.timeout;
   auto kvm = vm::Kvm::open();
   if (!kvm) return fail(kvm.error());
-  auto m = std::make_unique<Machine>(std::move(*kvm), opts, on_line);
+  auto m = std::make_unique<Machine>(std::move(*kvm), opts, on_line, deadline);
   if (auto ok = m->setup(); !ok) return fail(ok.error());
   return m->loop();
 }

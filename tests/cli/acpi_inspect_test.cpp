@@ -191,6 +191,40 @@ TEST_CASE("ACPI: bad inputs exit 2 with one line naming the flag") {
   }
 }
 
+TEST_CASE("ACPI: a GPU in the tables without a sysfs entry is reported not present, the others go on") {
+  // \_SB_.PCI5.GPU0 is described by the tables but absent from this sysfs.
+  const auto sysfs = make_sysfs({
+      {"0009:01:00.0", "0x10de", "0x2342", "\\_SB_.PCI9.RP00.GPU0", 4096, true},
+      {"0008:81:00.0", "0x10de", "0x2941", "\\_SB_.PCI8.RP00.GPU0", 4096, true},
+  });
+  auto r = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", sysfs, "--json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto j = json::parse(r.out);
+  const json* absent = nullptr;
+  for (const auto& d : j["devices"])
+    if (d["acpi_path"] == "\\_SB_.PCI5.GPU0") absent = &d;
+  REQUIRE(absent != nullptr);
+  CHECK((*absent)["status"] == "not-present");
+  CHECK((*absent)["reason"].get<std::string>().find("has no PCI function") != std::string::npos);
+  CHECK((*absent)["bars"].empty());
+  CHECK(by_bdf(j, "0009:01:00.0")["status"] == "fake-bars");
+  CHECK(by_bdf(j, "0008:81:00.0")["status"] == "fake-bars");
+  // Only the present GPUs are planned.
+  CHECK(j["guest"]["root_port_windows"].size() == 2);
+  auto t = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", sysfs});
+  CHECK(t.exit_code == 0);
+  CHECK(t.out.find("status not-present") != std::string::npos);
+}
+
+TEST_CASE("ACPI: --device given twice is refused") {
+  auto r = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", standard_sysfs(), "--device", "0009:01:00.0",
+                        "--device", "0009:01:00.0"});
+  CHECK(r.exit_code == 2);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("--device 0009:01:00.0 is given twice") != std::string::npos);
+}
+
 TEST_CASE("ACPI: the table output names the source, the node and the NUMA partitions") {
   auto r = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", standard_sysfs(), "--device", "0009:01:00.0"});
   REQUIRE(r.exit_code == 0);

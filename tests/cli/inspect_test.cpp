@@ -30,7 +30,7 @@ TEST_CASE("inspect: acceptance example 0x17E4F00000 with the MIG bug (R9)") {
                          "--mig-bug"});
   const auto& d = j["devices"].at(0);
   CHECK(d["status"] == "fake-bars");
-  CHECK(d["device_id"] == 0x2342);
+  CHECK(d["device_id"] == "0x2342");
   CHECK(d["model"] == "GH200 120GB");
   CHECK(d["mig_hw_bug"] == true);
   CHECK(d["mig_hw_bug_source"] == "flag");
@@ -39,17 +39,18 @@ TEST_CASE("inspect: acceptance example 0x17E4F00000 with the MIG bug (R9)") {
   CHECK(b4["host_base"] == 0x400000000000ull);
   CHECK(b4["length"] == 0x17A0000000ull);
   CHECK(b4["size"] == 0x2000000000ull);
-  CHECK(b4["cacheable"] == true);
+  CHECK(b4["cache"] == "write-back");
   CHECK(b4["prefetchable"] == true);
   const auto& b2 = bar(d, 2);
   CHECK(b2["role"] == "resmem");
   CHECK(b2["host_base"] == 0x4017A0000000ull);
   CHECK(b2["length"] == 0x44F00000ull);
   CHECK(b2["size"] == 0x80000000ull);
-  CHECK(b2["cacheable"] == false);
+  CHECK(b2["cache"] == "write-combined");
   const auto& b0 = bar(d, 0);
   CHECK(b0["role"] == "device");
   CHECK(b0["host_base"].is_null());
+  CHECK(b0["cache"] == "uncached");
 }
 
 TEST_CASE("inspect: GB200 186GiB without the bug has one 256 GiB BAR4 and no resmem (R10)") {
@@ -65,7 +66,7 @@ TEST_CASE("inspect: GB200 186GiB without the bug has one 256 GiB BAR4 and no res
 }
 
 TEST_CASE("inspect: the MIG bug follows the device id when no flag is given (R2)") {
-  auto hopper = inspect_json({"--device-id", "2348", "--mem-base", "0", "--mem-size", "144GiB"});
+  auto hopper = inspect_json({"--device-id", "0x2348", "--mem-base", "0", "--mem-size", "144GiB"});
   CHECK(hopper["devices"][0]["mig_hw_bug"] == true);
   CHECK(hopper["devices"][0]["mig_hw_bug_source"] == "device-id");
   auto blackwell = inspect_json({"--device-id", "0x31c2", "--mem-base", "0", "--mem-size", "288GiB"});
@@ -150,7 +151,7 @@ TEST_CASE("inspect: bad input exits 2 with one line naming the flag") {
       {{"inspect"}, "--profile"},
       {{"inspect", "--profile", "gh200", "--log-level", "loud"}, "--log-level"},
       {{"inspect", "--frobnicate"}, "--frobnicate"},
-      {{}, "subcommand"},
+      {{}, "no command given"},
   };
   for (const auto& c : cases) {
     auto r = run_nvgrace(c.args);

@@ -63,6 +63,24 @@ namespace nvgrace {
   return static_cast<std::uint16_t>(value);
 }
 
+// Parses a 16-bit identifier such as a PCI device id the way sizes are read:
+// decimal ("9026") or 0x-hex ("0x2342"). Hex without the 0x prefix is refused
+// rather than guessed: "2342" is decimal 2342.
+[[nodiscard]] inline Result<std::uint16_t> parse_id16(std::string_view text) {
+  const std::string_view orig = text;
+  int base = 10;
+  if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+    base = 16;
+    text.remove_prefix(2);
+  }
+  unsigned value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
+  if (text.empty() || ec == std::errc::invalid_argument || ptr != text.data() + text.size())
+    return fail("invalid id '{}': not a number (give decimal, or hex with 0x, e.g. 0x2342)", orig);
+  if (ec == std::errc::result_out_of_range || value > 0xFFFF) return fail("invalid id '{}': larger than 0xffff", orig);
+  return static_cast<std::uint16_t>(value);
+}
+
 // "96 GiB", "512 MiB", "4 KiB", "17 B", or hex when no binary unit divides it.
 [[nodiscard]] inline std::string format_size(std::uint64_t bytes) {
   struct Unit { std::uint64_t size; const char* name; };

@@ -1,0 +1,223 @@
+// `nvgrace serve` as a server's users meet it: a live socket is never taken
+// over, a stale one is, a server removes only the socket it created, socket
+// permissions, a second client refused at once, SIGHUP like SIGTERM, and
+// protocol violations logged at the default level.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "nvgrace/vfio/vfio_user.hpp"
+#include "run_nvgrace.hpp"
+#include "vfio_user_client.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (fs::temp_directory_path() / ("nvgrace-serve-" + std::to_string(getpid()) + "-" + name)).string();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `nvgrace serve ARGS` in the background, stdout and stderr to a file.
+class Server {
+ public:
+  explicit Server(std::vector<std::string> args) : log_(temp_path("log-" + std::to_string(++count_))) {
+    std::vector<std::string> all{NVGRACE_BIN, "serve"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    REQUIRE(posix_spawn(&pid_, NVGRACE_BIN, &fa, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::unlink(log_.c_str());
+  }
+  // Waits until the server listens on `path` (or died). A socket file alone
+  // proves nothing: it may be a stale one the server is about to replace.
+  bool wait_socket(const std::string& path) {
+    for (int i = 0; i < 200; ++i) {
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && log().find("listening on " + path) != std::string::npos)
+        return true;
+      if (exited()) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  bool exited() {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      rc_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      pid_ = -1;
+      return true;
+    }
+    return false;
+  }
+  int stop(int sig) {
+    ::kill(pid_, sig);
+    for (int i = 0; i < 250 && !exited(); ++i) std::this_thread::sleep_for(20ms);
+    return rc_;
+  }
+  [[nodiscard]] std::string log() const { return slurp(log_); }
+
+ private:
+  static inline int count_ = 0;
+  std::string log_;
+  pid_t pid_ = -1;
+  int rc_ = -1;
+};
+
+// A VERSION message the server accepts.
+std::vector<std::uint8_t> version_message() {
+  const std::string caps = "{}";
+  std::vector<std::uint8_t> m(16 + 4 + caps.size() + 1, 0);
+  nvgrace::vfio::user::Header h{1, nvgrace::vfio::user::kVersion, static_cast<std::uint32_t>(m.size()), 0, 0};
+  std::memcpy(m.data(), &h, sizeof h);
+  std::memcpy(m.data() + 20, caps.data(), caps.size());
+  return m;
+}
+
+// Waits up to `limit` for `fd` to be readable; reads one byte. 0: EOF.
+ssize_t read_within(int fd, std::chrono::milliseconds limit) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(limit.count())) != 1) return -2;
+  std::uint8_t b;
+  return ::recv(fd, &b, 1, 0);
+}
+
+}  // namespace
+
+TEST_CASE("serve: a live socket is never taken over, and SIGTERM removes only the server's own socket") {
+  const auto sock = temp_path("live.sock");
+  Server first({"--socket", sock});
+  REQUIRE(first.wait_socket(sock));
+  auto second = run_nvgrace({"serve", "--socket", sock});
+  CHECK(second.exit_code == 2);
+  CHECK(std::count(second.err.begin(), second.err.end(), '\n') == 1);
+  CHECK(second.err.find("is in use") != std::string::npos);
+  // The first server still owns and answers on its socket.
+  auto c = test::vfio_user_connect(sock);
+  REQUIRE(c);
+  CHECK(test::vfio_user_call(c.get(), version_message()).size() > 16);
+  c.reset();
+  CHECK(first.stop(SIGTERM) == 0);
+  CHECK_FALSE(fs::exists(sock));
+}
+
+TEST_CASE("serve: a stale socket (nobody listening) is replaced") {
+  const auto sock = temp_path("stale.sock");
+  {
+    nvgrace::vfio::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, sock.c_str(), sock.size());
+    REQUIRE(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  }  // closed, file left behind: what a killed server leaves
+  Server s({"--socket", sock});
+  REQUIRE(s.wait_socket(sock));
+  auto c = test::vfio_user_connect(sock);
+  CHECK(c);
+  c.reset();
+  CHECK(s.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("serve: a socket path replaced under the server is not removed by it") {
+  const auto sock = temp_path("moved.sock");
+  Server s({"--socket", sock});
+  REQUIRE(s.wait_socket(sock));
+  ::unlink(sock.c_str());
+  Server other({"--socket", sock});  // another server binds the same path
+  REQUIRE(other.wait_socket(sock));
+  CHECK(s.stop(SIGTERM) == 0);
+  CHECK(fs::exists(sock));  // still the other server's
+  CHECK(test::vfio_user_connect(sock));
+  CHECK(other.stop(SIGTERM) == 0);
+  CHECK_FALSE(fs::exists(sock));
+}
+
+TEST_CASE("serve: sockets are 0600 by default, and --socket-mode and --socket-group set them") {
+  const auto sock = temp_path("mode.sock");
+  {
+    Server s({"--socket", sock});
+    REQUIRE(s.wait_socket(sock));
+    struct stat st {};
+    REQUIRE(::stat(sock.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    CHECK(s.stop(SIGTERM) == 0);
+  }
+  {
+    const auto gid = std::to_string(::getgid());
+    Server s({"--socket", sock, "--socket-mode", "0660", "--socket-group", gid});
+    REQUIRE(s.wait_socket(sock));
+    struct stat st {};
+    REQUIRE(::stat(sock.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0660);
+    CHECK(st.st_gid == ::getgid());
+    CHECK(s.stop(SIGTERM) == 0);
+  }
+}
+
+TEST_CASE("serve: a second client is refused at once and logged, and SIGHUP shuts down cleanly") {
+  const auto sock = temp_path("busy.sock");
+  Server s({"--socket", sock});
+  REQUIRE(s.wait_socket(sock));
+  auto first = test::vfio_user_connect(sock);
+  REQUIRE(first);
+  REQUIRE(test::vfio_user_call(first.get(), version_message()).size() > 16);
+  auto second = test::vfio_user_connect(sock);
+  REQUIRE(second);
+  CHECK(read_within(second.get(), 2000ms) == 0);  // closed by the server, not left waiting
+  // The first client is still served.
+  CHECK(test::vfio_user_call(first.get(), version_message()).size() > 16);
+  first.reset();
+  CHECK(s.stop(SIGHUP) == 0);
+  CHECK_FALSE(fs::exists(sock));
+  const auto log = s.log();
+  CHECK(log.find("refused a second client") != std::string::npos);
+  CHECK(log.find("signal 1: shutting down") != std::string::npos);
+}
+
+TEST_CASE("serve: a protocol violation closes the connection with a log line at the default level") {
+  const auto sock = temp_path("violation.sock");
+  Server s({"--socket", sock});
+  REQUIRE(s.wait_socket(sock));
+  auto c = test::vfio_user_connect(sock);
+  REQUIRE(c);
+  nvgrace::vfio::user::Header h{1, nvgrace::vfio::user::kRegionRead, nvgrace::vfio::user::kMaxMessageSize + 1, 0, 0};
+  REQUIRE(::send(c.get(), &h, sizeof h, 0) == sizeof h);
+  CHECK(read_within(c.get(), 2000ms) == 0);
+  CHECK(s.stop(SIGTERM) == 0);
+  CHECK(s.log().find("protocol violation") != std::string::npos);
+}
