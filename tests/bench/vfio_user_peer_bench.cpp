@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <string.h>
 #include <functional>
 #include <string>
 #include <vector>
@@ -35,6 +36,13 @@ struct Server {
   std::string path;
   std::uint32_t region = 0;
   nvgrace::vfio::UniqueFd fd;
+  std::string broken;  // why this server can no longer be measured (its stream is out of step)
+};
+
+// A server answered a benchmark message with an error: the measurement of
+// that message, and of everything after it on that connection, is void.
+struct Refused {
+  std::string why;
 };
 
 [[noreturn]] void die(const std::string& why) {
@@ -47,7 +55,7 @@ Server parse_server(const std::string& spec) {
   const auto colon = spec.rfind(':');
   if (eq == std::string::npos || colon == std::string::npos || colon < eq) die("bad server spec " + spec);
   return {spec.substr(0, eq), spec.substr(eq + 1, colon - eq - 1),
-          static_cast<std::uint32_t>(std::stoul(spec.substr(colon + 1))), {}};
+          static_cast<std::uint32_t>(std::stoul(spec.substr(colon + 1))), {}, {}};
 }
 
 std::vector<std::uint8_t> message(std::uint16_t cmd, const void* payload, std::size_t n) {
@@ -89,7 +97,7 @@ void round_trip(const Server& s, const std::vector<std::uint8_t>& m, std::vector
     std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
     ::close(fd);
   }
-  if (h.flags & user::kError) die(fmt::format("{}: error reply {} to command {}", s.name, h.error, h.command));
+  if (h.flags & user::kError) throw Refused{fmt::format("error reply {} ({}) to command {}", h.error, strerrorname_np(static_cast<int>(h.error)), h.command)};
   const std::size_t rest = h.msg_size - sizeof h;
   if (buf.size() < rest) buf.resize(rest);
   if (rest && ::recv(s.fd.get(), buf.data(), rest, MSG_WAITALL) != static_cast<ssize_t>(rest))
@@ -175,22 +183,35 @@ int main(int argc, char** argv) {
   for (const auto& p : probes) {
     const auto ma = p.build(a), mb = p.build(b);
     std::vector<double> ra, rb;
+    auto run = [&](Server& s, const std::vector<std::uint8_t>& m, std::vector<double>& out) {
+      if (!s.broken.empty()) return;
+      try {
+        out.push_back(measure(s, m, ms));
+      } catch (const Refused& r) {
+        s.broken = r.why;
+        std::fprintf(stderr, "%s: %s: %s; its connection is out of step, nothing more is measured on it\n",
+                     s.name.c_str(), p.label.c_str(), r.why.c_str());
+      }
+    };
     for (int r = 0; r < rounds; ++r) {
       if (r % 2 == 0) {
-        ra.push_back(measure(a, ma, ms));
-        rb.push_back(measure(b, mb, ms));
+        run(a, ma, ra);
+        run(b, mb, rb);
       } else {
-        rb.push_back(measure(b, mb, ms));
-        ra.push_back(measure(a, ma, ms));
+        run(b, mb, rb);
+        run(a, ma, ra);
       }
     }
-    const double x = median(ra), y = median(rb);
-    auto fmt_rate = [&](double per_s) {
+    auto fmt_rate = [&](const std::vector<double>& v, const Server& s) {
+      if (v.size() != static_cast<std::size_t>(rounds)) return fmt::format("failed ({})", s.broken);
+      const double per_s = median(v);
       return p.data_bytes ? fmt::format("{:.0f} MiB/s", per_s * static_cast<double>(p.data_bytes) / (1 << 20))
                           : fmt::format("{:.0f}/s", per_s);
     };
-    fmt::print("| {} | {} | {} | {:.2f} |\n", p.label, fmt_rate(x), fmt_rate(y), x / y);
-    worst = std::min(worst, x / y);
+    const bool both = ra.size() == static_cast<std::size_t>(rounds) && rb.size() == static_cast<std::size_t>(rounds);
+    fmt::print("| {} | {} | {} | {} |\n", p.label, fmt_rate(ra, a), fmt_rate(rb, b),
+               both ? fmt::format("{:.2f}", median(ra) / median(rb)) : "-");
+    if (both) worst = std::min(worst, median(ra) / median(rb));
   }
   fmt::print("lowest ratio {}/{}: {:.2f}\n", a.name, b.name, worst);
   return 0;
