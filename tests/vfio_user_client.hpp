@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "nvgrace/vfio/fd.hpp"
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/protocol.hpp"
 
 namespace test {
 

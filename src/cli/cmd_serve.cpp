@@ -10,6 +10,7 @@
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/vfio/device.hpp"
 #include "serve/server.hpp"
 
 namespace nvgrace::cli {
@@ -90,7 +91,7 @@ class ServeCommand final : public Command {
       backings.push_back((*backend)->describe());
       auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend));
       if (!dev) return failure("serve", "{}", dev.error().message);
-      devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev)});
+      devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev), false});
     }
     auto server = serve::Server::create(std::move(devices), access);
     if (!server) {

@@ -10,11 +10,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "log.hpp"
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "serve/connection.hpp"
 
 namespace nvgrace::serve {
 
@@ -29,78 +30,12 @@ struct Server::Slot {
   dev_t dev = 0;  // the socket file this server created, to remove only it
   ino_t ino = 0;
   vfio::UniqueFd listener;
-  vfio::UniqueFd client;
-  std::unique_ptr<user::Session> session;
+  std::unique_ptr<Connection> connection;  // the client being served, if any
+  std::thread worker;
+  std::atomic<bool> ended{false};  // the worker is done; join it
   unsigned connections = 0;
 };
 
-namespace {
-
-// Reads exactly `len` bytes (collecting any fds that come along). Returns
-// false on EOF or error, with `why` set.
-bool read_full(int fd, std::uint8_t* buf, std::size_t len, std::vector<vfio::UniqueFd>& fds, bool& truncated,
-               std::string& why) {
-  std::size_t got = 0;
-  while (got < len) {
-    iovec iov{buf + got, len - got};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (user::kMaxMsgFds + 8))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      why = n == 0 ? (got == 0 ? "client disconnected" : fmt::format("client disconnected {} bytes into a {}-byte read", got, len))
-                   : fmt::format("recvmsg: {}", std::strerror(errno));
-      return false;
-    }
-    if (m.msg_flags & MSG_CTRUNC) truncated = true;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
-        int f;
-        std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-        fds.emplace_back(f);
-      }
-    }
-    got += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-bool send_reply(int fd, const user::Reply& r) {
-  iovec iov{const_cast<std::uint8_t*>(r.bytes.data()), r.bytes.size()};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * user::kMaxMsgFds)];
-  if (!r.fds.empty()) {
-    m.msg_control = control;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * r.fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * r.fds.size());
-    std::memcpy(CMSG_DATA(c), r.fds.data(), sizeof(int) * r.fds.size());
-  }
-  std::size_t sent = 0;
-  while (sent < r.bytes.size()) {
-    const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    sent += static_cast<std::size_t>(n);
-    iov.iov_base = const_cast<std::uint8_t*>(r.bytes.data()) + sent;
-    iov.iov_len = r.bytes.size() - sent;
-    m.msg_control = nullptr;  // the fds went with the first bytes
-    m.msg_controllen = 0;
-  }
-  return true;
-}
-
-}  // namespace
 
 namespace {
 
@@ -125,7 +60,8 @@ void remove_own(const std::string& path, dev_t dev, ino_t ino) {
 Result<std::unique_ptr<Server>> Server::create(std::vector<ServedDevice> devices, SocketAccess access) {
   std::unique_ptr<Server> s(new Server());
   s->stop_fd_ = vfio::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->stop_fd_) return fail_errno(errno, "eventfd: {}", std::strerror(errno));
+  s->reap_fd_ = vfio::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stop_fd_ || !s->reap_fd_) return fail_errno(errno, "eventfd: {}", std::strerror(errno));
   for (auto& d : devices) {
     auto slot = std::make_unique<Slot>();
     slot->path = d.socket_path;
@@ -177,7 +113,11 @@ Result<std::unique_ptr<Server>> Server::create(std::vector<ServedDevice> devices
 }
 
 Server::~Server() {
-  for (auto& slot : slots_) remove_own(slot->path, slot->dev, slot->ino);
+  for (auto& slot : slots_) {
+    if (slot->connection) slot->connection->stop();
+    if (slot->worker.joinable()) slot->worker.join();
+    remove_own(slot->path, slot->dev, slot->ino);
+  }
 }
 
 void Server::stop() {
@@ -201,6 +141,12 @@ void block_shutdown_signals() {
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
 }
 
+void Server::finish(Slot& slot) {
+  if (slot.worker.joinable()) slot.worker.join();
+  slot.connection.reset();
+  slot.ended.store(false);
+}
+
 Result<void> Server::run(bool handle_signals) {
   auto log = module_logger("serve");
   vfio::UniqueFd sigfd;
@@ -210,15 +156,12 @@ Result<void> Server::run(bool handle_signals) {
     sigfd = vfio::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC));
     if (!sigfd) return fail_errno(errno, "signalfd: {}", std::strerror(errno));
   }
+  // Built once: stop, signals, reaped connections, then one per listener.
+  std::vector<pollfd> pfds{{stop_fd_.get(), POLLIN, 0}, {sigfd ? sigfd.get() : -1, POLLIN, 0},
+                           {reap_fd_.get(), POLLIN, 0}};
+  for (auto& slot : slots_) pfds.push_back({slot->listener.get(), POLLIN, 0});
   for (auto& slot : slots_) log->info("listening on {}", slot->path);
   for (;;) {
-    std::vector<pollfd> pfds{{stop_fd_.get(), POLLIN, 0}, {sigfd ? sigfd.get() : -1, POLLIN, 0}};
-    // Every listener is polled, busy or not, so that a second client is
-    // refused at once rather than left waiting in the backlog.
-    for (auto& slot : slots_) {
-      pfds.push_back({slot->listener.get(), POLLIN, 0});
-      pfds.push_back({slot->client ? slot->client.get() : -1, POLLIN, 0});
-    }
     if (::poll(pfds.data(), pfds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       return fail_errno(errno, "poll: {}", std::strerror(errno));
@@ -235,76 +178,58 @@ Result<void> Server::run(bool handle_signals) {
       }
       break;
     }
+    if (pfds[2].revents) {
+      std::uint64_t n = 0;
+      [[maybe_unused]] auto r = ::read(reap_fd_.get(), &n, sizeof n);
+      for (auto& slot : slots_)
+        if (slot->ended.load()) finish(*slot);
+    }
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& slot = *slots_[i];
-      if (pfds[2 + 2 * i].revents) {
-        vfio::UniqueFd c(::accept4(slot.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!c) {
-          if (errno != EAGAIN && errno != EWOULDBLOCK) log->warn("{}: accept: {}", slot.path, std::strerror(errno));
-        } else if (slot.client) {
-          log->warn("{}: refused a second client: one client at a time, client {} is connected", slot.path,
-                    slot.connections);
-        } else {
-          slot.client = std::move(c);
-          slot.session = std::make_unique<user::Session>(*devices_[i].device);
-          log->info("{}: client {} connected", slot.path, ++slot.connections);
-        }
-      }
-      if (!slot.client || !pfds[3 + 2 * i].revents) continue;
-      // One message: header, then the rest of msg_size.
-      std::vector<std::uint8_t> msg(sizeof(user::Header));
-      std::vector<vfio::UniqueFd> fds;
-      bool truncated = false;
-      std::string why;
-      bool ok = read_full(slot.client.get(), msg.data(), msg.size(), fds, truncated, why);
-      bool violation = false;
-      if (ok) {
-        user::Header h{};
-        std::memcpy(&h, msg.data(), sizeof h);
-        if (h.msg_size < sizeof h || h.msg_size > user::kMaxMessageSize) {
-          why = fmt::format("protocol violation: message size {} outside {}..{}", h.msg_size, sizeof h,
-                            user::kMaxMessageSize);
-          ok = false;
-          violation = true;
-        } else {
-          msg.resize(h.msg_size);
-          ok = read_full(slot.client.get(), msg.data() + sizeof h, h.msg_size - sizeof h, fds, truncated, why);
-        }
-      }
-      if (!ok) {
-        log->log(violation ? spdlog::level::warn : spdlog::level::info,
-                 "{}: {}; closing the connection, ready for the next client", slot.path, why);
-        slot.client.reset();
-        slot.session.reset();
+      if (!pfds[3 + i].revents) continue;
+      vfio::UniqueFd c(::accept4(slot.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) log->warn("{}: accept: {}", slot.path, std::strerror(errno));
         continue;
       }
-      ++messages_;
-      user::Reply reply;
-      if (truncated) {
-        // More fds than we accept: the kernel dropped the rest. Refuse.
-        user::Header h{};
-        std::memcpy(&h, msg.data(), sizeof h);
-        reply.close = true;
-        reply.log = fmt::format("{}: too many fds; the message is refused", user::command_name(h.command));
-      } else {
-        reply = slot.session->handle(msg, std::move(fds));
-      }
-      log->debug("{}: {}", slot.path, reply.log);
-      if (reply.close) {
-        log->warn("{}: protocol violation: {}; closing the connection", slot.path, reply.log);
-        slot.client.reset();
-        slot.session.reset();
+      // A client that has just left may not have been reaped yet: finish its
+      // teardown now rather than refuse the one that replaces it.
+      if (slot.ended.load() || (slot.connection && slot.connection->peer_closed())) finish(slot);
+      if (slot.connection) {
+        log->warn("{}: refused a second client: one client at a time, client {} is connected", slot.path,
+                  slot.connections);
         continue;
       }
-      if (!reply.bytes.empty() && !send_reply(slot.client.get(), reply)) {
-        log->info("{}: client went away while receiving a reply", slot.path);
-        slot.client.reset();
-        slot.session.reset();
-      }
+      const unsigned number = ++slot.connections;
+      slot.connection = std::make_unique<Connection>(fmt::format("{} client {}", slot.path, number), std::move(c),
+                                                     *devices_[i].device, log, messages_);
+      log->info("{}: client {} connected", slot.path, number);
+      vfio::VfioDevice* reset = devices_[i].reset_on_disconnect ? devices_[i].device.get() : nullptr;
+      slot.worker = std::thread([this, &slot, log, number, reset] {
+        Connection& conn = *slot.connection;
+        const std::string why = conn.serve();
+        // R30: nothing of the departed client stays reachable by the device.
+        const auto t = conn.teardown();
+        for (const auto& e : t.errors) log->warn("{}: tearing down client {}: {}", slot.path, number, e);
+        // ...and a real device starts the next client from reset (R14, R20).
+        std::string reset_note;
+        if (reset) {
+          auto ok = reset->reset();
+          reset_note = ok ? ", device reset" : fmt::format(", device reset failed: {}", ok.error().message);
+        }
+        log->log(why.starts_with("protocol violation") ? spdlog::level::warn : spdlog::level::info,
+                 "{}: client {}: {}; closing the connection ({} DMA mapping(s) removed, {} IRQ index(es) "
+                 "disabled{}), ready for the next client",
+                 slot.path, number, why, t.dma_unmapped, t.irq_indexes_disabled, reset_note);
+        slot.ended.store(true);
+        const std::uint64_t one = 1;
+        [[maybe_unused]] auto w = ::write(reap_fd_.get(), &one, sizeof one);
+      });
     }
   }
   for (auto& slot : slots_) {
-    slot->client.reset();
+    if (slot->connection) slot->connection->stop();
+    finish(*slot);
     slot->listener.reset();
     remove_own(slot->path, slot->dev, slot->ino);
   }

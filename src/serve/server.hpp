@@ -1,9 +1,13 @@
-// A vfio-user server for emulated GPUs: one UNIX socket per device, one
-// client at a time per socket. After a client leaves, cleanly or in the
-// middle of a message, the socket takes the next one; the device keeps its
-// state (vfio-user.rst, "Client Disconnection"). Malformed messages get an
-// error reply, or the connection is closed with a log line; the server itself
-// never stops for a client's mistake.
+// A vfio-user server: one UNIX socket per device, one client at a time per
+// socket, each client served by its own thread (Connection). The main loop
+// only accepts, refuses second clients, reaps finished connections and stops
+// on request or signal.
+//
+// When a client leaves - cleanly, mid-message, by a protocol violation, or
+// killed - its session is torn down: every DMA mapping removed and every
+// interrupt disabled (R30); a device served with reset_on_disconnect (a real
+// device) is then reset before the next client is accepted. An emulated
+// device keeps its state otherwise (vfio-user.rst, "Client Disconnection").
 //
 // Thread-safety: run() is the only loop; stop() may be called from any thread
 // or a signal context (it writes an eventfd).
@@ -11,20 +15,22 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "nvgrace/common/result.hpp"
-#include "nvgrace/vfio/device.hpp"
 #include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/vfio/vfio_device.hpp"
 
 namespace nvgrace::serve {
 
 struct ServedDevice {
   std::string socket_path;
-  std::unique_ptr<vfio::VariantDevice> device;
+  std::unique_ptr<vfio::VfioDevice> device;
+  bool reset_on_disconnect = false;  // R30: a real device is reset between clients
 };
 
 // Who may connect: the socket file's mode and, when set, its group (so that,
@@ -45,21 +51,24 @@ class Server {
   ~Server();
 
   // Serves until stop() or SIGINT/SIGTERM/SIGHUP (when `handle_signals`),
-  // then closes everything and removes the socket files it created - only
-  // those: a path now holding another file (same name, other inode) is left.
+  // then ends every connection (tearing each down, R30), and removes the
+  // socket files it created - only those: a path now holding another file
+  // (same name, other inode) is left.
   Result<void> run(bool handle_signals);
   void stop();
 
-  [[nodiscard]] std::uint64_t messages() const { return messages_; }
-  [[nodiscard]] vfio::VariantDevice& device(std::size_t i) { return *devices_[i].device; }
+  [[nodiscard]] std::uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
+  [[nodiscard]] vfio::VfioDevice& device(std::size_t i) { return *devices_[i].device; }
 
  private:
   Server() = default;
   struct Slot;
+  void finish(Slot& slot);
   std::vector<ServedDevice> devices_;
   std::vector<std::unique_ptr<Slot>> slots_;
   vfio::UniqueFd stop_fd_;
-  std::uint64_t messages_ = 0;
+  vfio::UniqueFd reap_fd_;  // a connection thread ended
+  std::atomic<std::uint64_t> messages_{0};
 };
 
 // Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that a signal

@@ -16,7 +16,8 @@
 
 #include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/vfio/region_info.hpp"
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/session.hpp"
+#include "nvgrace/vfio/device.hpp"
 #include "serve/server.hpp"
 #include "vfio_user_client.hpp"
 
@@ -48,7 +49,7 @@ int main() {
   auto dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));
   const std::string path = fmt::format("/tmp/nvgrace-bench-{}.sock", getpid());
   std::vector<serve::ServedDevice> devices;
-  devices.push_back({path, std::move(dev)});
+  devices.push_back({path, std::move(dev), false});
   auto server = serve::Server::create(std::move(devices)).value();
   std::thread loop([&] { (void)server->run(false); });
 

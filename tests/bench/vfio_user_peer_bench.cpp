@@ -23,7 +23,7 @@
 
 #include <fmt/format.h>
 
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/protocol.hpp"
 #include "vfio_user_client.hpp"
 
 namespace user = nvgrace::vfio::user;

@@ -20,7 +20,7 @@
 #include <sstream>
 #include <thread>
 
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/protocol.hpp"
 #include "run_nvgrace.hpp"
 #include "vfio_user_client.hpp"
 
@@ -106,6 +106,15 @@ std::vector<std::uint8_t> version_message() {
   nvgrace::vfio::user::Header h{1, nvgrace::vfio::user::kVersion, static_cast<std::uint32_t>(m.size()), 0, 0};
   std::memcpy(m.data(), &h, sizeof h);
   std::memcpy(m.data() + 20, caps.data(), caps.size());
+  return m;
+}
+
+// A DEVICE_GET_INFO message (argsz 16).
+std::vector<std::uint8_t> device_info_message() {
+  std::vector<std::uint8_t> m(32, 0);
+  nvgrace::vfio::user::Header h{2, nvgrace::vfio::user::kDeviceGetInfo, 32, 0, 0};
+  std::memcpy(m.data(), &h, sizeof h);
+  m[16] = 16;
   return m;
 }
 
@@ -200,7 +209,7 @@ TEST_CASE("serve: a second client is refused at once and logged, and SIGHUP shut
   REQUIRE(second);
   CHECK(read_within(second.get(), 2000ms) == 0);  // closed by the server, not left waiting
   // The first client is still served.
-  CHECK(test::vfio_user_call(first.get(), version_message()).size() > 16);
+  CHECK(test::vfio_user_call(first.get(), device_info_message()).size() == 32);
   first.reset();
   CHECK(s.stop(SIGHUP) == 0);
   CHECK_FALSE(fs::exists(sock));

@@ -9,7 +9,7 @@
 
 #include "nvgrace/pciemu/emulated.hpp"
 #include "nvgrace/vfio/device.hpp"
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/session.hpp"
 
 namespace {
 
@@ -27,17 +27,19 @@ nvgrace::vfio::VariantDevice& device() {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace user = nvgrace::vfio::user;
+  static user::ReplyBuffer out;
   user::Session session(device());
   std::vector<std::uint8_t> version(20, 0);
   const user::Header h{1, user::kVersion, 20, 0, 0};
   std::memcpy(version.data(), &h, sizeof h);
-  (void)session.handle(version, {});
+  (void)session.handle(version, {}, out);
   std::vector<std::uint8_t> msg(data, data + size);
   // Half the inputs get an honest size field, so the payload checks are reached.
   if (size >= 8 && (data[0] & 1)) {
     const auto n = static_cast<std::uint32_t>(size);
     std::memcpy(msg.data() + 4, &n, 4);
   }
-  (void)session.handle(msg, {});
+  // Whatever the outcome, a reply never claims more bytes than it holds.
+  if (session.handle(msg, {}, out) == user::Outcome::reply && out.header().msg_size != out.bytes().size()) __builtin_trap();
   return 0;
 }

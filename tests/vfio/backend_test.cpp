@@ -10,7 +10,7 @@
 
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/vfio/backend.hpp"
-#include "nvgrace/vfio/host_vfio.hpp"
+#include "nvgrace/vfio/host/host_vfio.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 using namespace nvgrace;

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <linux/vfio.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -15,8 +16,10 @@
 
 #include "device_util.hpp"
 #include "nvgrace/vfio/region_info.hpp"
-#include "nvgrace/vfio/vfio_user.hpp"
+#include "nvgrace/vfio/user/session.hpp"
 #include "serve/server.hpp"
+
+#include <fmt/format.h>
 #include "vfio_user_client.hpp"
 
 using namespace nvgrace;
@@ -70,51 +73,228 @@ std::vector<std::uint8_t> argsz_index(std::uint32_t argsz, std::uint32_t index, 
   return p;
 }
 
-user::Header header(const user::Reply& r) {
+// What one handle() produced, copied out of the reply buffer.
+struct Reply {
+  std::vector<std::uint8_t> bytes;  // empty: no reply
+  std::vector<int> fds;
+  bool close = false;
+};
+
+// Hands `msg` to the session with a reused reply buffer.
+Reply call(user::Session& s, user::ReplyBuffer& out, const std::vector<std::uint8_t>& msg,
+           std::vector<UniqueFd> fds = {}) {
+  const auto outcome = s.handle(msg, fds, out);
+  Reply r;
+  r.close = outcome == user::Outcome::close;
+  if (outcome == user::Outcome::reply) {
+    r.bytes.assign(out.bytes().begin(), out.bytes().end());
+    r.fds.assign(out.fds().begin(), out.fds().end());
+  }
+  return r;
+}
+
+user::Header header(const Reply& r) {
   user::Header h{};
   REQUIRE(r.bytes.size() >= sizeof h);
   std::memcpy(&h, r.bytes.data(), sizeof h);
+  CHECK(h.msg_size == r.bytes.size());
   return h;
 }
 
-std::span<const std::uint8_t> payload(const user::Reply& r) { return std::span(r.bytes).subspan(16); }
+std::span<const std::uint8_t> payload(const Reply& r) { return std::span(r.bytes).subspan(16); }
 
 struct Negotiated {
   std::unique_ptr<VariantDevice> dev = test::make_device("gh200");
   user::Session s{*dev};
-  Negotiated() { REQUIRE(header(s.handle(message(user::kVersion, version_payload()), {})).error == 0); }
-  user::Reply send(std::uint16_t cmd, const std::vector<std::uint8_t>& p, std::uint32_t flags = 0) {
-    return s.handle(message(cmd, p, flags), {});
+  user::ReplyBuffer out;
+  explicit Negotiated(const std::vector<std::uint8_t>& version = version_payload()) {
+    REQUIRE(header(call(s, out, message(user::kVersion, version))).error == 0);
+  }
+  Reply send(std::uint16_t cmd, const std::vector<std::uint8_t>& p, std::uint32_t flags = 0) {
+    return call(s, out, message(cmd, p, flags));
+  }
+  Reply send_raw(const std::vector<std::uint8_t>& m, std::vector<UniqueFd> fds = {}) {
+    return call(s, out, m, std::move(fds));
   }
 };
+
+std::vector<std::uint8_t> version_json(const std::string& json, std::uint16_t minor = 0, bool nul = true) {
+  std::vector<std::uint8_t> p;
+  put(p, std::uint16_t{0});
+  put(p, minor);
+  p.insert(p.end(), json.begin(), json.end());
+  if (nul) p.push_back(0);
+  return p;
+}
 
 }  // namespace
 
 TEST_CASE("vfio-user: VERSION 0.0 is answered with 0.0 and JSON capabilities") {
   auto dev = test::make_device("gh200");
   user::Session s(*dev);
-  auto r = s.handle(message(user::kVersion, version_payload(0, 0)), {});
+  user::ReplyBuffer out;
+  auto r = call(s, out, message(user::kVersion, version_payload(0, 0)));
   const auto h = header(r);
   CHECK((h.flags & user::kTypeMask) == user::kTypeReply);
   CHECK((h.flags & user::kError) == 0);
-  CHECK(h.msg_size == r.bytes.size());
   const auto p = payload(r);
   CHECK(p[0] == 0);
   CHECK(p[2] == 0);
+  CHECK(p.back() == 0);  // NUL-terminated
   const std::string json(reinterpret_cast<const char*>(p.data() + 4));
-  CHECK(json == R"({"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576}})");
+  CHECK(json == fmt::format(R"({{"capabilities":{{"max_msg_fds":8,"max_data_xfer_size":1048576,"pgsizes":{},)"
+                            R"("max_dma_maps":65535}}}})",
+                            ::sysconf(_SC_PAGESIZE)));
   CHECK(s.negotiated());
+  // QEMU receives the reply into its own 214-byte request buffer.
+  CHECK(r.bytes.size() <= 214);
+  CHECK(header(call(s, out, message(user::kVersion, version_payload()))).error == EINVAL);  // only once
 }
 
 TEST_CASE("vfio-user: another major version and commands before VERSION are refused") {
   auto dev = test::make_device("gh200");
   user::Session s(*dev);
-  auto early = s.handle(message(user::kDeviceGetInfo, argsz_index(16, 0, 16)), {});
+  user::ReplyBuffer out;
+  auto early = call(s, out, message(user::kDeviceGetInfo, argsz_index(16, 0, 16)));
   CHECK((header(early).flags & user::kError) != 0);
   CHECK(header(early).error == EINVAL);
-  auto major = s.handle(message(user::kVersion, version_payload(1, 0)), {});
+  auto major = call(s, out, message(user::kVersion, version_payload(1, 0)));
   CHECK(header(major).error == ENOTSUP);
   CHECK_FALSE(s.negotiated());
+}
+
+TEST_CASE("vfio-user conformance: VERSION JSON must be valid and NUL-terminated, else EINVAL") {
+  for (const auto& bad : {version_json(R"({"capabilities":{"max_msg_fds":8}})", 0, false),
+                          version_json(R"({"capabilities":{"max_msg_fds":8})"),
+                          version_json("not json"),
+                          version_json("[1,2]"),
+                          version_json(R"({"capabilities":[]})"),
+                          version_json(R"({"capabilities":{"max_msg_fds":-1}})"),
+                          version_json(R"({"capabilities":{"max_msg_fds":"8"}})"),
+                          version_json(R"({"capabilities":{"max_data_xfer_size":0}})")}) {
+    auto dev = test::make_device("gh200");
+    user::Session s(*dev);
+    user::ReplyBuffer out;
+    auto r = call(s, out, message(user::kVersion, bad));
+    INFO(std::string(bad.begin() + 4, bad.end()));
+    CHECK(header(r).error == EINVAL);
+    CHECK(r.bytes.size() == 16);
+    CHECK_FALSE(s.negotiated());
+  }
+  // No JSON at all is allowed: the spec's defaults apply.
+  Negotiated bare(version_json("", 0, false));
+  CHECK(bare.s.client_max_msg_fds() == 1);
+  CHECK(bare.s.client_max_data_xfer_size() == 1u << 20);
+  // Unknown capabilities are ignored.
+  Negotiated extra(version_json(R"({"capabilities":{"max_msg_fds":16,"migration":{"pgsize":4096},"write_multiple":true}})"));
+  CHECK(extra.s.client_max_msg_fds() == 16);
+}
+
+TEST_CASE("vfio-user conformance: a higher minor version is answered with the highest the server implements") {
+  auto dev = test::make_device("gh200");
+  user::Session s(*dev);
+  user::ReplyBuffer out;
+  auto r = call(s, out, message(user::kVersion, version_json("{}", 7)));
+  std::uint16_t major = 1, minor = 1;
+  std::memcpy(&major, payload(r).data(), 2);
+  std::memcpy(&minor, payload(r).data() + 2, 2);
+  CHECK(major == 0);
+  CHECK(minor == user::kMinor);
+}
+
+TEST_CASE("vfio-user conformance: the client's max_data_xfer_size and max_msg_fds bound what the server sends") {
+  Negotiated n(version_json(R"({"capabilities":{"max_msg_fds":0,"max_data_xfer_size":4096}})"));
+  CHECK(header(n.send(user::kRegionRead, rw(0, 4, 4096))).error == 0);
+  auto big = n.send(user::kRegionRead, rw(0, 4, 8192));
+  CHECK(header(big).error == EINVAL);
+  CHECK(big.bytes.size() == 16);
+  // No fds for this client: BAR4 comes without its fd, so it is not mappable.
+  auto info = n.send(user::kDeviceGetRegionInfo, argsz_index(256, 4));
+  CHECK(info.fds.empty());
+  vfio_region_info ri{};
+  std::memcpy(&ri, payload(info).data(), sizeof ri);
+  CHECK((ri.flags & VFIO_REGION_INFO_FLAG_MMAP) == 0);
+  CHECK((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) == 0);
+  CHECK(payload(info).size() == sizeof ri);
+  // The spec's default for a client that says nothing is one fd.
+  Negotiated one(version_json("{}"));
+  CHECK(one.send(user::kDeviceGetRegionInfo, argsz_index(256, 4)).fds.size() == 1);
+}
+
+TEST_CASE("vfio-user conformance: argsz smaller than the fixed reply is refused, and no reply exceeds argsz") {
+  Negotiated n;
+  CHECK(header(n.send(user::kDeviceGetInfo, argsz_index(8, 0, 16))).error == EINVAL);
+  CHECK(header(n.send(user::kDeviceGetInfo, argsz_index(16, 0, 8))).error == EINVAL);  // payload too short
+  CHECK(header(n.send(user::kDeviceGetIrqInfo, argsz_index(15, 2, 16))).error == EINVAL);
+  CHECK(header(n.send(user::kDeviceGetRegionInfo, argsz_index(31, 4))).error == EINVAL);
+  CHECK(header(n.send(user::kDeviceGetRegionInfo, argsz_index(64, 4, 16))).error == EINVAL);  // payload too short
+  for (std::uint32_t argsz = 16; argsz <= 96; ++argsz) {
+    for (std::uint16_t cmd : {user::kDeviceGetInfo, user::kDeviceGetIrqInfo, user::kDeviceGetRegionInfo}) {
+      const std::uint32_t index = cmd == user::kDeviceGetRegionInfo ? 4 : 2;
+      auto r = n.send(cmd, argsz_index(argsz, index, cmd == user::kDeviceGetRegionInfo ? 32 : 16));
+      INFO(user::command_name(cmd) << " argsz " << argsz);
+      if (header(r).flags & user::kError) continue;
+      CHECK(payload(r).size() <= argsz);
+    }
+  }
+}
+
+TEST_CASE("vfio-user conformance: SET_IRQS needs one data type, one action, and one eventfd per interrupt") {
+  Negotiated n;
+  auto set = [&](std::uint32_t flags, std::uint32_t index, std::uint32_t start, std::uint32_t count,
+                 std::size_t nfds, std::vector<std::uint8_t> extra = {}) {
+    std::vector<std::uint8_t> p;
+    for (std::uint32_t v : {static_cast<std::uint32_t>(20 + extra.size()), flags, index, start, count}) put(p, v);
+    p.insert(p.end(), extra.begin(), extra.end());
+    std::vector<UniqueFd> fds;
+    for (std::size_t i = 0; i < nfds; ++i) fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+    return header(n.send_raw(message(user::kDeviceSetIrqs, p), std::move(fds))).error;
+  };
+  const std::uint32_t efd_trigger = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  const std::uint32_t msix = VFIO_PCI_MSIX_IRQ_INDEX;
+  CHECK(set(efd_trigger, msix, 0, 6, 6) == 0);
+  CHECK(n.s.irqs().at(0).triggers == 6);
+  CHECK(set(efd_trigger, msix, 2, 1, 0) == 0);  // de-assign one
+  CHECK(n.s.irqs().at(0).triggers == 5);
+  CHECK(set(efd_trigger, msix, 0, 2, 1) == EINVAL);  // 1 fd for 2 vectors
+  CHECK(set(efd_trigger | VFIO_IRQ_SET_DATA_NONE, msix, 0, 1, 1) == EINVAL);  // two data types
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE, msix, 0, 1, 0) == EINVAL);  // no action
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, msix, 0, 1, 1) == EINVAL);  // fd without EVENTFD
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, msix, 0, 1, 0) == EINVAL);  // MSI-X not maskable here
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, VFIO_PCI_INTX_IRQ_INDEX, 0, 1, 0) == 0);
+  CHECK(set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, msix, 0, 2, 0, {1}) == EINVAL);  // 1 bool for 2
+  CHECK(set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, msix, 0, 2, 0, {1, 0}) == 0);
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, msix, 1, 0, 0) == EINVAL);  // count 0 needs start 0
+  CHECK(set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, msix, 0, 0, 0) == 0);      // disable all
+  CHECK(n.s.irqs().at(0).triggers == 0);
+  CHECK(set(efd_trigger, 9, 0, 1, 1) == EINVAL);  // no such index
+}
+
+TEST_CASE("vfio-user: teardown removes every DMA mapping and disables every IRQ index the client set (R30)") {
+  Negotiated n;
+  std::vector<std::uint8_t> map;
+  for (std::uint64_t iova : {0x100000ull, 0x400000ull}) {
+    map.clear();
+    put(map, std::uint32_t{32});
+    put(map, std::uint32_t{3});
+    put(map, std::uint64_t{0});
+    put(map, iova);
+    put(map, std::uint64_t{0x200000});
+    REQUIRE(header(n.send(user::kDmaMap, map)).error == 0);
+  }
+  std::vector<std::uint8_t> set;
+  for (std::uint32_t v : {20u, static_cast<std::uint32_t>(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER),
+                          static_cast<std::uint32_t>(VFIO_PCI_INTX_IRQ_INDEX), 0u, 1u})
+    put(set, v);
+  std::vector<UniqueFd> fds;
+  fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  REQUIRE(header(n.send_raw(message(user::kDeviceSetIrqs, set), std::move(fds))).error == 0);
+  const auto t = n.s.teardown();
+  CHECK(t.dma_unmapped == 2);
+  CHECK(t.irq_indexes_disabled == 1);
+  CHECK(n.s.dma().empty());
+  CHECK(n.s.irqs().empty());
+  CHECK(n.s.teardown().dma_unmapped == 0);  // idempotent
 }
 
 TEST_CASE("vfio-user: DEVICE_GET_INFO and GET_IRQ_INFO") {
@@ -194,20 +374,20 @@ TEST_CASE("vfio-user: posted writes get no reply but take effect") {
 TEST_CASE("vfio-user: unknown commands, replies sent as commands, too many fds") {
   Negotiated n;
   CHECK(header(n.send(99, {})).error == ENOSYS);
-  CHECK(header(n.send(user::kDmaRead, {})).error == ENOSYS);
+  CHECK(header(n.send(user::kDmaRead, {})).error == EINVAL);  // server-to-client only
   CHECK(header(n.send(user::kDeviceGetInfo, argsz_index(16, 0, 16), user::kTypeReply)).error == EINVAL);
   std::vector<UniqueFd> fds;
   for (int i = 0; i < 9; ++i) fds.emplace_back(::dup(0));
-  auto r = n.s.handle(message(user::kDeviceGetInfo, argsz_index(16, 0, 16)), std::move(fds));
+  auto r = n.send_raw(message(user::kDeviceGetInfo, argsz_index(16, 0, 16)), std::move(fds));
   CHECK(header(r).error == EINVAL);
 }
 
 TEST_CASE("vfio-user: a short message or a size field that lies closes the connection") {
   Negotiated n;
-  CHECK(n.s.handle(std::vector<std::uint8_t>{1, 2, 3}, {}).close);
+  CHECK(n.send_raw(std::vector<std::uint8_t>{1, 2, 3}).close);
   auto m = message(user::kDeviceGetInfo, argsz_index(16, 0, 16));
   m[4] = 200;  // msg_size no longer matches what was received
-  CHECK(n.s.handle(m, {}).close);
+  CHECK(n.send_raw(m).close);
 }
 
 TEST_CASE("vfio-user: DMA_MAP and DMA_UNMAP are recorded, overlaps refused, unmaps echoed") {
@@ -228,7 +408,7 @@ TEST_CASE("vfio-user: DMA_MAP and DMA_UNMAP are recorded, overlaps refused, unma
   put(unmap, std::uint64_t{0x200000});
   auto r = n.send(user::kDmaUnmap, unmap);
   CHECK(std::vector<std::uint8_t>(payload(r).begin(), payload(r).end()) == unmap);
-  CHECK(header(n.send(user::kDmaUnmap, unmap)).error == EINVAL);
+  CHECK(header(n.send(user::kDmaUnmap, unmap)).error == ENOENT);
 }
 
 TEST_CASE("vfio-user: SET_IRQS is recorded within the IRQ count, DEVICE_RESET zeroes the BARs (R14)") {
@@ -272,7 +452,7 @@ TEST_CASE("vfio-user mutation: 50,000 corrupted messages never crash the session
       const auto size = static_cast<std::uint32_t>(m.size());
       std::memcpy(m.data() + 4, &size, 4);
     }
-    auto r = n.s.handle(m, {});
+    auto r = n.send_raw(m);
     if (r.close) ++closes;
     else if (!r.bytes.empty() && (header(r).flags & user::kError)) ++errors;
   }

@@ -26,6 +26,7 @@
 #include "nvgrace/vfio/backend.hpp"
 #include "nvgrace/vfio/fd.hpp"
 #include "nvgrace/vfio/regions.hpp"
+#include "nvgrace/vfio/vfio_device.hpp"
 
 namespace nvgrace::vfio {
 
@@ -40,18 +41,6 @@ struct ReadinessOptions {
   std::chrono::milliseconds timeout{30000};       // R20: give up after 30 s
 };
 
-struct DeviceInfo {
-  std::uint32_t flags = 0;  // VFIO_DEVICE_FLAGS_*
-  std::uint32_t num_regions = 0;
-  std::uint32_t num_irqs = 0;
-};
-
-struct IrqInfo {
-  std::uint32_t index = 0;
-  std::uint32_t flags = 0;  // VFIO_IRQ_INFO_*
-  std::uint32_t count = 0;
-};
-
 struct MmapArea {
   int fd = -1;
   std::uint64_t fd_offset = 0;
@@ -59,7 +48,11 @@ struct MmapArea {
   CacheMode cache = CacheMode::write_back;
 };
 
-class VariantDevice {
+// The emulated variant device: config space, BAR0 registers, fake BAR2/BAR4
+// over a memory backend. It does no DMA and raises no interrupts: DMA maps
+// and interrupt eventfds are accepted (the vfio-user engine keeps the table)
+// and not used.
+class VariantDevice final : public VfioDevice {
  public:
   // The layout must have fake BARs; `config` must describe the same BARs.
   [[nodiscard]] static Result<std::unique_ptr<VariantDevice>> create(pciemu::DeviceConfig config,
@@ -67,17 +60,23 @@ class VariantDevice {
                                                                      std::unique_ptr<MemoryBackend> backend,
                                                                      ReadinessOptions readiness = {});
 
-  [[nodiscard]] DeviceInfo info() const;
+  [[nodiscard]] DeviceInfo info() const override;
   [[nodiscard]] Result<RegionDesc> region(unsigned index) const;
-  [[nodiscard]] Result<IrqInfo> irq(unsigned index) const;
+  [[nodiscard]] Result<IrqInfo> irq(unsigned index) const override;
+  // The region's VFIO_DEVICE_GET_REGION_INFO bytes, built once at creation,
+  // and for BAR2/BAR4 the backing fd with the region offset being the
+  // memory's offset in it. Handing out the fd of a fake BAR waits for
+  // readiness first, like an mmap (R20).
+  [[nodiscard]] Result<RegionInfoView> region_info(unsigned index) override;
 
   // R17: offset at or past the region size is EINVAL; an access running past
   // it is cut short (the count returned says how much was done); in a fake
   // BAR, bytes in [length, BAR size) read 0xFF and writes there are dropped
   // and counted. A first memory access waits for readiness (R20) and fails
   // with ETIME when it does not come.
-  [[nodiscard]] Result<std::size_t> read(unsigned index, std::uint64_t offset, std::span<std::uint8_t> out);
-  [[nodiscard]] Result<std::size_t> write(unsigned index, std::uint64_t offset, std::span<const std::uint8_t> in);
+  [[nodiscard]] Result<std::size_t> read(unsigned index, std::uint64_t offset, std::span<std::uint8_t> out) override;
+  [[nodiscard]] Result<std::size_t> write(unsigned index, std::uint64_t offset,
+                                          std::span<const std::uint8_t> in) override;
 
   // R18: what to mmap for [offset, offset + length) of a fake BAR. Only
   // [0, memory length) may be mapped; anything reaching past it is EINVAL.
@@ -85,7 +84,14 @@ class VariantDevice {
 
   // Device reset (R14, R20): config space to power-on values (fake BARs 0),
   // readiness re-armed.
-  void reset();
+  Result<void> reset() override;
+
+  // No DMA engine and no interrupt source: accepted, unused. Page size is
+  // the host's; any IOVA.
+  [[nodiscard]] const DmaLimits& dma_limits() const override { return dma_limits_; }
+  [[nodiscard]] Result<void> dma_map(const DmaMapping&) override { return {}; }
+  Result<void> dma_unmap(std::uint64_t, std::uint64_t) override { return {}; }
+  [[nodiscard]] Result<void> set_irqs(const IrqSet&) override { return {}; }
 
   [[nodiscard]] std::uint64_t dropped_writes() const { return dropped_.load(std::memory_order_relaxed); }
   [[nodiscard]] const pciemu::Layout& layout() const { return layout_; }
@@ -105,6 +111,8 @@ class VariantDevice {
   pciemu::DeviceConfig config_;
   pciemu::Layout layout_;
   std::vector<RegionDesc> regions_;
+  std::vector<std::vector<std::uint8_t>> region_info_;  // per region: vfio_region_info + caps
+  DmaLimits dma_limits_;
   std::unique_ptr<MemoryBackend> backend_;
   Mapping bar0_;  // BAR0 register file (anonymous, zero until written)
   ReadinessOptions readiness_;

@@ -2,6 +2,7 @@
 
 #include <linux/vfio.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "nvgrace/common/checked.hpp"
+#include "nvgrace/vfio/region_info.hpp"
 
 namespace nvgrace::vfio {
 
@@ -41,6 +43,14 @@ Result<std::unique_ptr<VariantDevice>> VariantDevice::create(pciemu::DeviceConfi
   d->config_.reset();  // R14: fake BARs zero when the device is opened
   d->layout_ = std::move(layout);
   d->backend_ = std::move(backend);
+  // Region info as a vfio-user client gets it: for BAR2/BAR4 the region
+  // offset is the memory's offset in the backing fd sent with it.
+  for (const auto& r : d->regions_) {
+    std::optional<std::uint64_t> fd_offset;
+    if (const auto* m = d->mem_region(r.index)) fd_offset = d->backend_->range(m->role)->fd_offset;
+    d->region_info_.push_back(encode_region_info(r, region_info_size(r), fd_offset));
+  }
+  d->dma_limits_.pgsizes = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   d->readiness_ = readiness;
   d->armed_at_ = std::chrono::steady_clock::now();
   return d;
@@ -53,6 +63,16 @@ DeviceInfo VariantDevice::info() const {
 Result<RegionDesc> VariantDevice::region(unsigned index) const {
   if (index >= regions_.size()) return fail_errno(EINVAL, "region {} does not exist (0..{})", index, regions_.size() - 1);
   return regions_[index];
+}
+
+Result<RegionInfoView> VariantDevice::region_info(unsigned index) {
+  if (index >= region_info_.size())
+    return fail_errno(EINVAL, "region {} does not exist (0..{})", index, region_info_.size() - 1);
+  const auto* m = mem_region(index);
+  if (!m) return RegionInfoView{region_info_[index], -1};
+  std::shared_lock reset_guard(reset_mutex_);
+  if (auto ok = wait_ready(); !ok) return fail(ok.error());
+  return RegionInfoView{region_info_[index], backend_->range(m->role)->fd};
 }
 
 Result<IrqInfo> VariantDevice::irq(unsigned index) const {
@@ -104,9 +124,9 @@ Result<void> VariantDevice::wait_ready() {
 Result<std::size_t> VariantDevice::access(unsigned index, std::uint64_t offset, std::uint8_t* buf, std::size_t len,
                                           bool is_write) {
   std::shared_lock reset_guard(reset_mutex_);
-  auto region = this->region(index);
-  if (!region) return fail(region.error());
-  const std::uint64_t size = region->size;
+  // By reference: this is the hot path of every region access.
+  if (index >= regions_.size()) return fail_errno(EINVAL, "region {} does not exist (0..{})", index, regions_.size() - 1);
+  const std::uint64_t size = regions_[index].size;
   if (size == 0) return fail_errno(EINVAL, "region {} has size 0", index);
   if (offset >= size)
     return fail_errno(EINVAL, "offset {:#x} is at or past region {}'s size {:#x} (R17)", offset, index, size);
@@ -194,7 +214,7 @@ Result<MmapArea> VariantDevice::mmap(unsigned index, std::uint64_t offset, std::
   return MmapArea{range->fd, range->fd_offset + offset, length, range->cache};
 }
 
-void VariantDevice::reset() {
+Result<void> VariantDevice::reset() {
   std::unique_lock reset_guard(reset_mutex_);
   std::lock_guard lock(config_mutex_);
   config_.reset();
@@ -204,6 +224,7 @@ void VariantDevice::reset() {
   }
   armed_at_ = std::chrono::steady_clock::now();
   ready_.store(false, std::memory_order_release);
+  return {};
 }
 
 std::vector<pciemu::BarState> VariantDevice::bar_states() const {

@@ -9,7 +9,7 @@
 //   devmem    the physical range itself through /dev/mem, for hosts without
 //             the kernel driver. Root only; on arm64 /dev/mem maps are
 //             uncached (Device memory), so this is for inspection, not speed.
-//   host-vfio a GPU bound to the kernel nvgrace-gpu driver (see host_vfio.hpp).
+//   host-vfio a GPU bound to the kernel nvgrace-gpu driver (see host/host_vfio.hpp).
 //
 // Thread-safety: the ranges may be read and written from any thread; the
 // backend object itself is immutable after creation.

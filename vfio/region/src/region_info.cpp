@@ -5,7 +5,7 @@
 #include <cstring>
 #include <set>
 
-#include "wire.hpp"
+#include "nvgrace/vfio/wire.hpp"
 
 namespace nvgrace::vfio {
 namespace {

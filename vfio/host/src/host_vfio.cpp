@@ -1,4 +1,4 @@
-#include "nvgrace/vfio/host_vfio.hpp"
+#include "nvgrace/vfio/host/host_vfio.hpp"
 
 #include <fcntl.h>
 #include <linux/iommufd.h>

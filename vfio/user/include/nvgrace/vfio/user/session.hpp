@@ -1,0 +1,115 @@
+// The vfio-user protocol (QEMU docs/interop/vfio-user.rst), server side: one
+// client's session with one device (VfioDevice: emulated or real).
+//
+// handle() turns one complete message (header + payload + the fds that came
+// with it) into a reply written in place into a ReplyBuffer, nothing (a
+// posted write), or "close the connection" (a protocol violation). It never
+// trusts the message: sizes, counts, region and IRQ indexes, offsets, flags
+// and argsz are checked, and a malformed message gets an error reply with a
+// non-zero errno. Nothing is allocated per message in steady state; the text
+// of what happened is built only when detail is asked for, or for errors that
+// close the connection.
+//
+// The session keeps the client's DMA mappings (R28) and the interrupts it
+// set (R29); teardown() removes all of them - what a server does when the
+// client leaves, before the device is reset (R30).
+//
+// Thread-safety: a Session belongs to one connection (one thread); the
+// device's own rules apply. Never opens a socket: sockets are src/serve's.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/vfio/user/protocol.hpp"
+#include "nvgrace/vfio/user/reply.hpp"
+#include "nvgrace/vfio/vfio_device.hpp"
+
+namespace nvgrace::vfio::user {
+
+enum class Outcome {
+  reply,  // send the ReplyBuffer
+  none,   // the client asked for no reply (No_reply)
+  close,  // protocol violation: drop the connection (log() says why)
+};
+
+// A DMA mapping the client made, as the session records it.
+struct DmaRegion {
+  std::uint64_t address = 0, size = 0, offset = 0;
+  std::uint32_t flags = 0;
+  bool had_fd = false;
+};
+
+// The interrupts of one IRQ index the client has set up (R29).
+struct IrqSetting {
+  std::uint32_t index = 0;
+  std::uint32_t triggers = 0;  // eventfds currently assigned to trigger
+  std::uint32_t calls = 0;     // SET_IRQS messages applied to this index
+};
+
+// What teardown() removed.
+struct Teardown {
+  std::size_t dma_unmapped = 0;
+  std::size_t irq_indexes_disabled = 0;
+  std::vector<std::string> errors;  // device refusals on the way (logged by the server)
+};
+
+class Session {
+ public:
+  explicit Session(VfioDevice& device) : device_(device) {}
+  ~Session() { (void)teardown(); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // `message`: exactly header.msg_size bytes. `fds`: received with it; the
+  // session moves out the ones it keeps, the caller closes the rest.
+  [[nodiscard]] Outcome handle(std::span<const std::uint8_t> message, std::span<UniqueFd> fds, ReplyBuffer& out);
+
+  // R30: every DMA mapping removed, every interrupt disabled. Idempotent.
+  Teardown teardown();
+
+  // Build the text of every message, not only of connection-closing ones.
+  void set_detail(bool on) { detail_ = on; }
+  // What the last handle() did (when detail is on, or it returned close).
+  [[nodiscard]] const std::string& log() const { return log_; }
+
+  [[nodiscard]] bool negotiated() const { return negotiated_; }
+  [[nodiscard]] const std::vector<DmaRegion>& dma() const { return dma_; }
+  [[nodiscard]] const std::vector<IrqSetting>& irqs() const { return irqs_; }
+  // The client's VERSION capabilities (spec defaults until it sends them).
+  [[nodiscard]] std::uint32_t client_max_msg_fds() const { return client_max_fds_; }
+  [[nodiscard]] std::uint32_t client_max_data_xfer_size() const { return client_max_xfer_; }
+
+ private:
+  template <class... Args>
+  void note(fmt::format_string<Args...> f, Args&&... args);
+  template <class... Args>
+  Outcome refuse(const Header& h, ReplyBuffer& out, int err, fmt::format_string<Args...> f, Args&&... args);
+  template <class... Args>
+  Outcome violation(fmt::format_string<Args...> f, Args&&... args);
+  Outcome done(const Header& h, ReplyBuffer& out);
+
+  Outcome version(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome dma_map(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out);
+  Outcome dma_unmap(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome device_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome region_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome irq_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome set_irqs(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out);
+  Outcome region_access(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
+  Outcome device_reset(const Header& h, ReplyBuffer& out);
+
+  VfioDevice& device_;
+  bool negotiated_ = false;
+  bool detail_ = false;
+  std::string log_;
+  std::uint32_t client_max_fds_ = kDefaultClientMaxMsgFds;
+  std::uint32_t client_max_xfer_ = kDefaultClientMaxDataXferSize;
+  std::vector<DmaRegion> dma_;
+  std::vector<IrqSetting> irqs_;
+};
+
+}  // namespace nvgrace::vfio::user
