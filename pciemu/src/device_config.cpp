@@ -3,6 +3,7 @@
 #include <linux/pci_regs.h>
 
 #include "nvgrace/common/checked.hpp"
+#include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/mig.hpp"
 
@@ -117,11 +118,27 @@ void aer_rows(std::vector<RegDef>& t) {
 // NVIDIA DVSEC 3 with the MIG capability word (R2): bit 0 set means no bug.
 void dvsec_rows(const DeviceConfigParams& p, std::vector<RegDef>& t) {
   const U16 c = cfg::kDvsecCap;
-  t.push_back({c, 4, PCI_EXT_CAP_ID_DVSEC | 1u << 16, 0, 0, "DVSEC: header (end of list)"});
+  const std::uint32_t next = p.cxl_active_timeout ? static_cast<std::uint32_t>(cfg::kCxlDvsecCap) << 20 : 0u;
+  t.push_back({c, 4, PCI_EXT_CAP_ID_DVSEC | 1u << 16 | next, 0, 0, "DVSEC: header"});
   t.push_back({at(c, PCI_DVSEC_HEADER1), 4, kNvidiaVendorId | 0x010u << 20, 0, 0, "DVSEC Header 1 (10de, len 16)"});
   t.push_back({at(c, PCI_DVSEC_HEADER2), 2, kNvidiaGpuCapDvsecId, 0, 0, "DVSEC Header 2 (ID 3)"});
   t.push_back({at(c, kDvsecMigCapOffset), 2, p.mig_hw_bug ? 0u : kMigSupportedWithCachedResmem, 0, 0,
                "NVIDIA GPU capabilities (bit 0: MIG with cached resmem)"});
+}
+
+// CXL Device DVSEC (CXL 3.1, section 8.1.3), the registers R31 reads: the
+// header and Range 1 Size Low, whose bits 0 (MEM_INFO_VALID) and 1
+// (MEM_ACTIVE) the device sets when its memory is ready, and 15:13 the
+// Memory_Active_Timeout.
+void cxl_rows(const DeviceConfigParams& p, std::vector<RegDef>& t) {
+  if (!p.cxl_active_timeout) return;
+  const U16 c = cfg::kCxlDvsecCap;
+  t.push_back({c, 4, PCI_EXT_CAP_ID_DVSEC | 1u << 16, 0, 0, "CXL DVSEC: header (end of list)"});
+  t.push_back({at(c, PCI_DVSEC_HEADER1), 4, kCxlVendorId | 0x1u << 16 | 0x3Cu << 20, 0, 0,
+               "DVSEC Header 1 (1e98, rev 1, len 0x3c)"});
+  t.push_back({at(c, PCI_DVSEC_HEADER2), 2, kCxlDeviceDvsecId, 0, 0, "DVSEC Header 2 (ID 0: CXL Device)"});
+  t.push_back({at(c, kCxlRange1SizeLow), 4, static_cast<std::uint32_t>(*p.cxl_active_timeout & 7u) << 13, 0, 0,
+               "CXL Range 1 Size Low (bits 0/1 live: memory valid/active)"});
 }
 
 }  // namespace
@@ -134,6 +151,7 @@ std::vector<RegDef> config_registers(const DeviceConfigParams& p) {
   exp_rows(t);
   aer_rows(t);
   dvsec_rows(p, t);
+  cxl_rows(p, t);
   return t;
 }
 

@@ -14,7 +14,7 @@ Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned 
   if (!layout) return fail(layout.error().context(profile_name));
   auto bars = visible_bars(*identity, *layout);
   auto config = DeviceConfig::build(
-      {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0});
+      {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0, std::nullopt});
   if (!config) return fail(config.error().context(profile_name));
   return EmulatedGpu{*profile, *identity, *layout, std::move(bars), std::move(*config)};
 }

@@ -13,6 +13,7 @@
 #include "nvgrace/acpi/sysfs.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/mig.hpp"
+#include "nvgrace/vfio/host/pci_host.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -56,17 +57,23 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
 
   std::vector<Candidate> candidates;
   if (!q.bdfs.empty()) {
-    if (!q.sysfs) return fail("--device needs --sysfs (or --host) to find the device's ACPI node");
+    const auto& flag = q.device_flag;
+    if (!q.sysfs) return fail("{} needs --sysfs (or --host) to find the device's ACPI node", flag);
     std::set<std::string> seen;
     for (const auto& text : q.bdfs) {
       auto bdf = acpi::normalize_bdf(text);
-      if (!bdf) return fail(bdf.error().context("--device"));
-      if (!seen.insert(*bdf).second) return fail("--device {} is given twice", *bdf);
+      if (!bdf) return fail(bdf.error().context(flag));
+      if (!seen.insert(*bdf).second) return fail("{} {} is given twice", flag, *bdf);
       auto f = acpi::read_pci_function(*q.sysfs, *bdf);
-      if (!f) return fail(f.error().context("--device"));
-      if (!f->device || !pciemu::find_identity(*f->device))
-        return fail("--device {}: device id {} is not a Grace GPU nvgrace knows (R1)", *bdf,
-                    f->device ? fmt::format("{:#06x}", *f->device) : std::string("(unreadable)"));
+      if (!f) return fail(f.error().context(flag));
+      if (q.assume_device_id) {
+        f->device = q.assume_device_id;
+      } else if (!f->device || !pciemu::find_identity(*f->device) || f->vendor != pciemu::kNvidiaVendorId) {
+        return fail("{} {}: {}:{} is not a Grace GPU nvgrace knows (R1){}", flag, *bdf,
+                    f->vendor ? fmt::format("{:04x}", *f->vendor) : std::string("????"),
+                    f->device ? fmt::format("{:04x}", *f->device) : std::string("????"),
+                    flag == "--host" ? "; a stand-in device is served only with --assume-device-id" : "");
+      }
       Candidate c;
       if (f->acpi_path) c.path = acpi::parse_path(*f->acpi_path);
       c.function = std::move(*f);
@@ -159,6 +166,16 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
         log->info("{}: extended config space not readable ({}); MIG bug from the device id",
                   c.function->bdf, c.function->config_error.empty() ? fmt::format("{} bytes", c.function->config.size())
                                                                     : c.function->config_error);
+    }
+    // Whether `serve --host` can open it here (R26): only a live host (or a
+    // fake /dev beside a fake sysfs) can say.
+    if (q.dev && c.function) {
+      auto st = vfio::host::probe_pci_host(*q.sysfs, *q.dev, c.function->bdf);
+      if (st) {
+        const bool kernel_variant = st->driver == vfio::host::kNvgraceGpuDriver;
+        const auto r = vfio::host::serve_readiness(*st, *q.dev, !s.passthrough_reason && !kernel_variant);
+        s.serve = DeviceSpec::ServeCheck{st->driver, st->iommu_group, r.ready, r.api, r.missing};
+      }
     }
     out.specs.push_back(std::move(s));
   }

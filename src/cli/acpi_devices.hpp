@@ -18,8 +18,13 @@ namespace nvgrace::cli {
 struct AcpiQuery {
   std::vector<std::filesystem::path> tables;   // --acpi
   std::optional<std::filesystem::path> sysfs;  // --sysfs
+  std::optional<std::filesystem::path> dev;    // --dev (or /dev with --host): check what `serve --host` needs
   std::vector<std::string> bdfs;               // --device (empty: every GPU)
   std::optional<std::uint16_t> device_id;      // --device-id, for GPUs without sysfs
+  // Treat every function as this Grace GPU whatever its real id (serve
+  // --assume-device-id: a stand-in device for tests).
+  std::optional<std::uint16_t> assume_device_id;
+  std::string device_flag = "--device";        // how the command names the BDF option, for messages
   std::optional<bool> forced_mig_bug;          // --mig-bug / --no-mig-bug
   unsigned phys_addr_bits = 64;
 };

@@ -43,7 +43,10 @@ class InspectCommand final : public Command {
         ->type_name("BDF");
     auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi; not with --device)");
     all->excludes(cmd_->get_option("--device"));
-    cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys");
+    cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys --dev /dev; also says "
+                                    "whether `serve --host` can open each GPU and what is missing");
+    dev_ = cmd_->add_option("--dev", dev_root_, "Device-node root to check what `serve --host` needs (with --sysfs)")
+               ->type_name("ROOT");
     cmd_->add_flag("--regions", regions_, "Also list each GPU's VFIO regions as VFIO_DEVICE_GET_REGION_INFO reports them");
     cmd_->add_flag("--json", json_, "Print the JSON report instead of the table");
     return cmd_;
@@ -68,7 +71,8 @@ class InspectCommand final : public Command {
     if (mig_bug_) forced = true;
     if (no_mig_bug_) forced = false;
     if (host_ || !acpi_.empty()) return collect_acpi(specs, forced);
-    if (!sysfs_->empty() || !bdfs_.empty() || all_) return usage_error("--sysfs, --device and --all go with --acpi or --host");
+    if (!sysfs_->empty() || !bdfs_.empty() || all_ || !dev_->empty())
+      return usage_error("--sysfs, --dev, --device and --all go with --acpi or --host");
 
     const bool explicit_dev = !device_id_->empty() || !mem_base_->empty() || !mem_size_->empty();
     if (!profiles_.empty() && explicit_dev)
@@ -108,13 +112,17 @@ class InspectCommand final : public Command {
     if (!profiles_.empty() || count_ || !mem_base_->empty() || !mem_size_->empty())
       return usage_error("--acpi/--host conflict with --profile, --count, --mem-base and --mem-size: the tables "
                          "describe the memory");
-    if (host_ && (!acpi_.empty() || !sysfs_->empty()))
-      return usage_error("--host conflicts with --acpi and --sysfs: it means --acpi /sys/firmware/acpi/tables --sysfs /sys");
+    if (host_ && (!acpi_.empty() || !sysfs_->empty() || !dev_->empty()))
+      return usage_error("--host conflicts with --acpi, --sysfs and --dev: it means --acpi /sys/firmware/acpi/tables "
+                         "--sysfs /sys --dev /dev");
     AcpiQuery q;
     if (host_) q.tables.emplace_back("/sys/firmware/acpi/tables");
     for (const auto& a : acpi_) q.tables.emplace_back(a);
     if (host_) q.sysfs = "/sys";
     else if (!sysfs_->empty()) q.sysfs = sysfs_root_;
+    if (host_) q.dev = "/dev";
+    else if (!dev_->empty()) q.dev = dev_root_;
+    if (q.dev && !q.sysfs) return usage_error("--dev goes with --sysfs");
     q.bdfs = bdfs_;
     q.forced_mig_bug = forced;
     q.phys_addr_bits = phys_bits_;
@@ -172,6 +180,8 @@ class InspectCommand final : public Command {
   std::vector<std::string> acpi_;
   CLI::Option* sysfs_ = nullptr;
   std::string sysfs_root_;
+  CLI::Option* dev_ = nullptr;
+  std::string dev_root_;
   std::vector<std::string> bdfs_;
   bool all_ = false;
   bool host_ = false;

@@ -6,6 +6,8 @@
 #include <iostream>
 
 #include "command.hpp"
+#include "host_devices.hpp"
+#include "nvgrace/pciemu/identity.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/emulated.hpp"
@@ -37,8 +39,9 @@ Result<gid_t> parse_group(const std::string& text) {
 class ServeCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
-    cmd_ = app.add_subcommand("serve", "Serve emulated GPUs over vfio-user on UNIX sockets, one per GPU, one client "
-                                       "at a time each. Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets");
+    cmd_ = app.add_subcommand("serve", "Serve GPUs over vfio-user on UNIX sockets, one per GPU, one client at a "
+                                       "time each: emulated ones (the default), or real devices bound to vfio-pci "
+                                       "(--host). Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets");
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
         ->type_name("PATH")->required();
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
@@ -55,6 +58,19 @@ class ServeCommand final : public Command {
     cmd_->add_option("--socket-group", socket_group_,
                      "Group of the socket files (name or gid), e.g. the group a VMM such as libvirt's qemu runs in")
         ->type_name("GROUP");
+    host_ = cmd_->add_option("--host", host_bdfs_,
+                             "Serve this real device, bound to vfio-pci, with fake BARs from the host's ACPI tables "
+                             "(repeatable; not with --profile, --count, --mem-size, --memory-file; see docs/host.md)")
+                ->type_name("BDF");
+    cmd_->add_option("--vfio-api", vfio_api_, "How --host devices are opened: cdev (iommufd), group (type1), or auto "
+                                              "(cdev where the kernel has it)")
+        ->check(CLI::IsMember({"auto", "cdev", "group"}))->type_name("API")->capture_default_str();
+    cmd_->add_option("--assume-device-id", assume_text_,
+                     "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
+                     "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
+        ->type_name("ID");
+    cmd_->add_option("--acpi", acpi_, "ACPI tables for --host devices")->type_name("PATH")->capture_default_str();
+    cmd_->add_option("--sysfs", sysfs_, "sysfs root for --host devices")->type_name("ROOT")->capture_default_str();
     return cmd_;
   }
 
@@ -71,6 +87,7 @@ class ServeCommand final : public Command {
       if (!gid) return usage_error("--socket-group: {}", gid.error().message);
       access.group = *gid;
     }
+    if (!host_->empty()) return serve_host(access);
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
       auto v = parse_size(mem_size_text_);
@@ -93,22 +110,60 @@ class ServeCommand final : public Command {
       if (!dev) return failure("serve", "{}", dev.error().message);
       devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev), false});
     }
+    std::vector<std::string> lines;
+    for (unsigned i = 0; i < count_; ++i)
+      lines.push_back(fmt::format("serving {} gpu{} on {} ({})", profile_, i, serve::socket_path(socket_, i, count_),
+                                  backings[i]));
+    return run_server(std::move(devices), lines, access);
+  }
+
+ private:
+  // --host: real devices, refused with one line where they cannot be served.
+  int serve_host(const serve::SocketAccess& access) {
+    for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file"})
+      if (!cmd_->get_option(opt)->empty()) return usage_error("--host conflicts with {}: it serves real devices", opt);
+    HostServeQuery q;
+    q.bdfs = host_bdfs_;
+    q.socket = socket_;
+    q.api = vfio_api_ == "cdev" ? vfio::host::VfioApi::cdev
+            : vfio_api_ == "group" ? vfio::host::VfioApi::group : vfio::host::VfioApi::automatic;
+    if (!assume_text_.empty()) {
+      auto id = parse_id16(assume_text_);
+      if (!id) return usage_error("--assume-device-id: {}", id.error().message);
+      if (!pciemu::find_identity(*id))
+        return usage_error("--assume-device-id: {} is not a Grace GPU nvgrace knows (R1)", assume_text_);
+      q.assume_device_id = *id;
+    }
+    q.acpi = acpi_;
+    q.sysfs = sysfs_;
+    auto built = build_host_devices(q);
+    if (!built) {
+      if (built.error().exit_code == kExitUsage) return usage_error("{}", built.error().line);
+      return failure("serve", "{}", built.error().line);
+    }
+    return run_server(std::move(built->devices), built->lines, access);
+  }
+
+  int run_server(std::vector<serve::ServedDevice> devices, const std::vector<std::string>& lines,
+                 const serve::SocketAccess& access) {
     auto server = serve::Server::create(std::move(devices), access);
     if (!server) {
       // A socket in use or a path that is not ours: the command line asked
       // for something that cannot be had (exit 2, as for any bad path).
       return usage_error("{}", server.error().message);
     }
-    for (unsigned i = 0; i < count_; ++i)
-      std::cout << fmt::format("serving {} gpu{} on {} ({})\n", profile_, i, serve::socket_path(socket_, i, count_),
-                               backings[i])
-                << std::flush;
+    for (const auto& l : lines) std::cout << l << '\n' << std::flush;
     if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
     return kExitOk;
   }
 
- private:
   CLI::App* cmd_ = nullptr;
+  CLI::Option* host_ = nullptr;
+  std::vector<std::string> host_bdfs_;
+  std::string vfio_api_ = "auto";
+  std::string assume_text_;
+  std::string acpi_ = "/sys/firmware/acpi/tables";
+  std::string sysfs_ = "/sys";
   std::string socket_;
   std::string profile_ = "gh200";
   unsigned count_ = 1;

@@ -182,6 +182,14 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
                    {"pxm", opt(d.spec.egm_pxm)},
                    {"retired_pages_data_base", opt(d.spec.egm_retired_pages_data_base)}};
     }
+    if (d.spec.serve) {
+      const auto& sv = *d.spec.serve;
+      jd["serve"] = {{"ready", sv.ready},
+                     {"driver", sv.driver.empty() ? ordered_json(nullptr) : ordered_json(sv.driver)},
+                     {"iommu_group", sv.iommu_group ? ordered_json(*sv.iommu_group) : ordered_json(nullptr)},
+                     {"vfio_api", sv.vfio_api.empty() ? ordered_json(nullptr) : ordered_json(sv.vfio_api)},
+                     {"missing", sv.missing}};
+    }
     jd["status"] = std::string(status_name(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
     jd["bars"] = std::move(bars);
@@ -254,6 +262,13 @@ std::string to_table(const InspectReport& r, bool regions) {
     if (d.spec.egm_base_pa && d.spec.egm_size)
       line(fmt::format("  egm    {} at {:#x}{}", format_size(*d.spec.egm_size), *d.spec.egm_base_pa,
                        d.spec.egm_pxm ? fmt::format(", PXM {}", *d.spec.egm_pxm) : ""));
+    if (d.spec.serve) {
+      const auto& sv = *d.spec.serve;
+      if (sv.ready)
+        line(fmt::format("  serve  ready: {}, IOMMU group {}, VFIO {}", sv.driver, sv.iommu_group.value_or(0),
+                         sv.vfio_api));
+      for (const auto& m : sv.missing) line(wrap("  serve  missing: ", m));
+    }
     line(fmt::format("  status {}", status_name(d.status)));
     if (!d.reason.empty()) line(wrap("  reason ", d.reason));
     if (d.bars.empty()) {

@@ -35,6 +35,16 @@ struct DeviceSpec {
   std::optional<std::uint64_t> egm_base_pa, egm_size, egm_pxm, egm_retired_pages_data_base;
   // Set when the firmware description rules out fake BARs (R5): the reason.
   std::optional<std::string> passthrough_reason;
+  // On a live host (or a fake sysfs/dev tree): whether `serve --host` can
+  // open this GPU, and what is missing (R26).
+  struct ServeCheck {
+    std::string driver;  // empty: none bound
+    std::optional<unsigned> iommu_group;
+    bool ready = false;
+    std::string vfio_api;  // "cdev" or "group" when ready
+    std::vector<std::string> missing;
+  };
+  std::optional<ServeCheck> serve;
   // Set when the tables describe a GPU that this host does not show as a PCI
   // function (absent, disabled, hidden by firmware): the reason. device_id
   // is then 0 unless --device-id gave one.

@@ -139,7 +139,7 @@ TEST_CASE("ACPI: --device picks one BDF and short BDFs get domain 0000") {
   CHECK(j["devices"][0]["bdf"] == "0009:02:00.0");
   auto r = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", standard_sysfs(), "--device", "05:00.0"});
   CHECK(r.exit_code == 2);
-  CHECK(r.err.find("--device 0000:05:00.0: device id 0x2330 is not a Grace GPU") != std::string::npos);
+  CHECK(r.err.find("--device 0000:05:00.0: 10de:2330 is not a Grace GPU") != std::string::npos);
 }
 
 TEST_CASE("ACPI offline: tables alone need --device-id and the MIG flags still apply") {

@@ -6,6 +6,7 @@
 #include <linux/pci_regs.h>
 
 #include "config_test_util.hpp"
+#include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/pciemu/mig.hpp"
 
 using namespace nvgrace;
@@ -232,7 +233,7 @@ TEST_CASE("R14: reset clears the fake BARs and restores power-on values") {
 }
 
 TEST_CASE("unused BARs read 0 and ignore writes") {
-  auto cfg = DeviceConfig::build({0x2342, 0x10de, 0x16eb, true, {{4, BarRole::usemem, 1 * GiB, std::nullopt}}, 0});
+  auto cfg = DeviceConfig::build({0x2342, 0x10de, 0x16eb, true, {{4, BarRole::usemem, 1 * GiB, std::nullopt}}, 0, std::nullopt});
   REQUIRE(cfg.has_value());
   for (std::size_t off : {0x10u, 0x14u, 0x18u, 0x1Cu}) {
     wr(*cfg, off, 4, 0xFFFFFFFF);
@@ -254,7 +255,7 @@ TEST_CASE("the expansion ROM BAR sizes by all-ones and keeps its enable bit") {
   auto none = test::make_gpu("gh200");
   wr(none, PCI_ROM_ADDRESS, 4, 0xFFFFFFFF);
   CHECK(rd(none, PCI_ROM_ADDRESS, 4) == 0);
-  CHECK_FALSE(DeviceConfig::build({0x2342, 0, 0, true, {}, 1000}).has_value());
+  CHECK_FALSE(DeviceConfig::build({0x2342, 0, 0, true, {}, 1000, std::nullopt}).has_value());
 }
 
 TEST_CASE("R2: the emulated DVSEC says Hopper has the MIG bug and Blackwell does not") {
@@ -425,4 +426,37 @@ TEST_CASE("property: 100,000 random writes keep every invariant") {
   }
   check_chains(c);
   CHECK(linux_size_bar(c, 4) == 128 * GiB);
+}
+
+TEST_CASE("R31: the CXL Device DVSEC is found after the NVIDIA one, and its timeout codes decode to 1..256 s") {
+  auto gpu = make_emulated_gpu("gb300", 0).value();
+  auto params = gpu.config.params();
+  params.cxl_active_timeout = 3;
+  auto c = DeviceConfig::build(params).value();
+  const auto hit = find_dvsec(c.space().bytes(), kCxlVendorId, kCxlDeviceDvsecId);
+  REQUIRE(hit.offset.has_value());
+  CHECK(*hit.offset == cfg::kCxlDvsecCap);
+  CHECK(find_dvsec(c.space().bytes(), kNvidiaVendorId, kNvidiaGpuCapDvsecId).offset == cfg::kDvsecCap);
+  CHECK(decode_cxl_range_size_low(c.space().peek(cfg::kCxlDvsecCap + kCxlRange1SizeLow, 4)).active_timeout ==
+        std::chrono::seconds(64));
+  const std::int64_t expect[] = {1, 4, 16, 64, 256, 256, 256, 256};
+  for (std::uint32_t code = 0; code < 8; ++code) {
+    const auto s = decode_cxl_range_size_low(code << 13 | 3);
+    CHECK(s.active_timeout.count() == expect[code]);
+    CHECK(s.info_valid);
+    CHECK(s.active);
+  }
+  // Without it, none.
+  CHECK_FALSE(find_dvsec(gpu.config.space().bytes(), kCxlVendorId, kCxlDeviceDvsecId).offset.has_value());
+}
+
+TEST_CASE("R27: the MSI-X table and PBA are found in BAR0 of the emulated GPU") {
+  auto c = test::make_gpu("gh200");
+  const auto m = find_msix(c.space().bytes());
+  REQUIRE(m.has_value());
+  CHECK(m->capability == cfg::kMsixCap);
+  CHECK(m->vectors == cfg::kMsixVectors);
+  CHECK(m->table_bar == 0);
+  CHECK(m->table_offset == cfg::kMsixTableOffset);
+  CHECK(m->pba_bar == 0);
 }

@@ -10,11 +10,12 @@
 
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/vfio/backend.hpp"
-#include "nvgrace/vfio/host/host_vfio.hpp"
+#include "nvgrace/vfio/host/host_device.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 using namespace nvgrace;
 using namespace nvgrace::vfio;
+using nvgrace::vfio::host::compare_regions;
 
 namespace {
 pciemu::Layout gh200_layout() { return *pciemu::compute_layout({0x400000000000, 96 * GiB, true}); }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "device_util.hpp"
+#include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 using namespace nvgrace;
@@ -248,4 +249,54 @@ TEST_CASE("R20: reset re-arms the readiness check") {
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE(d->read(4, 0, out).has_value());
   CHECK(std::chrono::steady_clock::now() - t0 >= 100ms);
+}
+
+namespace {
+// A GB300 whose config space has a CXL Device DVSEC (R31), Memory_Active_Timeout code `code`.
+std::unique_ptr<VariantDevice> make_cxl_device(ReadinessOptions r, std::uint8_t code = 0) {
+  auto gpu = pciemu::make_emulated_gpu("gb300", 0);
+  REQUIRE(gpu.has_value());
+  auto params = gpu->config.params();
+  params.cxl_active_timeout = code;
+  auto cfg = pciemu::DeviceConfig::build(params);
+  REQUIRE(cfg.has_value());
+  auto backend = make_memfd_backend(gpu->layout, "cxl");
+  REQUIRE(backend.has_value());
+  auto d = VariantDevice::create(std::move(*cfg), gpu->layout, std::move(*backend), r);
+  REQUIRE(d.has_value());
+  return std::move(*d);
+}
+std::uint32_t cxl_word(VariantDevice& d) {
+  std::vector<std::uint8_t> w(4);
+  REQUIRE(d.read(7, pciemu::cfg::kCxlDvsecCap + pciemu::kCxlRange1SizeLow, w).value() == 4);
+  return static_cast<std::uint32_t>(w[0] | w[1] << 8 | w[2] << 16 | w[3] << 24);
+}
+}  // namespace
+
+TEST_CASE("R31: with a CXL Device DVSEC, readiness is MEM_INFO_VALID then MEM_ACTIVE, not the BAR0 registers") {
+  auto d = make_cxl_device({100ms, 10ms, 30000ms, 200ms}, 2);
+  CHECK((cxl_word(*d) & 3) == 0);
+  CHECK(pciemu::decode_cxl_range_size_low(cxl_word(*d)).active_timeout == 16s);
+  std::vector<std::uint8_t> out(4);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(d->read(4, 0, out).has_value());
+  CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
+  CHECK((cxl_word(*d) & 3) == 3);
+  d->reset();  // re-armed, like R20
+  CHECK((cxl_word(*d) & 3) == 0);
+}
+
+TEST_CASE("R31: MEM_INFO_VALID must come within 1 s, MEM_ACTIVE within the timeout the word encodes") {
+  auto late_valid = make_cxl_device({1500ms, 10ms, 30000ms, 0ms}, 4);
+  std::vector<std::uint8_t> out(4);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = late_valid->read(4, 0, out);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().err == ETIME);
+  CHECK(r.error().message.find("MEM_INFO_VALID not set (R31)") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - t0 < 1400ms);  // gave up at 1 s, not at the 30 s of R20
+  auto late_active = make_cxl_device({0ms, 10ms, 30000ms, 1500ms}, 0);  // code 0: 1 s
+  auto a = late_active->read(4, 0, out);
+  REQUIRE_FALSE(a.has_value());
+  CHECK(a.error().message.find("MEM_ACTIVE not set (R31)") != std::string::npos);
 }

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "nvgrace/common/checked.hpp"
+#include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 namespace nvgrace::vfio {
@@ -52,6 +53,7 @@ Result<std::unique_ptr<VariantDevice>> VariantDevice::create(pciemu::DeviceConfi
   }
   d->dma_limits_.pgsizes = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   d->readiness_ = readiness;
+  d->cxl_dvsec_ = pciemu::find_dvsec(d->config_.space().bytes(), pciemu::kCxlVendorId, pciemu::kCxlDeviceDvsecId).offset;
   d->armed_at_ = std::chrono::steady_clock::now();
   return d;
 }
@@ -97,28 +99,42 @@ std::uint32_t VariantDevice::status_reg() const {
   return std::chrono::steady_clock::now() >= armed_at_ + readiness_.ready_after ? kStatusReady : 0u;
 }
 
+std::uint32_t VariantDevice::cxl_status(std::uint32_t stored) const {
+  const auto now = std::chrono::steady_clock::now();
+  std::uint32_t v = stored & ~(pciemu::kCxlMemInfoValid | pciemu::kCxlMemActive);
+  if (now >= armed_at_ + readiness_.ready_after) v |= pciemu::kCxlMemInfoValid;
+  if (now >= armed_at_ + readiness_.ready_after + readiness_.active_after) v |= pciemu::kCxlMemActive;
+  return v;
+}
+
+// The registers whose value is the GPU's state now rather than what was
+// stored: R31's CXL DVSEC word in config space (offset in config space).
+void VariantDevice::overlay_live_registers(std::uint64_t offset, std::uint8_t* buf, std::size_t count) const {
+  if (!cxl_dvsec_) return;
+  const std::uint64_t reg = *cxl_dvsec_ + pciemu::kCxlRange1SizeLow;
+  const std::uint32_t v = cxl_status(config_.space().peek(reg, 4));
+  for (std::uint64_t b = 0; b < 4; ++b)
+    if (reg + b >= offset && reg + b < offset + count) buf[reg + b - offset] = static_cast<std::uint8_t>(v >> (8 * b));
+}
+
 Result<void> VariantDevice::wait_ready() {
   if (ready_.load(std::memory_order_acquire)) return {};
   std::lock_guard lock(ready_mutex_);
   if (ready_.load(std::memory_order_acquire)) return {};
-  // R20: both registers must read 0xFF; poll, give up after the timeout.
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    const std::uint32_t c2c = status_reg();
-    const std::uint32_t hbm = status_reg();
-    if (c2c == kStatusReady && hbm == kStatusReady) {
-      ready_.store(true, std::memory_order_release);
-      return {};
-    }
-    const auto waited = std::chrono::steady_clock::now() - start;
-    if (waited >= readiness_.timeout)
-      return fail_errno(ETIME,
-                        "GPU not ready after {} ms: BAR0+{:#x} (C2C link) = {:#x}, BAR0+{:#x} (HBM training) = {:#x}; "
-                        "expected {:#x} (R20)",
-                        std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(), kC2cLinkStatusReg, c2c,
-                        kHbmTrainingStatusReg, hbm, kStatusReady);
-    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(readiness_.poll_interval, readiness_.timeout - waited));
+  Result<void> ok;
+  if (cxl_dvsec_) {
+    // R31: the CXL Device DVSEC decides.
+    ok = wait_cxl_ready(
+        [&](std::uint64_t off) -> Result<std::uint32_t> {
+          std::lock_guard cfg(config_mutex_);
+          return cxl_status(config_.space().peek(off, 4));
+        },
+        *cxl_dvsec_, readiness_);
+  } else {
+    ok = wait_bar0_ready([&](std::uint64_t) -> Result<std::uint32_t> { return status_reg(); }, readiness_);
   }
+  if (ok) ready_.store(true, std::memory_order_release);
+  return ok;
 }
 
 Result<std::size_t> VariantDevice::access(unsigned index, std::uint64_t offset, std::uint8_t* buf, std::size_t len,
@@ -149,6 +165,7 @@ Result<std::size_t> VariantDevice::access(unsigned index, std::uint64_t offset, 
       }
       done += width;
     }
+    if (!is_write) overlay_live_registers(offset, buf, count);
     return count;
   }
 

@@ -22,6 +22,7 @@ inline constexpr std::uint16_t kMsixCap = 0x68;
 inline constexpr std::uint16_t kExpCap = 0x78;
 inline constexpr std::uint16_t kAerCap = 0x100;
 inline constexpr std::uint16_t kDvsecCap = 0x148;
+inline constexpr std::uint16_t kCxlDvsecCap = 0x160;  // only with DeviceConfigParams::cxl_active_timeout
 inline constexpr std::uint8_t kRevision = 0xa1;
 inline constexpr std::uint16_t kMsixVectors = 6;
 inline constexpr std::uint32_t kMsixTableOffset = 0xB90000;  // in BAR0
@@ -35,6 +36,9 @@ struct DeviceConfigParams {
   bool mig_hw_bug = false;        // the DVSEC's MIG bit is its inverse (R2)
   std::vector<GuestBar> bars;     // the BARs the guest sees (visible_bars)
   std::uint32_t rom_size = 0;     // 0: no expansion ROM; else a power of two >= 2 KiB
+  // A CXL Device DVSEC (R31, parts after Blackwell), with this
+  // Memory_Active_Timeout code (0..7) in Range 1 Size Low; unset: none.
+  std::optional<std::uint8_t> cxl_active_timeout;
 };
 
 // One BAR as the guest has programmed it.

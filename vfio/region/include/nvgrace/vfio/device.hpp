@@ -1,5 +1,5 @@
 // The nvgrace variant device as the VFIO UAPI presents it (nvgrace-model.md
-// R14, R16-R20): device and region info, read/write at (region, offset), an fd
+// R14, R16-R20, R31): device and region info, read/write at (region, offset), an fd
 // and offset to mmap for each sparse area, and reset.
 //
 // Concurrency: memory reads, writes and mmap lookups (regions 2 and 4) may run
@@ -24,22 +24,12 @@
 #include "nvgrace/pciemu/device_config.hpp"
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/vfio/backend.hpp"
+#include "nvgrace/vfio/readiness.hpp"
 #include "nvgrace/vfio/fd.hpp"
 #include "nvgrace/vfio/regions.hpp"
 #include "nvgrace/vfio/vfio_device.hpp"
 
 namespace nvgrace::vfio {
-
-// R20: BAR0 registers that read 0xFF once the GPU is ready.
-inline constexpr std::uint64_t kC2cLinkStatusReg = 0x1498;
-inline constexpr std::uint64_t kHbmTrainingStatusReg = 0x200BC;
-inline constexpr std::uint32_t kStatusReady = 0xFF;
-
-struct ReadinessOptions {
-  std::chrono::milliseconds ready_after{0};       // emulated GPU: registers turn 0xFF this long after open/reset
-  std::chrono::milliseconds poll_interval{1000};  // R20: poll once a second
-  std::chrono::milliseconds timeout{30000};       // R20: give up after 30 s
-};
 
 struct MmapArea {
   int fd = -1;
@@ -104,7 +94,11 @@ class VariantDevice final : public VfioDevice {
  private:
   explicit VariantDevice(pciemu::DeviceConfig config) : config_(std::move(config)) {}
   [[nodiscard]] Result<void> wait_ready();
-  [[nodiscard]] std::uint32_t status_reg() const;  // 0xFF once ready_after has passed
+  [[nodiscard]] std::uint32_t status_reg() const;  // R20: 0xFF once ready_after has passed
+  // R31: the CXL DVSEC's Range 1 Size Low as it reads now: MEM_INFO_VALID once
+  // ready_after has passed, MEM_ACTIVE active_after later.
+  [[nodiscard]] std::uint32_t cxl_status(std::uint32_t stored) const;
+  void overlay_live_registers(std::uint64_t offset, std::uint8_t* buf, std::size_t count) const;
   [[nodiscard]] const pciemu::MemRegion* mem_region(unsigned index) const;
   Result<std::size_t> access(unsigned index, std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write);
 
@@ -116,6 +110,7 @@ class VariantDevice final : public VfioDevice {
   std::unique_ptr<MemoryBackend> backend_;
   Mapping bar0_;  // BAR0 register file (anonymous, zero until written)
   ReadinessOptions readiness_;
+  std::optional<unsigned> cxl_dvsec_;  // R31: readiness from the CXL DVSEC instead of BAR0
 
   mutable std::shared_mutex reset_mutex_;  // shared: accesses; exclusive: reset
   mutable std::mutex config_mutex_;        // config space and BAR0 registers

@@ -1,0 +1,430 @@
+// A real device served with the variant behaviour on top (R26-R31), against
+// a fake VFIO device and a fake IOMMU that behave like the kernel's (regions
+// at index << 40, region info with capabilities, SET_IRQS as bytes). The
+// real kernel VFIO is exercised by the e2e scenarios (tests/e2e/host-*).
+#include <catch2/catch.hpp>
+
+#include <linux/pci_regs.h>
+#include <linux/vfio.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "nvgrace/pciemu/layout.hpp"
+#include "nvgrace/vfio/host/host_device.hpp"
+#include "nvgrace/vfio/host/pci_host.hpp"
+#include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/wire.hpp"
+
+using namespace nvgrace;
+using namespace nvgrace::vfio;
+using namespace nvgrace::vfio::host;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr unsigned kShift = 40;
+
+// A PCI function as vfio-pci presents it: an NVMe-like device with a 64-bit
+// BAR0 holding its MSI-X table (or elsewhere), 4 KiB of config space.
+struct FakeVfio final : VfioDeviceIo {
+  std::vector<std::uint8_t> config = std::vector<std::uint8_t>(4096, 0);
+  std::vector<std::uint8_t> bar0;
+  std::uint32_t flags = VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET;
+  std::vector<std::vector<std::uint8_t>> set_irq_calls;
+  int resets = 0;
+  int ready_after_reads = 0;  // the R20 registers read 0xFF after this many reads
+  int status_reads = 0;
+  std::vector<std::pair<std::uint64_t, std::size_t>> config_writes;  // (offset, length) that reached the device
+  int fd_ = ::memfd_create("fake-vfio", MFD_CLOEXEC);
+
+  explicit FakeVfio(std::size_t bar0_size = 0x4000, unsigned msix_bir = 0) : bar0(bar0_size, 0) {
+    auto put16 = [&](std::size_t at, std::uint16_t v) { std::memcpy(&config[at], &v, 2); };
+    auto put32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(&config[at], &v, 4); };
+    put16(PCI_VENDOR_ID, 0x1b36);
+    put16(PCI_DEVICE_ID, 0x0010);
+    put16(PCI_STATUS, PCI_STATUS_CAP_LIST);
+    put32(PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_MEM_TYPE_64);
+    config[PCI_CAPABILITY_LIST] = 0x40;
+    config[0x40] = PCI_CAP_ID_MSIX;
+    put16(0x40 + PCI_MSIX_FLAGS, 7);  // 8 vectors
+    put32(0x40 + PCI_MSIX_TABLE, 0x2000 | msix_bir);
+    put32(0x40 + PCI_MSIX_PBA, 0x3000 | msix_bir);
+  }
+  ~FakeVfio() override { ::close(fd_); }
+
+  int fd() const override { return fd_; }
+  Result<DeviceInfo> info() override { return DeviceInfo{flags, VFIO_PCI_NUM_REGIONS, VFIO_PCI_NUM_IRQS}; }
+  Result<std::vector<std::uint8_t>> region_info(unsigned index) override {
+    vfio_region_info i{};
+    i.argsz = sizeof i;
+    i.index = index;
+    i.offset = std::uint64_t{index} << kShift;
+    std::vector<std::uint8_t> out(sizeof i);
+    if (index == VFIO_PCI_BAR0_REGION_INDEX) {
+      // The kernel's way for the BAR with the MSI-X table: MSIX_MAPPABLE.
+      i.size = bar0.size();
+      i.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP |
+                VFIO_REGION_INFO_FLAG_CAPS;
+      i.cap_offset = sizeof i;
+      vfio_info_cap_header cap{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, 0};
+      wire::append(out, cap);
+      i.argsz = static_cast<std::uint32_t>(out.size());
+    } else if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
+      i.size = config.size();
+      i.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    }
+    std::memcpy(out.data(), &i, sizeof i);
+    return out;
+  }
+  Result<IrqInfo> irq_info(unsigned index) override {
+    switch (index) {
+      case VFIO_PCI_INTX_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE, 1};
+      case VFIO_PCI_MSIX_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, 8};
+      default: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD, 1};
+    }
+  }
+  std::vector<std::uint8_t>* region(std::uint64_t at) {
+    switch (at >> kShift) {
+      case VFIO_PCI_CONFIG_REGION_INDEX: return &config;
+      case VFIO_PCI_BAR0_REGION_INDEX: return &bar0;
+      default: return nullptr;
+    }
+  }
+  Result<std::size_t> pread(std::span<std::uint8_t> out, std::uint64_t at) override {
+    auto* r = region(at);
+    const std::uint64_t off = at & ((std::uint64_t{1} << kShift) - 1);
+    if (!r || off >= r->size()) return fail_errno(EINVAL, "fake pread at {:#x}", at);
+    const std::size_t n = std::min(out.size(), r->size() - off);
+    std::memcpy(out.data(), r->data() + off, n);
+    if (r == &bar0 && (off == kC2cLinkStatusReg || off == kHbmTrainingStatusReg)) {
+      const std::uint32_t v = ++status_reads > ready_after_reads ? kStatusReady : 0;
+      std::memcpy(out.data(), &v, std::min<std::size_t>(4, n));
+    }
+    return n;
+  }
+  Result<std::size_t> pwrite(std::span<const std::uint8_t> in, std::uint64_t at) override {
+    auto* r = region(at);
+    const std::uint64_t off = at & ((std::uint64_t{1} << kShift) - 1);
+    if (!r || off >= r->size()) return fail_errno(EINVAL, "fake pwrite at {:#x}", at);
+    const std::size_t n = std::min(in.size(), r->size() - off);
+    std::memcpy(r->data() + off, in.data(), n);
+    if (r == &config) config_writes.emplace_back(off, n);
+    return n;
+  }
+  Result<void> set_irqs(std::span<const std::uint8_t> s) override {
+    set_irq_calls.emplace_back(s.begin(), s.end());
+    return {};
+  }
+  Result<void> reset() override {
+    ++resets;
+    return {};
+  }
+};
+
+struct FakeIommu final : Iommu {
+  DmaLimits lim{0x1000 | 0x200000, 4, {{0, 0xfedfffff}, {0xfef00000, 0xffffffffffffull}}, true};
+  struct Map {
+    std::uint64_t iova, size;
+    const void* vaddr;
+    bool r, w;
+  };
+  std::vector<Map> maps;
+  std::string_view api() const override { return "type1"; }
+  const DmaLimits& limits() const override { return lim; }
+  Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool r, bool w) override {
+    maps.push_back({iova, size, vaddr, r, w});
+    return {};
+  }
+  Result<void> unmap(std::uint64_t iova, std::uint64_t size) override {
+    auto it = std::find_if(maps.begin(), maps.end(), [&](const Map& m) { return m.iova == iova && m.size == size; });
+    if (it == maps.end()) return fail_errno(ENOENT, "no map");
+    maps.erase(it);
+    return {};
+  }
+};
+
+// 1.5 GiB of "device memory" with the MIG bug: usemem 512 MiB, resmem 1 GiB.
+pciemu::Layout stand_in_layout() { return *pciemu::compute_layout({0x20000000, 0x60000000, true}); }
+
+struct Served {
+  FakeVfio* vfio = nullptr;
+  FakeIommu* iommu = nullptr;
+  std::unique_ptr<HostDevice> dev;
+};
+
+Result<std::unique_ptr<HostDevice>> try_serve(std::unique_ptr<FakeVfio> f, bool fake_bars, FakeVfio** vp,
+                                              FakeIommu** ip, ReadinessCheck readiness = ReadinessCheck::skip) {
+  auto iommu = std::make_unique<FakeIommu>();
+  *vp = f.get();
+  *ip = iommu.get();
+  HostDeviceOptions o;
+  o.name = "0000:00:03.0";
+  o.device_id = 0x2342;
+  o.readiness = readiness;
+  o.ready = {0ms, 1ms, 200ms, 0ms};
+  if (fake_bars) {
+    o.layout = stand_in_layout();
+    o.backend = std::move(*make_memfd_backend(*o.layout, "host-test"));
+  }
+  return HostDevice::create(OpenedVfio{std::move(f), std::move(iommu)}, std::move(o));
+}
+
+Served serve(bool fake_bars = true, std::unique_ptr<FakeVfio> f = std::make_unique<FakeVfio>(),
+             ReadinessCheck readiness = ReadinessCheck::skip) {
+  Served s;
+  auto d = try_serve(std::move(f), fake_bars, &s.vfio, &s.iommu, readiness);
+  INFO((d ? std::string() : d.error().message));
+  REQUIRE(d.has_value());
+  s.dev = std::move(*d);
+  return s;
+}
+
+std::uint32_t rd(VfioDevice& d, std::uint64_t off, std::size_t width = 4) {
+  std::uint32_t v = 0;
+  REQUIRE(d.read(VFIO_PCI_CONFIG_REGION_INDEX, off, std::span(reinterpret_cast<std::uint8_t*>(&v), width)).value() == width);
+  return v;
+}
+void wr(VfioDevice& d, std::uint64_t off, std::uint32_t v, std::size_t width = 4) {
+  REQUIRE(d.write(VFIO_PCI_CONFIG_REGION_INDEX, off, std::span(reinterpret_cast<const std::uint8_t*>(&v), width))
+              .value() == width);
+}
+
+}  // namespace
+
+TEST_CASE("host R26: config space is the device's except the fake BAR2/BAR4 registers, which the model owns") {
+  auto s = serve();
+  CHECK(rd(*s.dev, PCI_VENDOR_ID, 2) == 0x1b36);  // the device's own identity stays
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_2) == 0xC);    // 64-bit prefetchable, 0 (R12, R14)
+  wr(*s.dev, PCI_BASE_ADDRESS_4, 0xFFFFFFFF);
+  wr(*s.dev, PCI_BASE_ADDRESS_5, 0xFFFFFFFF);
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_4) == 0xE000000C);  // 512 MiB usemem BAR: the size mask
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_5) == 0xFFFFFFFF);
+  wr(*s.dev, PCI_BASE_ADDRESS_2, 0x40000000);
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_2) == 0x4000000C);
+  for (const auto& [off, len] : s.vfio->config_writes) {
+    INFO("a write reached the device at " << off << "+" << len);
+    CHECK((off + len <= PCI_BASE_ADDRESS_2 || off >= PCI_BASE_ADDRESS_5 + 4));
+  }
+  CHECK(std::all_of(s.vfio->config.begin() + PCI_BASE_ADDRESS_2, s.vfio->config.begin() + PCI_BASE_ADDRESS_5 + 4,
+                    [](std::uint8_t b) { return b == 0; }));
+  wr(*s.dev, PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+  CHECK(s.vfio->config[PCI_COMMAND] == (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));  // everything else reaches it
+}
+
+TEST_CASE("host R13: an access spanning the device's BAR1 bytes and the fake BAR2 goes to both, byte by byte") {
+  auto s = serve();
+  std::uint8_t in[8] = {0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x00, 0x40};  // 0x14..0x1B
+  REQUIRE(s.dev->write(VFIO_PCI_CONFIG_REGION_INDEX, PCI_BASE_ADDRESS_1, in).value() == 8);
+  CHECK(s.vfio->config[PCI_BASE_ADDRESS_1] == 0x11);  // BAR1's bytes reached the device
+  CHECK(s.vfio->config[PCI_BASE_ADDRESS_2 + 3] == 0);  // BAR2's did not
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_2) == 0x4000000C);
+  std::uint8_t out[8];
+  REQUIRE(s.dev->read(VFIO_PCI_CONFIG_REGION_INDEX, PCI_BASE_ADDRESS_1, out).value() == 8);
+  CHECK(out[0] == 0x11);
+  CHECK(out[4] == 0x0C);
+  CHECK(out[7] == 0x40);
+}
+
+TEST_CASE("host R27: the device's own BARs are the kernel's regions, mapped through the device fd") {
+  auto s = serve();
+  auto bar0 = s.dev->region_info(0).value();
+  CHECK(bar0.fd == s.vfio->fd());
+  CHECK(std::vector<std::uint8_t>(bar0.bytes.begin(), bar0.bytes.end()) == *s.vfio->region_info(0));
+  auto d0 = decode_region_info(bar0.bytes).value();
+  CHECK(d0.offset == 0);
+  CHECK(d0.cap_ids == std::vector<std::uint16_t>{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE});
+  // REGION_READ/WRITE of BAR0 are pread/pwrite on the device fd.
+  const std::uint32_t v = 0xA5A5A5A5;
+  REQUIRE(s.dev->write(0, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&v), 4)).value() == 4);
+  CHECK(s.vfio->bar0[0x100] == 0xA5);
+  // The fake BARs replace regions 2 and 4 (R16), with the backend's fd.
+  auto bar4 = s.dev->region_info(4).value();
+  auto d4 = decode_region_info(bar4.bytes).value();
+  CHECK(d4.region.size == 512 * MiB);
+  REQUIRE(d4.region.sparse.size() == 1);
+  CHECK(d4.region.sparse[0].size == 512 * MiB);
+  CHECK(bar4.fd != s.vfio->fd());
+  auto d2 = decode_region_info(s.dev->region_info(2)->bytes).value();
+  CHECK(d2.region.size == GiB);
+  CHECK(decode_region_info(s.dev->region_info(3)->bytes)->region.size == 0);
+  CHECK(decode_region_info(s.dev->region_info(5)->bytes)->region.size == 0);
+  // R17 on the fake BAR: the tail of resmem's BAR reads all-ones... resmem
+  // fills its 1 GiB BAR exactly; usemem fills its 512 MiB exactly too.
+  std::vector<std::uint8_t> out(8);
+  CHECK(s.dev->read(4, 512 * MiB, out).error().err == EINVAL);
+  CHECK(s.dev->read(4, 512 * MiB - 4, out).value() == 4);
+}
+
+TEST_CASE("host R27: a device whose MSI-X table or PBA is in a BAR that a fake BAR replaces is refused") {
+  FakeVfio* v = nullptr;
+  FakeIommu* i = nullptr;
+  auto in_bar4 = try_serve(std::make_unique<FakeVfio>(0x4000, 4), true, &v, &i);
+  REQUIRE_FALSE(in_bar4.has_value());
+  CHECK(in_bar4.error().message.find("MSI-X table is in BAR4, which the fake usemem BAR replaces (R27)") !=
+        std::string::npos);
+  auto in_bar3 = try_serve(std::make_unique<FakeVfio>(0x4000, 3), true, &v, &i);  // BAR2's upper half
+  REQUIRE_FALSE(in_bar3.has_value());
+  CHECK(in_bar3.error().message.find("BAR3, which the fake resmem BAR replaces") != std::string::npos);
+  // A 64-bit BAR1 would have BAR2 as its upper half.
+  auto f = std::make_unique<FakeVfio>();
+  f->config[PCI_BASE_ADDRESS_0] = 0;
+  f->config[PCI_BASE_ADDRESS_1] = PCI_BASE_ADDRESS_MEM_TYPE_64;
+  auto straddle = try_serve(std::move(f), true, &v, &i);
+  REQUIRE_FALSE(straddle.has_value());
+  CHECK(straddle.error().message.find("BAR1 is a 64-bit BAR whose upper half is BAR2") != std::string::npos);
+  // Without fake BARs the same device is plain passthrough (R5).
+  auto plain = try_serve(std::make_unique<FakeVfio>(0x4000, 4), false, &v, &i);
+  CHECK(plain.has_value());
+}
+
+TEST_CASE("host R5: without fake BARs everything is the device's, BAR2/BAR4 config bytes included") {
+  auto s = serve(false);
+  wr(*s.dev, PCI_BASE_ADDRESS_2, 0x12345678);
+  CHECK(s.vfio->config[PCI_BASE_ADDRESS_2] == 0x78);
+  CHECK(decode_region_info(s.dev->region_info(4)->bytes)->region.size == 0);
+}
+
+TEST_CASE("host R28: DMA maps the client's memory into this process, then into the IOMMU at the IOVA") {
+  auto s = serve();
+  const int memfd = ::memfd_create("client-ram", MFD_CLOEXEC);
+  REQUIRE(::ftruncate(memfd, 4 * MiB) == 0);
+  REQUIRE(::pwrite(memfd, "guest", 5, 2 * MiB) == 5);
+  REQUIRE(s.dev->dma_map({0x100000, 2 * MiB, memfd, 2 * MiB, true, true}).has_value());
+  REQUIRE(s.iommu->maps.size() == 1);
+  const auto& m = s.iommu->maps[0];
+  CHECK(m.iova == 0x100000);
+  CHECK(m.size == 2 * MiB);
+  CHECK(std::memcmp(m.vaddr, "guest", 5) == 0);  // the mapping the IOMMU pins is the client's memory
+  CHECK(s.dev->dma_mappings() == 1);
+  CHECK(s.dev->dma_map({0x400000, 2 * MiB, -1, 0, true, true}).error().err == EINVAL);  // no fd (R28)
+  CHECK(s.dev->dma_unmap(0x100000, 4 * MiB).error().err == ENOENT);  // not exactly what was mapped
+  REQUIRE(s.dev->dma_unmap(0x100000, 2 * MiB).has_value());
+  CHECK(s.iommu->maps.empty());
+  CHECK(s.dev->dma_mappings() == 0);
+  ::close(memfd);
+}
+
+TEST_CASE("host R29: SET_IRQS hands the client's eventfds to VFIO as they are, -1 to de-assign") {
+  auto s = serve();
+  const int e0 = ::eventfd(0, EFD_CLOEXEC), e1 = ::eventfd(0, EFD_CLOEXEC);
+  const int fds[] = {e0, e1};
+  REQUIRE(s.dev->set_irqs({VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSIX_IRQ_INDEX, 0, 2, {}, fds})
+              .has_value());
+  REQUIRE(s.dev->set_irqs({VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSIX_IRQ_INDEX, 1, 1, {}, {}})
+              .has_value());
+  REQUIRE(s.vfio->set_irq_calls.size() == 2);
+  auto head = wire::load<vfio_irq_set>(s.vfio->set_irq_calls[0], 0);
+  CHECK(head.argsz == sizeof head + 8);
+  CHECK(head.index == VFIO_PCI_MSIX_IRQ_INDEX);
+  CHECK(head.count == 2);
+  CHECK(wire::load<std::int32_t>(s.vfio->set_irq_calls[0], sizeof head) == e0);
+  CHECK(wire::load<std::int32_t>(s.vfio->set_irq_calls[0], sizeof head + 4) == e1);
+  CHECK(wire::load<std::int32_t>(s.vfio->set_irq_calls[1], sizeof head) == -1);
+  ::close(e0);
+  ::close(e1);
+}
+
+TEST_CASE("host reset: VFIO_DEVICE_RESET, fake BARs zeroed (R14), then R20 on the device's BAR0") {
+  auto f = std::make_unique<FakeVfio>(0x40000);  // big enough for the R20 registers
+  f->ready_after_reads = 6;
+  auto s = serve(true, std::move(f), ReadinessCheck::automatic);
+  CHECK(s.dev->readiness_rule().find("R20") == 0);
+  wr(*s.dev, PCI_BASE_ADDRESS_4, 0x40000000);
+  REQUIRE(s.dev->reset().has_value());
+  CHECK(s.vfio->resets == 1);
+  CHECK(rd(*s.dev, PCI_BASE_ADDRESS_4) == 0xC);  // R14
+  CHECK(s.vfio->status_reads >= 6);              // it polled until both read 0xFF
+  CHECK((s.vfio->config[PCI_COMMAND] & PCI_COMMAND_MEMORY) == 0);  // decode restored after the reads
+  // A device that never gets ready: ETIME after the timeout (200 ms here).
+  s.vfio->ready_after_reads = 1 << 30;
+  auto r = s.dev->reset();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().err == ETIME);
+}
+
+TEST_CASE("host R20: a stand-in whose BAR0 lacks the registers says so unless readiness is skipped") {
+  auto s = serve(true, std::make_unique<FakeVfio>(0x4000), ReadinessCheck::automatic);
+  auto r = s.dev->region_info(4);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message.find("has no readiness registers") != std::string::npos);
+  auto skip = serve(true, std::make_unique<FakeVfio>(0x4000), ReadinessCheck::skip);
+  CHECK(skip.dev->region_info(4).has_value());
+  CHECK(skip.dev->readiness_rule() == "skipped");
+}
+
+TEST_CASE("host R31: a device with a CXL Device DVSEC is waited for through it") {
+  auto f = std::make_unique<FakeVfio>(0x4000);
+  // Extended capability list: the CXL Device DVSEC at 0x100, memory valid and active.
+  const std::uint32_t h0 = PCI_EXT_CAP_ID_DVSEC | 1u << 16, h1 = 0x1E98 | 1u << 16 | 0x3Cu << 20, word = 3;
+  std::memcpy(&f->config[0x100], &h0, 4);
+  std::memcpy(&f->config[0x104], &h1, 4);
+  std::memcpy(&f->config[0x100 + 0x1C], &word, 4);
+  auto s = serve(true, std::move(f), ReadinessCheck::automatic);
+  CHECK(s.dev->readiness_rule() == "R31 (CXL Device DVSEC at 0x100)");
+  CHECK(s.dev->region_info(4).has_value());  // BAR0 too small for R20, but R31 decides
+  const std::uint32_t not_valid = 0;
+  std::memcpy(&s.vfio->config[0x100 + 0x1C], &not_valid, 4);
+  auto r = s.dev->reset();
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().message.find("MEM_INFO_VALID not set (R31)") != std::string::npos);
+}
+
+TEST_CASE("host: what the host says about a function, and what serving it needs") {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("nvgrace-pcihost-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const fs::path sys = root / "sys", dev = root / "dev";
+  auto device = [&](const std::string& bdf, const std::string& driver) {
+    const fs::path d = sys / "bus/pci/devices" / bdf;
+    fs::create_directories(d);
+    std::ofstream(d / "vendor") << "0x1b36\n";
+    std::ofstream(d / "device") << "0x0010\n";
+    if (!driver.empty()) {
+      fs::create_directories(sys / "bus/pci/drivers" / driver);
+      fs::create_directory_symlink(sys / "bus/pci/drivers" / driver, d / "driver");
+    }
+    fs::create_directories(sys / "kernel/iommu_groups/7/devices");
+    fs::create_directory_symlink(sys / "kernel/iommu_groups/7", d / "iommu_group");
+    fs::create_directory_symlink(d, sys / "kernel/iommu_groups/7/devices" / bdf);
+  };
+  device("0000:00:03.0", "nvme");
+  auto st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  CHECK(st.vendor == 0x1b36);
+  CHECK(st.driver == "nvme");
+  CHECK(st.iommu_group == 7u);
+  CHECK(st.bind_advice().find("bound to nvme, not vfio-pci") != std::string::npos);
+  CHECK(st.bind_advice().find("echo vfio-pci > /sys/bus/pci/devices/0000:00:03.0/driver_override") != std::string::npos);
+  auto r = serve_readiness(st, dev, true);
+  CHECK_FALSE(r.ready);
+  REQUIRE(r.missing.size() == 4);  // the driver, the group (its only member is on nvme), any VFIO API, /dev/mem
+  CHECK(r.missing[1].find("IOMMU group 7 is not viable") == 0);
+  CHECK(r.missing[2].find("no VFIO API is usable") == 0);
+  CHECK(r.missing[3].find("/dev/mem is not reachable") == 0);
+  // Bound to vfio-pci, with a second function of the group on another driver.
+  fs::remove(sys / "bus/pci/devices/0000:00:03.0/driver");
+  fs::create_directories(sys / "bus/pci/drivers/vfio-pci");
+  fs::create_directory_symlink(sys / "bus/pci/drivers/vfio-pci", sys / "bus/pci/devices/0000:00:03.0/driver");
+  device("0000:00:03.1", "e1000e");
+  st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  CHECK_FALSE(st.group_viable());
+  CHECK(st.group_members_text() == "0000:00:03.0 (vfio-pci), 0000:00:03.1 (e1000e)");
+  // The nodes of the group API exist and open: ready with "group".
+  fs::remove(sys / "bus/pci/devices/0000:00:03.1/driver");
+  fs::create_directories(dev / "vfio");
+  std::ofstream(dev / "vfio/vfio") << "";
+  std::ofstream(dev / "vfio/7") << "";
+  std::ofstream(dev / "mem") << "";
+  st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  r = serve_readiness(st, dev, true);
+  INFO((r.missing.empty() ? std::string() : r.missing[0]));
+  CHECK(r.ready);
+  CHECK(r.api == "group");
+  fs::remove_all(root);
+}

@@ -1,0 +1,78 @@
+// The calls nvgrace makes on a real device bound to vfio-pci, and on its
+// IOMMU, behind two small interfaces: the kernel implementations here, and
+// fakes in the tests, so that the fake-BAR overlay, the DMA table and the IRQ
+// path are tested without a device.
+//
+// Opening follows the VFIO UAPI (R26): the iommufd device cdev
+// (/dev/vfio/devices/vfioN bound to /dev/iommu, an IOAS attached) where the
+// kernel has it, else the group/container API with the type1v2 IOMMU.
+//
+// Thread-safety: none; one owner (the HostDevice, driven by one connection).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/vfio/vfio_device.hpp"
+
+namespace nvgrace::vfio::host {
+
+class VfioDeviceIo {
+ public:
+  virtual ~VfioDeviceIo() = default;
+  [[nodiscard]] virtual int fd() const = 0;
+  // VFIO_DEVICE_GET_INFO.
+  [[nodiscard]] virtual Result<DeviceInfo> info() = 0;
+  // VFIO_DEVICE_GET_REGION_INFO with its whole capability chain (argsz retried).
+  [[nodiscard]] virtual Result<std::vector<std::uint8_t>> region_info(unsigned index) = 0;
+  // VFIO_DEVICE_GET_IRQ_INFO.
+  [[nodiscard]] virtual Result<IrqInfo> irq_info(unsigned index) = 0;
+  // pread/pwrite on the device fd at a region offset plus an offset.
+  [[nodiscard]] virtual Result<std::size_t> pread(std::span<std::uint8_t> out, std::uint64_t at) = 0;
+  [[nodiscard]] virtual Result<std::size_t> pwrite(std::span<const std::uint8_t> in, std::uint64_t at) = 0;
+  // VFIO_DEVICE_SET_IRQS with a complete struct vfio_irq_set and its data.
+  [[nodiscard]] virtual Result<void> set_irqs(std::span<const std::uint8_t> irq_set) = 0;
+  // VFIO_DEVICE_RESET.
+  [[nodiscard]] virtual Result<void> reset() = 0;
+};
+
+// The device's DMA address space (R28).
+class Iommu {
+ public:
+  virtual ~Iommu() = default;
+  [[nodiscard]] virtual std::string_view api() const = 0;  // "iommufd" or "type1"
+  [[nodiscard]] virtual const DmaLimits& limits() const = 0;
+  // Maps [iova, iova + size) to this process's memory at `vaddr`.
+  [[nodiscard]] virtual Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool readable,
+                                         bool writable) = 0;
+  virtual Result<void> unmap(std::uint64_t iova, std::uint64_t size) = 0;
+};
+
+enum class VfioApi { automatic, cdev, group };
+[[nodiscard]] std::string_view to_string(VfioApi api);
+
+struct VfioOpenOptions {
+  std::string bdf;  // "0000:00:03.0"
+  VfioApi api = VfioApi::automatic;
+  std::filesystem::path sysfs = "/sys";
+  std::filesystem::path dev = "/dev";
+};
+
+struct OpenedVfio {
+  std::unique_ptr<VfioDeviceIo> device;
+  std::unique_ptr<Iommu> iommu;
+};
+
+// Opens the device through the API asked for (automatic: the cdev when
+// <bdf>/vfio-dev/vfioN and /dev/iommu exist, else the group). Errors name
+// what is missing (no vfio-dev, group not viable, EACCES on /dev/vfio/...).
+[[nodiscard]] Result<OpenedVfio> open_vfio(const VfioOpenOptions& opts);
+
+}  // namespace nvgrace::vfio::host
