@@ -41,7 +41,7 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
   for (const auto& w : loaded->warnings) log->warn("{}", w);
   const auto ns = acpi::read_namespace(loaded->tables);
   for (const auto& e : ns.errors) log->warn("AML: {}", e.to_string());
-  for (const auto& w : ns.warnings) log->info("AML: {}", w.to_string());
+  for (const auto& w : ns.warnings) log->debug("AML: {}", w.to_string());
 
   AcpiDevices out;
   auto& diag = out.diagnostics;
@@ -158,12 +158,12 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
       auto d = pciemu::detect_mig_hw_bug(c.function->config);
       s.mig_hw_bug = d.mig_hw_bug;
       s.mig_hw_bug_source = "config";
-      log->info("{}: {}", s.bdf.value_or(s.name), d.reason);
+      log->debug("{}: {}", s.bdf.value_or(s.name), d.reason);
     } else {
       s.mig_hw_bug = pciemu::mig_bug_expected(identity->generation);
       s.mig_hw_bug_source = "device-id";
       if (c.function)
-        log->info("{}: extended config space not readable ({}); MIG bug from the device id",
+        log->debug("{}: extended config space not readable ({}); MIG bug from the device id",
                   c.function->bdf, c.function->config_error.empty() ? fmt::format("{} bytes", c.function->config.size())
                                                                     : c.function->config_error);
     }

@@ -41,6 +41,10 @@ class InspectCommand final : public Command {
                  ->type_name("ROOT");
     cmd_->add_option("--device", bdfs_, "Only this PCI device, e.g. 0009:01:00.0 (repeatable; needs --sysfs)")
         ->type_name("BDF");
+    assume_ = cmd_->add_option("--assume-device-id", assume_text_,
+                               "Testing only: treat the --device functions as this Grace GPU whatever their id, as "
+                               "`serve --assume-device-id` does")
+                  ->type_name("ID");
     auto* all = cmd_->add_flag("--all", all_, "Every GPU in the tables and sysfs (the default with --acpi; not with --device)");
     all->excludes(cmd_->get_option("--device"));
     cmd_->add_flag("--host", host_, "This host: --acpi /sys/firmware/acpi/tables --sysfs /sys --dev /dev; also says "
@@ -71,8 +75,8 @@ class InspectCommand final : public Command {
     if (mig_bug_) forced = true;
     if (no_mig_bug_) forced = false;
     if (host_ || !acpi_.empty()) return collect_acpi(specs, forced);
-    if (!sysfs_->empty() || !bdfs_.empty() || all_ || !dev_->empty())
-      return usage_error("--sysfs, --dev, --device and --all go with --acpi or --host");
+    if (!sysfs_->empty() || !bdfs_.empty() || all_ || !dev_->empty() || !assume_->empty())
+      return usage_error("--sysfs, --dev, --device, --assume-device-id and --all go with --acpi or --host");
 
     const bool explicit_dev = !device_id_->empty() || !mem_base_->empty() || !mem_size_->empty();
     if (!profiles_.empty() && explicit_dev)
@@ -124,6 +128,14 @@ class InspectCommand final : public Command {
     else if (!dev_->empty()) q.dev = dev_root_;
     if (q.dev && !q.sysfs) return usage_error("--dev goes with --sysfs");
     q.bdfs = bdfs_;
+    if (!assume_->empty()) {
+      if (bdfs_.empty()) return usage_error("--assume-device-id goes with --device");
+      auto id = parse_id16(assume_text_);
+      if (!id) return usage_error("--assume-device-id: {}", id.error().message);
+      if (!pciemu::find_identity(*id))
+        return usage_error("--assume-device-id: {} is not a Grace GPU nvgrace knows (R1)", assume_text_);
+      q.assume_device_id = *id;
+    }
     q.forced_mig_bug = forced;
     q.phys_addr_bits = phys_bits_;
     if (!device_id_->empty()) {
@@ -182,6 +194,8 @@ class InspectCommand final : public Command {
   std::string sysfs_root_;
   CLI::Option* dev_ = nullptr;
   std::string dev_root_;
+  CLI::Option* assume_ = nullptr;
+  std::string assume_text_;
   std::vector<std::string> bdfs_;
   bool all_ = false;
   bool host_ = false;

@@ -85,6 +85,12 @@ Result<std::unique_ptr<HostDevice>> HostDevice::create(OpenedVfio vfio, HostDevi
   // The kernel's regions (R27): its info and capability chain as they are.
   for (unsigned i = 0; i < info->num_regions; ++i) {
     auto bytes = io.region_info(i);
+    if (!bytes && bytes.error().err == EINVAL) {
+      // vfio-pci refuses the info of a region the device lacks (VGA on a
+      // device that is not one): present it as VFIO does an absent BAR.
+      const RegionDesc absent{i, 0, 0, {}, false};
+      bytes = encode_region_info(absent, region_info_size(absent), region_offset(i));
+    }
     if (!bytes) return fail(bytes.error().context(d->name_));
     auto dec = decode_region_info(*bytes);
     if (!dec) return fail(dec.error().context(fmt::format("{}: region {} info", d->name_, i)));

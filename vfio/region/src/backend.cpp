@@ -118,7 +118,9 @@ Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout&
                                                           const std::filesystem::path& devmem) {
   auto size = total_size(layout);
   if (!size) return fail(size.error());
-  UniqueFd fd(::open(devmem.c_str(), O_RDWR | O_SYNC | O_CLOEXEC));
+  // No O_SYNC: the memory is cache-coherent (R19: usemem write-back), and on
+  // x86 PAT refuses an uncached mapping of a range the kernel holds write-back.
+  UniqueFd fd(::open(devmem.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd)
     return fail_errno(errno, "opening {}: {} (needs root, and a kernel that allows /dev/mem for this range)",
                       devmem.string(), std::strerror(errno));

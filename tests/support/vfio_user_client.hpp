@@ -24,10 +24,28 @@ inline nvgrace::vfio::UniqueFd vfio_user_connect(const std::string& path) {
   return fd;
 }
 
-// Sends `msg` and returns the whole reply (header included); an empty vector
-// when the server closed the connection. `got_fd` receives a passed fd.
-inline std::vector<std::uint8_t> vfio_user_call(int fd, const std::vector<std::uint8_t>& msg, int* got_fd = nullptr) {
-  if (::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) return {};
+// Sends `msg` with `send_fds` (SCM_RIGHTS) and returns the whole reply
+// (header included); an empty vector when the server closed the connection.
+// `got_fd` receives a passed fd.
+inline std::vector<std::uint8_t> vfio_user_call(int fd, const std::vector<std::uint8_t>& msg, int* got_fd = nullptr,
+                                                const std::vector<int>& send_fds = {}) {
+  {
+    iovec iov{const_cast<std::uint8_t*>(msg.data()), msg.size()};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+    if (!send_fds.empty()) {
+      m.msg_control = control;
+      m.msg_controllen = CMSG_SPACE(sizeof(int) * send_fds.size());
+      cmsghdr* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * send_fds.size());
+      std::memcpy(CMSG_DATA(c), send_fds.data(), sizeof(int) * send_fds.size());
+    }
+    if (::sendmsg(fd, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) return {};
+  }
   std::vector<std::uint8_t> buf(sizeof(nvgrace::vfio::user::Header));
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
   iovec iov{buf.data(), buf.size()};

@@ -1,0 +1,94 @@
+#!/bin/busybox sh
+# /init of the host-device e2e guest (q35, intel-iommu, QEMU's emulated NVMe
+# and edu): the real kernel vfio-pci and IOMMU serve devices that do DMA and
+# MSI-X, and `nvgrace serve --host` passes one through over vfio-user
+# (R26-R31). Every result line starts with "E2E " for the harness.
+# Kernel command line: nvg.api=cdev|group  nvg.scenario=main|bench
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /run /tmp
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+say() { echo "E2E $*"; }
+api=$(arg nvg.api)
+scenario=$(arg nvg.scenario)
+while read -r m; do
+  [ -n "$m" ] && { insmod "/lib/modules/$m" || say "FAIL insmod $m"; }
+done < /lib/modules/order
+
+# Bind the NVMe controllers and edu to vfio-pci, as docs/host.md says to.
+bind() {
+  echo vfio-pci > "/sys/bus/pci/devices/$1/driver_override"
+  [ -e "/sys/bus/pci/devices/$1/driver" ] && echo "$1" > "/sys/bus/pci/devices/$1/driver/unbind"
+  echo "$1" > /sys/bus/pci/drivers_probe
+  say "BOUND $1 $(basename "$(readlink "/sys/bus/pci/devices/$1/driver")") group $(basename "$(readlink "/sys/bus/pci/devices/$1/iommu_group")")"
+}
+nvme=0000:00:03.0
+nvme_msix_bar=0000:00:04.0
+edu=0000:00:02.0
+bind $nvme
+bind $nvme_msix_bar
+bind $edu
+say "NODES $(ls /dev/vfio/ | tr '\n' ' ') cdevs: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ') iommu: $([ -e /dev/iommu ] && echo yes || echo no)"
+
+sock=/run/nvgrace.sock
+start_server() {  # start_server LOG: nvgrace serve --host for the NVMe
+  nvgrace serve --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > "$1" 2>&1 &
+  server=$!
+  for _ in $(seq 100); do [ -S $sock ] && grep -q "listening on" "$1" && return 0; sleep 0.1; done
+  say "FAIL the server did not start: $(tail -3 "$1" | tr '\n' ' ')"
+  dmesg | tail -5 | sed 's/^/E2E KERNEL /'
+  return 1
+}
+stop_server() { kill -TERM $server; wait $server; say "SERVER_EXIT $?"; }
+
+if [ "$scenario" = bench ]; then
+  start_server /tmp/serve.log && e2e_host_client bench $sock | sed 's/^/E2E /'
+  stop_server
+  e2e_host_client bench-direct $nvme "$api" | sed 's/^/E2E /'
+  say DONE
+  poweroff -f
+fi
+
+# What inspect says about serving the stand-in (R26).
+nvgrace inspect --acpi /sys/firmware/acpi/tables --sysfs /sys --dev /dev --device $nvme --assume-device-id 0x2342 \
+  | grep -E "serve|status|BAR|usemem|resmem" | sed 's/^/E2E INSPECT /'
+
+# Refusals, one line each (R26, R27).
+out=$(nvgrace serve --host $nvme --socket /run/refused.sock 2>&1); say "REFUSE_NOT_GRACE $? $out"
+out=$(nvgrace serve --host $nvme_msix_bar --assume-device-id 0x2342 --socket /run/refused.sock 2>&1)
+say "REFUSE_MSIX_BAR $? $out"
+echo "$edu" > /sys/bus/pci/devices/$edu/driver/unbind
+out=$(nvgrace serve --host $edu --assume-device-id 0x2342 --socket /run/refused.sock 2>&1)
+say "REFUSE_UNBOUND $? $out"
+
+# a. Identify through nvgrace: BAR0 mmap'd through the device fd, DMA into a
+#    memfd, MSI-X on an eventfd; then a command at an unmapped IOVA.
+start_server /tmp/serve.log
+say "SERVING $(grep '^serving' /tmp/serve.log)"
+e2e_host_client nvme $sock NVGSERIAL01 | sed 's/^/E2E A /'
+dmesg | grep -iE "DMAR:.*(fault|PTE)" | tail -2 | sed 's/^/E2E DMAR /'
+
+# b. The fake BARs are the reserved RAM at the _DSD base (R16-R18): usemem at
+#    0x20000000, resmem right after its 512 MiB, at 0x40000000.
+e2e_host_client devmem 0x40002000 0x5555666677778888 > /dev/null
+e2e_host_client fakebar $sock 0x1111222233334444 | sed 's/^/E2E B /'
+say "DEVMEM_USEMEM $(e2e_host_client devmem 0x20001000)"
+
+# c. A client killed mid-run loses its mappings and interrupts, the device
+#    is reset, and the next client passes again (R30).
+e2e_host_client hold $sock > /tmp/hold.log 2>&1 &
+holder=$!
+for _ in $(seq 100); do grep -q HOLDING /tmp/hold.log && break; sleep 0.1; done
+say "HOLD $(cat /tmp/hold.log)"
+kill -9 $holder
+wait $holder 2>/dev/null
+for _ in $(seq 100); do grep -q "client 3: .*closing" /tmp/serve.log && break; sleep 0.1; done
+say "TEARDOWN $(grep "client 3: .*closing" /tmp/serve.log)"
+e2e_host_client nvme $sock NVGSERIAL01 | sed 's/^/E2E C /'
+
+stop_server
+say "SOCKET_LEFT $([ -e $sock ] && echo yes || echo no)"
+say DONE
+poweroff -f
