@@ -9,6 +9,12 @@
 #     --file SRC:DEST       a file as it is
 #     --module FILE         a kernel module (.ko or .ko.xz), loaded by /init in
 #                           the order given (listed in /lib/modules/order)
+#     --root-bin ROOT PREFIX PATH
+#                           a program of another root (the trixie root's QEMU)
+#                           and its libraries as that root's ldd resolves them,
+#                           under PREFIX, to run chrooted there
+#     --root-file ROOT PREFIX PATH
+#                           a file of that root (firmware), under PREFIX
 # ARCH: x86_64 | aarch64 (decides where libraries are looked for).
 set -euo pipefail
 out=$1 arch=$2 busybox=$3 init=$4
@@ -62,6 +68,19 @@ while (($#)); do
     --file)
       src=${2%%:*}; dest=${2#*:}
       mkdir -p "$tmp$(dirname "$dest")"; cp -L "$src" "$tmp$dest"; shift 2 ;;
+    --root-bin|--root-file)
+      r=$2 prefix=$3 path=$4
+      files=("$path")
+      if [ "$1" = --root-bin ]; then
+        # chroot ldd: "name => /path (addr)" and the interpreter "/path (addr)".
+        while read -r f; do files+=("$f"); done < <(chroot "$r" ldd "$path" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^\t*\(\/[^ ]*\) (.*/\1/p')
+      fi
+      for f in "${files[@]}"; do
+        real=$(chroot "$r" readlink -f "$f")  # symlinks resolved inside that root
+        mkdir -p "$tmp$prefix$(dirname "$f")"
+        cp "$r$real" "$tmp$prefix$f"
+      done
+      shift 4 ;;
     --module)
       name=$(basename "$2"); name=${name%.xz}
       case $2 in *.xz) xz -dc "$2" > "$tmp/lib/modules/$name" ;; *) cp "$2" "$tmp/lib/modules/$name" ;; esac
