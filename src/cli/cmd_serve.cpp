@@ -69,6 +69,9 @@ class ServeCommand final : public Command {
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
                      "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
         ->type_name("ID");
+    cmd_->add_flag("--no-fake-bar-mmap", no_fake_bar_mmap_,
+                   "With --host: do not send the client /dev/mem for the fake BARs (an fd that maps physical memory); "
+                   "they are reached through REGION_READ/WRITE only. See docs/host.md, security");
     cmd_->add_option("--acpi", acpi_, "ACPI tables for --host devices")->type_name("PATH")->capture_default_str();
     cmd_->add_option("--sysfs", sysfs_, "sysfs root for --host devices")->type_name("ROOT")->capture_default_str();
     return cmd_;
@@ -88,6 +91,7 @@ class ServeCommand final : public Command {
       access.group = *gid;
     }
     if (!host_->empty()) return serve_host(access);
+    if (no_fake_bar_mmap_) return usage_error("--no-fake-bar-mmap goes with --host");
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
       auto v = parse_size(mem_size_text_);
@@ -136,6 +140,7 @@ class ServeCommand final : public Command {
     }
     q.acpi = acpi_;
     q.sysfs = sysfs_;
+    q.mmap_fake_bars = !no_fake_bar_mmap_;
     auto built = build_host_devices(q);
     if (!built) {
       if (built.error().exit_code == kExitUsage) return usage_error("{}", built.error().line);
@@ -162,6 +167,7 @@ class ServeCommand final : public Command {
   std::vector<std::string> host_bdfs_;
   std::string vfio_api_ = "auto";
   std::string assume_text_;
+  bool no_fake_bar_mmap_ = false;
   std::string acpi_ = "/sys/firmware/acpi/tables";
   std::string sysfs_ = "/sys";
   std::string socket_;

@@ -107,6 +107,8 @@ expected<HostServe, HostServeRefusal> build_host_devices(const HostServeQuery& q
     opts.device_id = spec.device_id;
     // A stand-in has no R20 registers (its BAR0 is too small): no wait.
     opts.readiness = q.assume_device_id ? host::ReadinessCheck::skip : host::ReadinessCheck::automatic;
+    opts.mmap_fake_bars = q.mmap_fake_bars;
+    if (layout && !q.mmap_fake_bars) memory += "; fake BARs trapped (--no-fake-bar-mmap)";
     auto dev = host::HostDevice::create(std::move(*opened), std::move(opts));
     if (!dev) return unexpected(refuse(2, fmt::format("--host {}: {}", bdf, dev.error().message)));
     if (q.assume_device_id)

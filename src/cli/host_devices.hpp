@@ -19,6 +19,7 @@ struct HostServeQuery {
   std::string socket;  // PATH, or PATH.i with several devices
   vfio::host::VfioApi api = vfio::host::VfioApi::automatic;
   std::optional<std::uint16_t> assume_device_id;
+  bool mmap_fake_bars = true;
   std::filesystem::path acpi = "/sys/firmware/acpi/tables";
   std::filesystem::path sysfs = "/sys";
   std::filesystem::path dev = "/dev";

@@ -284,6 +284,27 @@ TEST_CASE("host R27: a device whose MSI-X table or PBA is in a BAR that a fake B
   CHECK(plain.has_value());
 }
 
+TEST_CASE("host: with mmap_fake_bars off the client gets no fd for the fake BARs, only REGION_READ/WRITE") {
+  auto f = std::make_unique<FakeVfio>();
+  auto iommu = std::make_unique<FakeIommu>();
+  HostDeviceOptions o;
+  o.name = "0000:00:03.0";
+  o.device_id = 0x2342;
+  o.readiness = ReadinessCheck::skip;
+  o.layout = stand_in_layout();
+  o.backend = std::move(*make_memfd_backend(*o.layout, "host-test"));
+  o.mmap_fake_bars = false;
+  auto d = HostDevice::create(OpenedVfio{std::move(f), std::move(iommu)}, std::move(o)).value();
+  auto bar4 = d->region_info(4).value();
+  CHECK(bar4.fd == -1);
+  auto dec = decode_region_info(bar4.bytes).value();
+  CHECK((dec.region.flags & VFIO_REGION_INFO_FLAG_MMAP) == 0);
+  CHECK(dec.region.sparse.empty());
+  CHECK(dec.region.size == 512 * MiB);
+  const std::uint64_t v = 42;
+  CHECK(d->write(4, 0x10, std::span(reinterpret_cast<const std::uint8_t*>(&v), 8)).value() == 8);
+}
+
 TEST_CASE("host R5: without fake BARs everything is the device's, BAR2/BAR4 config bytes included") {
   auto s = serve(false);
   wr(*s.dev, PCI_BASE_ADDRESS_2, 0x12345678);

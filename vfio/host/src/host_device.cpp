@@ -143,11 +143,15 @@ Result<std::unique_ptr<HostDevice>> HostDevice::create(OpenedVfio vfio, HostDevi
         if (*lm && (*lm)->bar_index == b.index) m = &**lm;
       const auto range = d->backend_->range(m->role);
       if (!range) return fail_errno(EINVAL, "{}: the backend does not hold {}", d->name_, pciemu::to_string(m->role));
-      const RegionDesc desc{b.index, b.size,
-                            VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
-                            {{0, m->length}}, !m->cacheable};
+      RegionDesc desc{b.index, b.size,
+                      VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
+                      {{0, m->length}}, !m->cacheable};
+      if (!opts.mmap_fake_bars) {
+        desc.flags &= ~static_cast<std::uint32_t>(VFIO_REGION_INFO_FLAG_MMAP);
+        desc.sparse.clear();
+      }
       d->regions_[b.index] = {encode_region_info(desc, region_info_size(desc), range->fd_offset), b.size,
-                              range->fd_offset, range->fd, m};
+                              range->fd_offset, opts.mmap_fake_bars ? range->fd : -1, m};
       const RegionDesc upper{b.index + 1, 0, 0, {}, false};
       d->regions_[b.index + 1] = {encode_region_info(upper, region_info_size(upper)), 0, 0, -1, nullptr};
     }

@@ -51,6 +51,10 @@ struct HostDeviceOptions {
   std::uint16_t device_id = 0;               // the Grace identity the fake BARs are built for (R1)
   ReadinessCheck readiness = ReadinessCheck::automatic;
   ReadinessOptions ready;
+  // Hand the client the backend's fd for the fake BARs (/dev/mem). Off: the
+  // fake BARs are reached through REGION_READ/WRITE only, for a client not
+  // to be trusted with an fd that maps physical memory.
+  bool mmap_fake_bars = true;
 };
 
 class HostDevice final : public VfioDevice {
