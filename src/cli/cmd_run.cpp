@@ -28,11 +28,17 @@ class RunCommand final : public Command {
     add_profile_option(cmd_, opts_.profile, "Built-in emulated device")->capture_default_str();
     cmd_->add_option("--count", opts_.count, "Number of GPUs, each checked")
         ->check(integer_in(1, 8))->type_name("N")->capture_default_str();
+    const auto limits = runner::guest_mem_limits();
     guest_mem_opt_ = cmd_->add_option("--guest-mem", guest_mem_,
-                                      fmt::format("Guest RAM, a multiple of 2 MiB in {}..{} (default: 64 MiB, or "
+                                      fmt::format("Guest RAM, a multiple of {} in {}..{} (default: 64 MiB, or "
                                                   "what --bench needs)",
-                                                  format_size(runner::kMinGuestMem), format_size(runner::kMaxGuestMem)))
+                                                  format_size(limits.granule), format_size(limits.min),
+                                                  format_size(limits.max)))
                          ->type_name("SIZE");
+    cmd_->add_option("--cpu", opts_.cpu,
+                     "arm64: the vCPU's CPU model - host, neoverse-v2-v1 or grace-v1, with ,feat_FIELD=VALUE, "
+                     ",sve=128+256 or ,midr=host after it (R34-R36; `nvgrace cpu` lists them). x86: host only")
+        ->type_name("MODEL")->capture_default_str();
     cmd_->add_option("--timeout", timeout_s_, "Give up after this many seconds, set-up included")
         ->check(integer_in(1, 3600, "seconds"))->type_name("S")->capture_default_str();
     cmd_->add_flag("--bench", opts_.bench, "Run the guest's benchmark (BAR4 vs RAM writes, config vs null port I/O)");
@@ -48,9 +54,10 @@ class RunCommand final : public Command {
     if (!guest_mem_opt_->empty()) {
       auto mem = parse_size(guest_mem_);
       if (!mem) return usage_error("--guest-mem: {}", mem.error().message);
-      if (*mem < runner::kMinGuestMem || *mem > runner::kMaxGuestMem || *mem % runner::kGuestMemGranule != 0)
-        return usage_error("--guest-mem: {} is not a multiple of 2 MiB in {}..{}", format_size(*mem),
-                           format_size(runner::kMinGuestMem), format_size(runner::kMaxGuestMem));
+      const auto limits = runner::guest_mem_limits();
+      if (*mem < limits.min || *mem > limits.max || *mem % limits.granule != 0)
+        return usage_error("--guest-mem: {} is not a multiple of {} in {}..{}", format_size(*mem),
+                           format_size(limits.granule), format_size(limits.min), format_size(limits.max));
       if (opts_.bench && *mem < runner::bench_guest_mem(opts_.bench_mib))
         return usage_error("--guest-mem: {} is too small for a {} MiB benchmark: give {} or more", format_size(*mem),
                            opts_.bench_mib, format_size(runner::bench_guest_mem(opts_.bench_mib)));

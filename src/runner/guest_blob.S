@@ -6,4 +6,4 @@ nvgrace_guest_image:
   .incbin NVGRACE_GUEST_BIN
   .global nvgrace_guest_image_end
 nvgrace_guest_image_end:
-  .section .note.GNU-stack,"",@progbits
+  .section .note.GNU-stack,"",%progbits

@@ -1,43 +1,22 @@
-#include "runner/runner.hpp"
+#include "runner/machine.hpp"
 
-#include <linux/kvm.h>
 #include <linux/pci_regs.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <memory>
 
 #include <fmt/format.h>
 
-#include "nvgrace/pciemu/emulated.hpp"
-#include "guest/protocol.h"
 #include "log.hpp"
 #include "nvgrace/common/checked.hpp"
 #include "nvgrace/common/size.hpp"
-#include "vm/kvm.hpp"
-#include "vm/memslots.hpp"
-
-extern "C" const std::uint8_t nvgrace_guest_image[];
-extern "C" const std::uint8_t nvgrace_guest_image_end[];
+#include "nvgrace/pciemu/emulated.hpp"
 
 namespace nvgrace::runner {
 namespace {
-
-constexpr std::uint64_t kEcamBase = 0xB0000000;  // bus 0 only: 1 MiB
-constexpr std::uint64_t kEcamSize = 1 * MiB;
-constexpr std::uint64_t kMmio64Base = 1 * TiB;   // where the guest assigns 64-bit BARs
-
-struct Gpu {
-  std::string name;
-  unsigned devfn = 0;
-  std::unique_ptr<vfio::VariantDevice> device;
-  std::unique_ptr<vm::BarMapper> mapper;
-  std::uint64_t tail_drops_before = 0;
-};
 
 // SIGALRM without SA_RESTART makes KVM_RUN return EINTR once a second, so a
 // guest that never exits cannot hang the run. Restored on destruction.
@@ -63,48 +42,12 @@ class Watchdog {
   itimerval old_timer_{};
 };
 
-class Machine {
- public:
-  Machine(vm::Kvm kvm, const RunOptions& opts, const std::function<void(const std::string&)>& on_line,
-          std::chrono::steady_clock::time_point deadline)
-      : kvm_(std::move(kvm)), slots_(kvm_), opts_(opts), on_line_(on_line), log_(module_logger("run")),
-        deadline_(deadline) {}
+}  // namespace
 
-  Result<void> setup();
-  Result<RunReport> loop();
-
- private:
-  Result<void> setup_ram();
-  Result<void> setup_gpus(nvg_boot_info& bi);
-  std::uint32_t cfg_read(unsigned devfn, unsigned reg, unsigned len);
-  void cfg_write(unsigned devfn, unsigned reg, unsigned len, std::uint32_t value);
-  void sync_bars();
-  Result<void> io(kvm_run& run);
-  void mmio(std::uint64_t gpa, std::uint8_t* data, unsigned len, bool write);
-  void line(const std::string& text);
-  void host_checks();
-  template <class T>
-  T* guest(std::uint64_t gpa) { return reinterpret_cast<T*>(ram_.data() + gpa); }
-
-  vm::Kvm kvm_;
-  vm::MemslotManager slots_;
-  RunOptions opts_;
-  const std::function<void(const std::string&)>& on_line_;
-  std::shared_ptr<spdlog::logger> log_;
-  // --timeout bounds the whole run, set-up included: checked between GPUs
-  // while setting up, after every exit, and on each watchdog tick.
-  std::chrono::steady_clock::time_point deadline_;
-  [[nodiscard]] Result<void> check_deadline(std::string_view doing) const;
-  vfio::UniqueFd ram_fd_;
-  vfio::Mapping ram_;
-  vm::Memslot ram_slot_;
-  pciemu::ConfigSpace host_bridge_;
-  std::vector<Gpu> gpus_;
-  std::uint32_t cf8_ = 0;
-  std::string text_;
-  bool done_ = false;
-  RunReport report_;
-};
+Machine::Machine(vm::Kvm& kvm, const RunOptions& opts, const std::function<void(const std::string&)>& on_line,
+                 std::chrono::steady_clock::time_point deadline, MemoryMap map)
+    : kvm_(kvm), slots_(kvm_), opts_(opts), on_line_(on_line), log_(module_logger("run")), deadline_(deadline),
+      map_(std::move(map)) {}
 
 Result<void> Machine::check_deadline(std::string_view doing) const {
   if (std::chrono::steady_clock::now() <= deadline_) return {};
@@ -112,10 +55,10 @@ Result<void> Machine::check_deadline(std::string_view doing) const {
 }
 
 Result<void> Machine::setup_ram() {
-  static_assert(kMaxGuestMem <= kEcamBase);
-  if (opts_.guest_mem < kMinGuestMem || opts_.guest_mem % kGuestMemGranule != 0 || opts_.guest_mem > kMaxGuestMem)
-    return fail_errno(EINVAL, "guest memory {} is not a multiple of 2 MiB in {}..{}", format_size(opts_.guest_mem),
-                      format_size(kMinGuestMem), format_size(kMaxGuestMem));
+  const auto limits = guest_mem_limits();
+  if (opts_.guest_mem < limits.min || opts_.guest_mem % limits.granule != 0 || opts_.guest_mem > limits.max)
+    return fail_errno(EINVAL, "guest memory {} is not a multiple of {} in {}..{}", format_size(opts_.guest_mem),
+                      format_size(limits.granule), format_size(limits.min), format_size(limits.max));
   // RAM is a memfd like device memory, so the benchmark compares like with like.
   ram_fd_ = vfio::UniqueFd(::memfd_create("nvgrace-guest-ram", MFD_CLOEXEC));
   if (!ram_fd_ || ::ftruncate(ram_fd_.get(), static_cast<off_t>(opts_.guest_mem)) != 0)
@@ -124,22 +67,9 @@ Result<void> Machine::setup_ram() {
                                 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE);
   if (!map) return fail(map.error().context("guest RAM"));
   ram_ = std::move(*map);
-  auto slot = slots_.map(0, opts_.guest_mem, ram_.data());
+  auto slot = slots_.map(map_.ram_base, opts_.guest_mem, ram_.data());
   if (!slot) return fail(slot.error().context("guest RAM memslot"));
   ram_slot_ = std::move(*slot);
-
-  // GDT: null, 64-bit code (0x08), data (0x10).
-  auto* gdt = guest<std::uint64_t>(NVG_GDT_ADDR);
-  gdt[0] = 0;
-  gdt[1] = 0x00AF9B000000FFFFull;
-  gdt[2] = 0x00CF93000000FFFFull;
-  // Page tables: the first 1 GiB identity mapped with 2 MiB pages. No 1 GiB
-  // pages: they crash guests on this machine's paravirtual KVM.
-  guest<std::uint64_t>(NVG_PML4_ADDR)[0] = NVG_PDPT_ADDR | 3;
-  guest<std::uint64_t>(NVG_PDPT_ADDR)[0] = NVG_PD_ADDR | 3;
-  for (std::uint64_t i = 0; i < 512; ++i) guest<std::uint64_t>(NVG_PD_ADDR)[i] = i * 2 * MiB | 0x83;
-  const auto image = static_cast<std::size_t>(nvgrace_guest_image_end - nvgrace_guest_image);
-  std::memcpy(guest<std::uint8_t>(NVG_LOAD_ADDR), nvgrace_guest_image, image);
   return {};
 }
 
@@ -177,23 +107,25 @@ Result<void> Machine::setup_gpus(nvg_boot_info& bi) {
   return {};
 }
 
-Result<void> Machine::setup() {
+Result<void> Machine::setup(std::uint64_t boot_info_gpa) {
   if (opts_.count == 0 || opts_.count > NVG_MAX_GPUS) return fail_errno(EINVAL, "--count must be 1..{}", NVG_MAX_GPUS);
+  if (opts_.bench && bench_guest_mem(opts_.bench_mib) > opts_.guest_mem)
+    return fail_errno(EINVAL, "--guest-mem {} is too small for a {} MiB benchmark: give {} or more",
+                      format_size(opts_.guest_mem), opts_.bench_mib, format_size(bench_guest_mem(opts_.bench_mib)));
   if (auto ok = setup_ram(); !ok) return ok;
-  auto& bi = *guest<nvg_boot_info>(NVG_BOOT_INFO_ADDR);
+  boot_info_gpa_ = boot_info_gpa;
+  auto& bi = boot_info();
   bi = {};
   bi.magic = NVG_BOOT_MAGIC;
   bi.ngpus = opts_.count;
-  bi.ecam_base = kEcamBase;
-  bi.mmio64_base = kMmio64Base;
-  bi.mmio64_limit = std::uint64_t{1} << kvm_.phys_bits();
+  bi.ecam_base = map_.ecam_base;
+  bi.mmio64_base = map_.mmio64_base;
+  bi.mmio64_limit = map_.mmio64_limit;
+  bi.ram_base = map_.ram_base;
   bi.ram_size = opts_.guest_mem;
   bi.mode = opts_.bench ? NVG_MODE_BENCH : NVG_MODE_CHECKS;
   bi.bench_mib = opts_.bench_mib;
   bi.bench_iters = opts_.bench_iters;
-  if (opts_.bench && bench_guest_mem(opts_.bench_mib) > opts_.guest_mem)
-    return fail_errno(EINVAL, "--guest-mem {} is too small for a {} MiB benchmark: give {} or more",
-                      format_size(opts_.guest_mem), opts_.bench_mib, format_size(bench_guest_mem(opts_.bench_mib)));
   return setup_gpus(bi);
 }
 
@@ -219,7 +151,8 @@ void Machine::cfg_write(unsigned devfn, unsigned reg, unsigned len, std::uint32_
 }
 
 void Machine::sync_bars() {
-  const std::vector<vm::GuestRange> fixed{{0, opts_.guest_mem, "RAM"}, {kEcamBase, kEcamSize, "ECAM"}};
+  std::vector<vm::GuestRange> fixed{{map_.ram_base, opts_.guest_mem, "RAM"}, {map_.ecam_base, map_.ecam_size, "ECAM"}};
+  fixed.insert(fixed.end(), map_.fixed_mmio.begin(), map_.fixed_mmio.end());
   for (auto& g : gpus_) {
     std::vector<vm::GuestRange> others;
     for (auto& o : gpus_)
@@ -240,55 +173,34 @@ void Machine::line(const std::string& text) {
   on_line_(text);
 }
 
-Result<void> Machine::io(kvm_run& run) {
-  ++report_.exits.io;
-  auto* data = reinterpret_cast<std::uint8_t*>(&run) + run.io.data_offset;
-  const bool out = run.io.direction == KVM_EXIT_IO_OUT;
-  const unsigned size = run.io.size;
-  for (std::uint32_t i = 0; i < run.io.count; ++i, data += size) {
-    std::uint32_t v = 0;
-    std::memcpy(&v, data, size);
-    const std::uint16_t port = run.io.port;
-    if (port == NVG_PORT_CONFIG_ADDRESS && size == 4) {
-      if (out) cf8_ = v;
-      else std::memcpy(data, &cf8_, 4);
-    } else if (port >= NVG_PORT_CONFIG_DATA && port < NVG_PORT_CONFIG_DATA + 4) {
-      // Configuration mechanism #1 (PCI Local Bus 3.0, section 3.2.2.3.2).
-      const unsigned reg = (cf8_ & 0xFC) + (port - NVG_PORT_CONFIG_DATA);
-      const unsigned devfn = (cf8_ >> 8) & 0xFF;
-      const bool enabled = (cf8_ & 0x80000000u) && ((cf8_ >> 16) & 0xFF) == 0;
-      if (out) {
-        if (enabled) cfg_write(devfn, reg, size, v);
-      } else {
-        const std::uint32_t r = enabled ? cfg_read(devfn, reg, size) : 0xFFFFFFFF;
-        std::memcpy(data, &r, size);
-      }
-    } else if (port == NVG_PORT_DEBUG && out) {
-      for (unsigned b = 0; b < size; ++b) {
-        const char c = static_cast<char>(data[b]);
-        if (c == '\n') {
-          line(text_);
-          text_.clear();
-        } else {
-          text_ += c;
-        }
-      }
-    } else if (port == NVG_PORT_DONE && out) {
-      report_.guest_failures = v;
-      done_ = true;
-    } else if (port == NVG_PORT_NULL) {
-      if (!out) std::memset(data, 0, size);
-    } else {
-      return fail_errno(EPROTO, "unexpected port I/O: {} of {} bytes at port {:#x}", out ? "OUT" : "IN", size, port);
-    }
+void Machine::host_check(bool ok, const std::string& what) {
+  if (!ok) ++report_.host_failures;
+  line(fmt::format("{} host {}", ok ? "ok  " : "FAIL", what));
+}
+
+void Machine::report_char(char c) {
+  if (c == '\n') {
+    line(text_);
+    text_.clear();
+  } else {
+    text_ += c;
   }
-  return {};
+}
+
+void Machine::report_done(std::uint32_t failures) {
+  report_.guest_failures = failures;
+  done_ = true;
 }
 
 void Machine::mmio(std::uint64_t gpa, std::uint8_t* data, unsigned len, bool write) {
   ++report_.exits.mmio;
-  if (gpa >= kEcamBase && gpa - kEcamBase < kEcamSize) {
-    const std::uint64_t off = gpa - kEcamBase;
+  if (gpa >= map_.ecam_base && gpa - map_.ecam_base < map_.ecam_size) {
+    // ECAM (PCIe Base 6.0, 7.2.2): bus in bits 27:20, devfn 19:12, register 11:0.
+    const std::uint64_t off = gpa - map_.ecam_base;
+    if ((off >> 20) != 0) {  // only bus 0 has devices
+      if (!write) std::memset(data, 0xFF, len);
+      return;
+    }
     const unsigned devfn = static_cast<unsigned>(off >> 12) & 0xFF;
     const unsigned reg = static_cast<unsigned>(off & 0xFFF);
     for (unsigned done = 0; done < len; done += 4) {
@@ -322,10 +234,7 @@ void Machine::host_checks() {
   for (unsigned i = 0; i < gpus_.size(); ++i) {
     auto& g = gpus_[i];
     const auto& layout = g.device->layout();
-    auto check = [&](bool ok, const std::string& what) {
-      if (!ok) ++report_.host_failures;
-      line(fmt::format("{} host gpu{} {}", ok ? "ok  " : "FAIL", i, what));
-    };
+    auto check = [&](bool ok, const std::string& what) { host_check(ok, fmt::format("gpu{} {}", i, what)); };
     const auto use = g.device->backend().range(pciemu::MemRole::usemem);
     auto at = [](const vfio::MemoryRange& r, std::uint64_t off) {
       std::uint64_t v = 0;
@@ -358,82 +267,54 @@ void Machine::host_checks() {
   }
 }
 
-Result<RunReport> Machine::loop() {
-  vm::LongModeStart start{NVG_PML4_ADDR, NVG_GDT_ADDR, 3 * 8 - 1, NVG_LOAD_ADDR, NVG_STACK_TOP, NVG_BOOT_INFO_ADDR};
-  auto vcpu = vm::Vcpu::create(kvm_, start);
-  if (!vcpu) return fail(vcpu.error());
+Result<void> Machine::run_vcpu(vm::Vcpu& vcpu, const std::function<Result<ExitAction>(kvm_run&)>& handle) {
   // An unexpected stop is one line for the user; the vCPU's registers go to
   // the log for whoever debugs it.
-  auto stopped = [&](int err, std::string why) -> Result<RunReport> {
-    log_->warn("vCPU registers at the stop ({}):\n{}", why, vcpu->register_dump());
-    return fail_errno(err, "{}", why);
+  auto stopped = [&](const Error& e) -> Result<void> {
+    log_->warn("vCPU registers at the stop ({}):\n{}", e.message, vcpu.register_dump());
+    return fail(e);
   };
   Watchdog watchdog;
   for (;;) {
-    const auto ran = vcpu->run();
+    const auto ran = vcpu.run();
     // Checked after every exit, not only on the watchdog's EINTR: a guest that
     // keeps exiting never sees KVM_RUN interrupted.
     if (auto ok = check_deadline("the guest ran"); !ok)
-      return stopped(ETIMEDOUT, fmt::format("{}; it did not finish", ok.error().message));
+      return stopped(Error(fmt::format("{}; it did not finish", ok.error().message), ETIMEDOUT));
     if (!ran) {
       if (ran.error().err == EINTR || ran.error().err == EAGAIN) continue;
-      return fail(ran.error());
+      return stopped(ran.error());
     }
     ++report_.exits.total;
-    auto& run = vcpu->state();
-    switch (run.exit_reason) {
-      case KVM_EXIT_IO:
-        if (opts_.trace)
-          log_->info("exit IO {} port {:#x} size {}", run.io.direction == KVM_EXIT_IO_OUT ? "out" : "in", run.io.port,
-                     run.io.size);
-        if (auto ok = io(run); !ok) return stopped(EPROTO, ok.error().message);
-        break;
-      case KVM_EXIT_MMIO:
-        if (opts_.trace)
-          log_->info("exit MMIO {} {:#x} len {}", run.mmio.is_write ? "write" : "read", run.mmio.phys_addr,
-                     run.mmio.len);
-        mmio(run.mmio.phys_addr, run.mmio.data, run.mmio.len, run.mmio.is_write != 0);
-        break;
-      case KVM_EXIT_HLT:
-        if (opts_.trace) log_->info("exit HLT");
-        if (!done_) return stopped(EPROTO, "the guest halted before reporting done");
-        if (!opts_.bench) host_checks();
-        report_.refusals = 0;
-        for (auto& g : gpus_) {
-          report_.refusals += g.mapper->refusals();
-          // Every BAR that decodes nothing at the end, and why (R21, R23).
-          for (const auto& u : g.mapper->unplaced()) {
-            ++report_.unplaced;
-            line(fmt::format("note {} BAR{} is not mapped: {}", g.name, u.index, u.reason));
-          }
-        }
-        report_.slots_live = slots_.live();
-        return report_;
-      case KVM_EXIT_SHUTDOWN:
-        return stopped(EPROTO, "the guest shut down (triple fault)");
-      case KVM_EXIT_FAIL_ENTRY:
-        return stopped(EPROTO, fmt::format("VM entry failed (reason {:#x})", run.fail_entry.hardware_entry_failure_reason));
-      case KVM_EXIT_INTERNAL_ERROR:
-        return stopped(EPROTO, fmt::format("KVM internal error (suberror {})", run.internal.suberror));
-      default:
-        return stopped(EPROTO, fmt::format("unexpected exit reason {}", run.exit_reason));
-    }
+    auto action = handle(vcpu.state());
+    if (!action) return stopped(action.error());
+    if (*action == ExitAction::finished) return {};
   }
 }
 
-}  // namespace
+RunReport Machine::finish() {
+  if (!opts_.bench) host_checks();
+  report_.refusals = 0;
+  for (auto& g : gpus_) {
+    report_.refusals += g.mapper->refusals();
+    // Every BAR that decodes nothing at the end, and why (R21, R23).
+    for (const auto& u : g.mapper->unplaced()) {
+      ++report_.unplaced;
+      line(fmt::format("note {} BAR{} is not mapped: {}", g.name, u.index, u.reason));
+    }
+  }
+  report_.slots_live = slots_.live();
+  report_.phys_bits = kvm_.phys_bits();
+  report_.host_phys_bits = kvm_.shape().host_limit_bits;
+  return report_;
+}
 
 std::uint64_t bench_guest_mem(unsigned bench_mib) {
-  return *align_up(NVG_BENCH_RAM + (std::uint64_t{bench_mib} << 20), kGuestMemGranule);
+  return *align_up(NVG_BENCH_RAM_OFFSET + (std::uint64_t{bench_mib} << 20), guest_mem_limits().granule);
 }
 
 Result<RunReport> run(const RunOptions& opts, const std::function<void(const std::string&)>& on_line) {
-  const auto deadline = std::chrono::steady_clock::now() + opts.timeout;
-  auto kvm = vm::Kvm::open();
-  if (!kvm) return fail(kvm.error());
-  auto m = std::make_unique<Machine>(std::move(*kvm), opts, on_line, deadline);
-  if (auto ok = m->setup(); !ok) return fail(ok.error());
-  return m->loop();
+  return run_platform(opts, on_line, std::chrono::steady_clock::now() + opts.timeout);
 }
 
 }  // namespace nvgrace::runner
