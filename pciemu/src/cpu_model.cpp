@@ -171,7 +171,7 @@ const std::array<Model, 2>& model_table() {
       {
           "neoverse-v2-v1",
           "",
-          "Arm Neoverse V2 core (r0p0): the features every V2 implementation has; optional SM3/SM4 and RNG left out",
+          "Arm Neoverse V2 r0p0: what every V2 has (optional SM3/SM4, RNG left out)",
           {
               // ID_AA64PFR0_EL1
               {"DIT", 1}, {"SVE", 1}, {"AdvSIMD", 1}, {"FP", 1}, {"EL1", 1}, {"EL0", 1},
@@ -216,7 +216,7 @@ const std::array<Model, 2>& model_table() {
       {
           "grace-v1",
           "neoverse-v2-v1",
-          "NVIDIA Grace: Neoverse V2 with SM3/SM4, without RNG; SVE2 at 128 bits only, no SME",
+          "NVIDIA Grace: Neoverse V2 with SM3/SM4, no RNG, 128-bit SVE2, no SME",
           {
               {"SM3", 1},
               {"ID_AA64ISAR0_EL1.SM4", 1},

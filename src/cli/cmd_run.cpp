@@ -9,6 +9,7 @@
 #include "command.hpp"
 #include "log.hpp"
 #include "nvgrace/common/size.hpp"
+#include "nvgrace/pciemu/cpu_model.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 #include "runner/runner.hpp"
 #include "vm/kvm.hpp"
@@ -63,6 +64,13 @@ class RunCommand final : public Command {
                            opts_.bench_mib, format_size(runner::bench_guest_mem(opts_.bench_mib)));
       opts_.guest_mem = *mem;
     }
+    // R36: a model named wrong is a usage error; one this host cannot run is
+    // refused by the run, field by field.
+    if (auto m = pciemu::cpu::resolve(opts_.cpu); !m) return usage_error("--cpu: {}", m.error().message);
+    if (opts_.cpu != "host" && runner::arch_name() != "aarch64")
+      return usage_error("--cpu {}: CPU models are for arm64 guests (R36); an {} guest gets the CPUID KVM supports, "
+                         "so only 'host' applies here",
+                         opts_.cpu, runner::arch_name());
     opts_.timeout = std::chrono::seconds(timeout_s_);
     auto log = module_logger("run");
     opts_.trace = log->should_log(spdlog::level::info);  // -v traces every exit
@@ -72,7 +80,8 @@ class RunCommand final : public Command {
     }
     nlohmann::ordered_json lines = nlohmann::ordered_json::array();
     if (!json_)
-      std::cout << fmt::format("nvgrace run: {} x {} under KVM, {} guest RAM\n", opts_.count, opts_.profile,
+      std::cout << fmt::format("nvgrace run: {} x {} under KVM ({}{}), {} guest RAM\n", opts_.count, opts_.profile,
+                               runner::arch_name(), opts_.cpu == "host" ? "" : ", --cpu " + opts_.cpu,
                                format_size(opts_.guest_mem))
                 << std::flush;
     auto report = runner::run(opts_, [&](const std::string& line) {
@@ -87,6 +96,10 @@ class RunCommand final : public Command {
     const auto& e = report->exits;
     if (json_) {
       nlohmann::ordered_json j{
+          {"arch", report->arch},
+          {"cpu", report->cpu},
+          {"phys_bits", report->phys_bits},
+          {"host_phys_bits", report->host_phys_bits},
           {"profile", opts_.profile},
           {"count", opts_.count},
           {"guest_mem", opts_.guest_mem},

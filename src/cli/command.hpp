@@ -47,6 +47,7 @@ std::unique_ptr<Command> make_config_command();
 std::unique_ptr<Command> make_region_command();
 std::unique_ptr<Command> make_run_command();
 std::unique_ptr<Command> make_serve_command();
+std::unique_ptr<Command> make_cpu_command();
 
 // Prints "nvgrace: error: <message>" on stderr and returns kExitUsage.
 template <class... Args>

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nvgrace/common/result.hpp"
@@ -28,6 +29,8 @@ struct GuestMemLimits {
   std::uint64_t granule = 2ull << 20;
 };
 [[nodiscard]] GuestMemLimits guest_mem_limits();
+// "x86_64" or "aarch64": the architecture this VMM was built for.
+[[nodiscard]] std::string_view arch_name();
 
 struct RunOptions {
   std::string profile = "gh200";

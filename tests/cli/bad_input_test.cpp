@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "inspect.hpp"
+#include "nvgrace/common/size.hpp"
 #include "run_nvgrace.hpp"
+#include "runner/runner.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -69,7 +71,10 @@ TEST_CASE("bad input: every case exits 2 or 1 with one line naming the problem")
     std::string fragment;
   };
   const std::string victim_path = victim();
-  const std::vector<Case> cases{
+  const auto mem = nvgrace::runner::guest_mem_limits();
+  const std::string mem_range =
+      nvgrace::format_size(mem.min) + ".." + nvgrace::format_size(mem.max);
+  std::vector<Case> cases{
       // Table input that is not a table.
       {{"inspect", "--acpi", "/dev/zero"}, 2, "/dev/zero is not a regular file or a directory"},
       {{"inspect", "--acpi", "/proc/self/mem"}, 2, "cannot read /proc/self/mem"},
@@ -84,9 +89,15 @@ TEST_CASE("bad input: every case exits 2 or 1 with one line naming the problem")
       {{"region", "--read", "4:0:8", "--ready-timeout", "soon"}, 2, "--ready-timeout: 'soon' is not a number"},
       {{"region", "--read", "4:0:8", "--memory-file", victim_path}, 1, "refusing to grow or overwrite it"},
       {{"region", "--read", "4:0:8", "--memory-file", fifo()}, 1, "fifo is not a regular file"},
-      {{"run", "--guest-mem", "1MiB"}, 2, "--guest-mem: 1 MiB is not a multiple of 2 MiB in 32 MiB..2816 MiB"},
+      {{"run", "--guest-mem", "1MiB"}, 2, "--guest-mem: 1 MiB is not a multiple of 2 MiB in " + mem_range},
       {{"run", "--guest-mem", "33MiB"}, 2, "--guest-mem"},
       {{"run", "--guest-mem", "3GiB"}, 2, "--guest-mem"},
+      // CPU models (R36): names, fields and values are checked before anything runs.
+      {{"run", "--cpu", "bogus"}, 2, "--cpu: unknown CPU model 'bogus' (known: host, neoverse-v2-v1, grace-v1)"},
+      {{"run", "--cpu", "grace-v1,feat_NOPE=1"}, 2, "--cpu:"},
+      {{"run", "--cpu", "grace-v1,feat_SME=1"}, 2, "--cpu:"},
+      {{"cpu", "--model", "bogus"}, 2, "--model: unknown CPU model 'bogus'"},
+      {{"cpu", "--model", "grace-v1,sve=100"}, 2, "--model:"},
       {{"run", "--bench", "--bench-mib", "64", "--guest-mem", "64MiB"}, 2, "too small for a 64 MiB benchmark"},
       {{"run", "--timeout", "0"}, 2, "--timeout: 0 is outside 1..3600"},
       {{"serve", "--socket", "/tmp/never-bound.sock", "--mem-size", "1GiB"}, 2, "--mem-size"},
@@ -99,10 +110,15 @@ TEST_CASE("bad input: every case exits 2 or 1 with one line naming the problem")
       {{"inspect", "--device-id", "2342", "--mem-base", "0", "--mem-size", "96GiB"}, 2, "did you mean 0x2342?"},
       {{"inspect", "--device-id", "0x10000", "--mem-base", "0", "--mem-size", "96GiB"}, 2, "larger than 0xffff"},
       // Commands and help.
-      {{"frobnicate"}, 2, "unknown command 'frobnicate': the commands are inspect, config, region, run, serve"},
+      {{"frobnicate"}, 2, "unknown command 'frobnicate': the commands are inspect, config, region, run, serve, cpu"},
       {{"help", "frobnicate"}, 2, "help: unknown command 'frobnicate'"},
       {{}, 2, "no command given"},
   };
+  if (nvgrace::runner::arch_name() == "x86_64") {
+    // CPU models are arm64's; an x86 host cannot run or check one.
+    cases.push_back({{"run", "--cpu", "grace-v1"}, 2, "--cpu grace-v1: CPU models are for arm64 guests (R36)"});
+    cases.push_back({{"cpu", "--check", "--model", "grace-v1"}, 1, "checking grace-v1 needs an arm64 KVM host"});
+  }
   for (const auto& c : cases) {
     std::string cmdline;
     for (const auto& a : c.args) cmdline += a + " ";
@@ -168,7 +184,7 @@ TEST_CASE("help: --version, help, help COMMAND, and every help line fits 80 colu
   CHECK(v.out.starts_with("nvgrace "));
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"help"}, {"--help"}, {"help", "inspect"}, {"help", "config"},
-                                             {"help", "region"}, {"help", "run"}, {"help", "serve"},
+                                             {"help", "region"}, {"help", "run"}, {"help", "serve"}, {"help", "cpu"},
                                              {"serve", "--help"}, {"inspect", "--help"}}) {
     auto r = run_nvgrace(args);
     INFO(args.back() << "\n" << r.out);
@@ -186,5 +202,5 @@ TEST_CASE("help: --version, help, help COMMAND, and every help line fits 80 colu
   }
   auto run_help = run_nvgrace({"help", "run"});
   CHECK(run_help.out.find("(default: 60)") != std::string::npos);
-  CHECK(run_help.out.find("32 MiB..2816 MiB") != std::string::npos);
+  CHECK(run_help.out.find(nvgrace::format_size(nvgrace::runner::guest_mem_limits().min) + "..") != std::string::npos);
 }

@@ -83,6 +83,8 @@ void build_boot_state(Machine& m) {
 
 }  // namespace
 
+std::string_view arch_name() { return "x86_64"; }
+
 GuestMemLimits guest_mem_limits() { return {32ull << 20, NVG_ECAM_BASE, 2ull << 20}; }
 
 Result<RunReport> run_platform(const RunOptions& opts, const std::function<void(const std::string&)>& on_line,
@@ -101,7 +103,7 @@ Result<RunReport> run_platform(const RunOptions& opts, const std::function<void(
   map.mmio64_limit = std::uint64_t{1} << kvm->phys_bits();
   Machine m(*kvm, opts, on_line, deadline, map);
   if (auto ok = m.setup(NVG_BOOT_INFO_ADDR); !ok) return fail(ok.error());
-  m.report().arch = "x86_64";
+  m.report().arch = arch_name();
   m.report().cpu = "host";
   build_boot_state(m);
 

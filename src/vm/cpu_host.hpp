@@ -1,0 +1,24 @@
+// Can this host run a CPU model, and what would the guest see (R36)? Asked of
+// a scratch VM and vCPU, which never run. Only an arm64 KVM host can answer
+// (aarch64/cpu_host.cpp); elsewhere the answer is an error saying so
+// (x86_64/cpu_host.cpp), and the model table itself needs no host.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/pciemu/cpu_model.hpp"
+
+namespace nvgrace::vm {
+
+struct CpuHostReport {
+  std::string kernel;                             // uname -r
+  std::vector<pciemu::cpu::FieldCheck> checks;    // every field, MIDR and vector length the model sets
+  pciemu::cpu::HostView host;                     // every ID register, the writable masks, the vector lengths
+  int cacheable_pfnmap = 0;                       // R33: KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED on the VM
+  std::string cacheable_pfnmap_meaning;
+};
+[[nodiscard]] Result<CpuHostReport> check_cpu_on_host(const pciemu::cpu::ResolvedModel& model);
+
+}  // namespace nvgrace::vm
