@@ -172,9 +172,13 @@ class CpuCommand final : public Command {
                              vls_text(r->host.sve, "none (no SVE)"));
     std::cout << fmt::format("  {:<18} {:<10} {:>12} {:>12}  {:<8} {}\n", "register", "field", "model", "host",
                              "writable", "verdict");
+    // Field values in hex; for SVE_VLS the largest vector length in bits.
+    auto value = [](const cpu::FieldCheck& c, std::uint64_t v) {
+      return c.reg == "SVE_VLS" ? fmt::format("{} bits", v) : fmt::format("{:#x}", v);
+    };
     for (const auto& c : r->checks)
-      std::cout << fmt::format("  {:<18} {:<10} {:>12} {:>12}  {:<8} {}{}{}\n", c.reg, c.field,
-                               fmt::format("{:#x}", c.model), fmt::format("{:#x}", c.host), writable_text(c),
+      std::cout << fmt::format("  {:<18} {:<10} {:>12} {:>12}  {:<8} {}{}{}\n", c.reg, c.field, value(c, c.model),
+                               value(c, c.host), writable_text(c),
                                cpu::verdict_name(c.verdict), c.why.empty() ? "" : ": ", c.why);
     std::cout << fmt::format("R33 KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED = {}: {}\n", r->cacheable_pfnmap,
                              r->cacheable_pfnmap_meaning);

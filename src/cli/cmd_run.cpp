@@ -124,7 +124,8 @@ class RunCommand final : public Command {
                                e.total, e.io, e.mmio, e.config, e.unclaimed, report->slots_live, report->refusals,
                                report->unplaced, ru.ru_maxrss / 1024);
       if (opts_.bench)
-        for (const auto& [name, cycles] : report->bench) std::cout << fmt::format("{}: {} cycles\n", name, cycles);
+        for (const auto& [name, cycles] : report->bench)  // x86: TSC cycles; arm64: CNTVCT ticks
+          std::cout << fmt::format("{}: {} {}\n", name, cycles, report->arch == "x86_64" ? "cycles" : "ticks");
       else
         std::cout << fmt::format("{}: {} checks, {} failed\n", report->passed() ? "PASS" : "FAIL", report->checks,
                                  report->guest_failures + report->host_failures);
