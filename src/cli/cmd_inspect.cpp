@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "command.hpp"
+#include "vm/cpu_host.hpp"
 #include "acpi_devices.hpp"
 #include "inspect.hpp"
 #include "json.hpp"
@@ -62,10 +63,28 @@ class InspectCommand final : public Command {
     auto report = build_report(specs, guest_numa_nodes_);
     if (!report) return usage_error("{}", report.error().message);
     report->acpi = acpi_diagnostics_;
-    if (json_)
-      std::cout << to_json(*report, regions_).dump(2) << '\n';
-    else
+    // On an arm64 host: what KVM will do with usemem at stage 2 (R33).
+    std::optional<vm::CacheablePfnmapReport> pfnmap;
+    std::string pfnmap_error;
+    if (host_) {
+      if (auto r = vm::query_cacheable_pfnmap(); r) pfnmap = *r;
+      else if (r.error().err != ENOTSUP) pfnmap_error = r.error().message;
+    }
+    if (json_) {
+      auto j = to_json(*report, regions_);
+      if (pfnmap)
+        j["kvm"] = {{"cacheable_pfnmap", pfnmap->answer}, {"kernel", pfnmap->kernel}, {"meaning", pfnmap->meaning}};
+      else if (!pfnmap_error.empty())
+        j["kvm"] = {{"error", pfnmap_error}};
+      std::cout << j.dump(2) << '\n';
+    } else {
       std::cout << to_table(*report, regions_);
+      if (pfnmap)
+        std::cout << fmt::format("KVM (R33): KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED = {} on Linux {}: {}\n",
+                                 pfnmap->answer, pfnmap->kernel, pfnmap->meaning);
+      else if (!pfnmap_error.empty())
+        std::cout << fmt::format("KVM (R33): not asked: {}\n", pfnmap_error);
+    }
     return report->any_unusable() ? kExitFailure : kExitOk;
   }
 

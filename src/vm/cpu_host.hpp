@@ -21,4 +21,14 @@ struct CpuHostReport {
 };
 [[nodiscard]] Result<CpuHostReport> check_cpu_on_host(const pciemu::cpu::ResolvedModel& model);
 
+// R33, asked of a scratch VM: can KVM map VM_PFNMAP memory (VFIO, /dev/mem)
+// cacheable at stage 2, and what that means for usemem. arm64 only: the
+// error elsewhere has err == ENOTSUP.
+struct CacheablePfnmapReport {
+  int answer = 0;  // KVM_CHECK_EXTENSION(KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED) on the VM fd
+  std::string kernel;
+  std::string meaning;
+};
+[[nodiscard]] Result<CacheablePfnmapReport> query_cacheable_pfnmap();
+
 }  // namespace nvgrace::vm

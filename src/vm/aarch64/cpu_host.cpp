@@ -25,4 +25,11 @@ Result<CpuHostReport> check_cpu_on_host(const pciemu::cpu::ResolvedModel& model)
   return r;
 }
 
+Result<CacheablePfnmapReport> query_cacheable_pfnmap() {
+  auto kvm = Kvm::open();
+  if (!kvm) return fail(kvm.error());
+  const auto c = aarch64::cacheable_pfnmap(*kvm);
+  return CacheablePfnmapReport{c.answer, c.kernel, c.meaning};
+}
+
 }  // namespace nvgrace::vm

@@ -8,4 +8,8 @@ Result<CpuHostReport> check_cpu_on_host(const pciemu::cpu::ResolvedModel& model)
                     model.spec);
 }
 
+Result<CacheablePfnmapReport> query_cacheable_pfnmap() {
+  return fail_errno(ENOTSUP, "cacheable PFNMAP at stage 2 is an arm64 KVM question (R33); this is x86_64");
+}
+
 }  // namespace nvgrace::vm
