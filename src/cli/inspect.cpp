@@ -347,15 +347,20 @@ std::string to_table(const InspectReport& r, bool regions) {
   const bool q35 = t.target == pciemu::VmmTarget::qemu_q35 ||
                    (t.libvirt && t.libvirt->machine == pciemu::Machine::q35);
   line(fmt::format("guest plan for {}: {} (R25)", pciemu::to_string(t.target),
-                   ch ? "the GPUs on PCI segments of their own, from 1" : "one PCIe root port per GPU"));
-  for (std::size_t i = 0; i < p.windows.size(); ++i)
-    line(fmt::format("  {} -> {}: 64-bit window {} at +{:#x}, aligned to {}",
-                     ch ? fmt::format("segment {}", t.gpus[i].segment) : t.gpus[i].port,
-                     r.devices[r.plan_members[i]].spec.name, format_size(p.windows[i].size), p.windows[i].offset,
-                     format_size(p.windows[i].align)));
+                   ch ? "GPUs on PCI segments 1.." : "one PCIe root port per GPU"));
+  for (std::size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& name = r.devices[r.plan_members[i]].spec.name;
+    // cloud-hypervisor places the BARs itself: no root port window to place.
+    if (ch)
+      line(fmt::format("  segment {} -> {}: BARs take {}, aligned to {}", t.gpus[i].segment, name,
+                       format_size(p.windows[i].size), format_size(p.windows[i].align)));
+    else
+      line(fmt::format("  {} -> {}: 64-bit window {} at +{:#x}, aligned to {}", t.gpus[i].port, name,
+                       format_size(p.windows[i].size), p.windows[i].offset, format_size(p.windows[i].align)));
+  }
   line(fmt::format("  64-bit MMIO needed: {} ({:#x} bytes)", format_size(p.mmio64_bytes), p.mmio64_bytes));
   if (ch)
-    line("  64-bit MMIO window: sized by cloud-hypervisor from the guest's physical address bits");
+    line("  64-bit MMIO window: cloud-hypervisor's, from the guest's physical address bits");
   else if (q35)
     line(fmt::format("  pci-hole64-size:    {}{}", format_qemu_size(t.window),
                      t.window > pciemu::kQ35DefaultHole64 ? " (above q35's 32G default)" : " (q35's default)"));

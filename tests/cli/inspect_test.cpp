@@ -140,6 +140,25 @@ TEST_CASE("inspect: the table fits 80 columns and names every BAR") {
   CHECK(r.err.empty());
 }
 
+TEST_CASE("inspect --target: the report fits 80 columns for every target, but for verbatim arguments and XML") {
+  for (const auto& target : {"qemu-virt", "qemu-q35", "libvirt", "cloud-hypervisor"}) {
+    auto r = run_nvgrace({"inspect", "--profile", "gb200", "--count", "3", "--target", target, "--socket",
+                          "/run/nvgrace/gpu0/gpu.sock"});
+    REQUIRE(r.exit_code == 0);
+    std::size_t start = 0;
+    bool xml = false;
+    while (start < r.out.size()) {
+      const auto end = r.out.find('\n', start);
+      const auto line = r.out.substr(start, end - start);
+      start = end + 1;
+      if (line == "  libvirt domain XML:") xml = true;
+      if (xml || line.starts_with("    -")) continue;
+      INFO(target << ": " << line);
+      CHECK(line.size() <= 80);
+    }
+  }
+}
+
 TEST_CASE("inspect: bad input exits 2 with one line naming the flag") {
   struct Case {
     std::vector<std::string> args;
