@@ -3,14 +3,14 @@
 # with QEMU from trixie-backports (11.x has the vfio-user-pci device), UEFI
 # for arm64 guests (qemu-efi-aarch64: the guest gets ACPI tables), libvirt's
 # schemas, virsh and its QEMU driver (virt-xml-validate, domxml-to-native),
-# the arm64 cross toolchain and linux-source for build-kernel.sh, plus
-# Debian's cloud kernels and busybox-static for amd64 and arm64 and an
-# initramfs for each. The root is cached outside the clone, in
-# ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by this script's
-# contents, so a later CI run on the same machine reuses it; $1/root (in the
-# build tree) links to it. Packages come from the mirror apt already uses
-# (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root cannot be built
-# here, with the reason.
+# the arm64 cross toolchain and linux-source for
+# build-guest-kernel-arm64.sh, plus Debian's cloud kernels and busybox-static
+# for amd64 and arm64 and an initramfs for each. The root is cached outside
+# the clone, in ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by
+# this script's contents, so a later CI run on the same machine reuses it;
+# $1/root (in the build tree) links to it. Packages come from the mirror apt
+# already uses (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root
+# cannot be built here, with the reason.
 set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")

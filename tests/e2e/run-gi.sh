@@ -7,7 +7,7 @@
 # machine options, firmware, memory, kernel, console and the two -device
 # vfio-user-pci lines with the ids and root ports the plan names.
 #   run-gi.sh OUT NVGRACE SCENARIO
-#   SCENARIO: aarch64 (virt, UEFI, the guest kernel build-kernel.sh makes)
+#   SCENARIO: aarch64 (virt, UEFI, the guest kernel build-guest-kernel-arm64.sh makes)
 #             x86_64 (q35, SeaBIOS, Debian's cloud kernel)
 #             aarch64-debian-kernel (Debian's arm64 kernel: at most 16 NUMA
 #             nodes, so one GI node is dropped - the reason for the first)

@@ -6,7 +6,7 @@
 # this script, the config and the source package's version; a rebuild takes
 # about 9 minutes on two cores. Exit 77 (CTest: skipped), with the reason,
 # when the root is missing or lacks the toolchain.
-#   build-kernel.sh OUT     (OUT/root is the e2e root build-root.sh made)
+#   build-guest-kernel-arm64.sh OUT     (OUT/root is the e2e root build-root.sh made)
 set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
