@@ -1,6 +1,7 @@
 #include "nvgrace/pciemu/guest_plan.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -76,22 +77,13 @@ Result<GuestPlan> plan_guest(std::span<const std::vector<GuestBar>> gpus, unsign
   if (!highmem) return fail("64-bit MMIO need {:#x} has no power-of-two window", end);
   plan.highmem_mmio_size = *highmem;
 
-  auto& a = plan.qemu_args;
-  a.push_back("-machine");
-  a.push_back(fmt::format("virt,highmem-mmio-size={}", format_qemu_size(plan.highmem_mmio_size)));
-  for (std::size_t i = 0; i < gpus.size(); ++i) {
-    a.push_back("-device");
-    a.push_back(fmt::format("pcie-root-port,id=rp{},chassis={},pref64-reserve={}", i, i + 1,
-                            format_qemu_size(plan.windows[i].size)));
-  }
+  plan.guest_numa_nodes = guest_numa_nodes;
   unsigned node = guest_numa_nodes;
-  unsigned gi = 0;
   for (std::size_t i = 0; i < gpus.size(); ++i) {
-    for (unsigned k = 0; k < kGiNodesPerGpu; ++k, ++node, ++gi) {
-      a.push_back("-numa");
-      a.push_back(fmt::format("node,nodeid={}", node));
-      a.push_back("-object");
-      a.push_back(fmt::format("acpi-generic-initiator,id=gi{},pci-dev=dev{},node={}", gi, i, node));
+    auto& nodes = plan.gi_nodes.emplace_back();
+    for (unsigned k = 0; k < kGiNodesPerGpu; ++k) {
+      if (node == std::numeric_limits<unsigned>::max()) return fail("NUMA node ids overflow");
+      nodes.push_back(node++);
     }
   }
   return plan;

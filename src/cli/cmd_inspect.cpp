@@ -34,8 +34,24 @@ class InspectCommand final : public Command {
     bug->excludes(nobug);
     cmd_->add_option("--phys-bits", phys_bits_, "Host physical address width")
         ->check(integer_in(1, 64))->type_name("N")->capture_default_str();
-    cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_, "Guest memory NUMA nodes; GI nodes follow them")
-        ->check(integer_in(1, 1024))->type_name("N")->capture_default_str();
+    cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_,
+                     "Guest memory NUMA nodes; GI nodes follow them (QEMU takes node ids 0..127, one GPU needs 8)")
+        ->check(integer_in(1, pciemu::kMaxGuestNumaNodes))->type_name("N")->capture_default_str();
+    cmd_->add_option("--target", target_name_,
+                     "Write the guest plan for qemu-virt, qemu-q35, libvirt (a domain XML fragment) or "
+                     "cloud-hypervisor")
+        ->check(CLI::IsMember(pciemu::vmm_target_names()))->type_name("VMM")->capture_default_str();
+    libvirt_version_ = cmd_->add_option("--libvirt-version", libvirt_version_text_,
+                                        "libvirt version the fragment is for; 11.8+ gets <acpi nodeset> "
+                                        "(default: 11.3, Debian trixie's)")
+                           ->type_name("X.Y");
+    libvirt_machine_ = cmd_->add_option("--libvirt-machine", libvirt_machine_name_,
+                                        "Machine of the libvirt domain: virt or q35 (default: virt)")
+                           ->check(CLI::IsMember({"virt", "q35"}))->type_name("NAME");
+    socket_ = cmd_->add_option("--socket", socket_path_,
+                               "nvgrace serve's socket: the plan attaches GPU i over vfio-user there (PATH.i "
+                               "for several GPUs, as serve names them)")
+                  ->type_name("PATH");
     cmd_->add_option("--acpi", acpi_, "ACPI tables: a directory like /sys/firmware/acpi/tables, acpidump text, "
                      "or .aml/.dat files (repeatable; each file at most 32 MiB)")->type_name("PATH");
     sysfs_ = cmd_->add_option("--sysfs", sysfs_root_, "sysfs root for BDF -> ACPI node, device id and config (R6)")
@@ -60,7 +76,19 @@ class InspectCommand final : public Command {
   int run() override {
     std::vector<DeviceSpec> specs;
     if (int rc = collect(specs); rc != kExitOk) return rc;
-    auto report = build_report(specs, guest_numa_nodes_);
+    PlanOptions plan;
+    if (int rc = plan_options(plan); rc != kExitOk) return rc;
+    // libvirt and cloud-hypervisor attach the GPUs themselves: each needs a
+    // vfio-user socket or a host PCI address.
+    if ((plan.target == pciemu::VmmTarget::libvirt || plan.target == pciemu::VmmTarget::cloud_hypervisor) &&
+        !plan.socket) {
+      for (const auto& s : specs)
+        if (!s.bdf && !s.absent_reason)
+          return usage_error("--target {} attaches the GPUs: give --socket (nvgrace serve's), or --acpi with --sysfs "
+                             "for host PCI addresses ({} has none)",
+                             target_name_, s.name);
+    }
+    auto report = build_report(specs, plan);
     if (!report) return usage_error("{}", report.error().message);
     report->acpi = acpi_diagnostics_;
     // On an arm64 host: what KVM will do with usemem at stage 2 (R33).
@@ -89,6 +117,28 @@ class InspectCommand final : public Command {
   }
 
  private:
+  int plan_options(PlanOptions& plan) const {
+    plan.guest_numa_nodes = guest_numa_nodes_;
+    plan.target = *pciemu::parse_vmm_target(target_name_);  // checked by CLI::IsMember
+    const bool libvirt = plan.target == pciemu::VmmTarget::libvirt;
+    if (!libvirt && !libvirt_version_->empty()) return usage_error("--libvirt-version goes with --target libvirt");
+    if (!libvirt && !libvirt_machine_->empty()) return usage_error("--libvirt-machine goes with --target libvirt");
+    if (!libvirt_version_->empty()) {
+      auto v = pciemu::parse_libvirt_version(libvirt_version_text_);
+      if (!v) return usage_error("--libvirt-version: {}", v.error().message);
+      if (*v < pciemu::kLibvirtQemuOverride)
+        return usage_error("--libvirt-version: {} is older than {}, which the fragment needs for <qemu:override>",
+                           pciemu::to_string(*v), pciemu::to_string(pciemu::kLibvirtQemuOverride));
+      plan.libvirt_version = *v;
+    }
+    if (!libvirt_machine_->empty()) plan.libvirt_machine = *pciemu::parse_machine(libvirt_machine_name_);
+    if (!socket_->empty()) {
+      if (socket_path_.empty()) return usage_error("--socket: the path is empty");
+      plan.socket = socket_path_;
+    }
+    return kExitOk;
+  }
+
   int collect(std::vector<DeviceSpec>& specs) {
     std::optional<bool> forced;
     if (mig_bug_) forced = true;
@@ -206,6 +256,13 @@ class InspectCommand final : public Command {
   bool no_mig_bug_ = false;
   unsigned phys_bits_ = 64;
   unsigned guest_numa_nodes_ = 1;
+  std::string target_name_ = "qemu-virt";
+  CLI::Option* libvirt_version_ = nullptr;
+  std::string libvirt_version_text_;
+  CLI::Option* libvirt_machine_ = nullptr;
+  std::string libvirt_machine_name_;
+  CLI::Option* socket_ = nullptr;
+  std::string socket_path_;
   bool json_ = false;
   bool regions_ = false;
   std::vector<std::string> acpi_;

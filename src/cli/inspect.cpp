@@ -1,6 +1,7 @@
 #include "inspect.hpp"
 
 #include <algorithm>
+#include <bit>
 
 #include <fmt/format.h>
 
@@ -80,8 +81,9 @@ bool InspectReport::any_unusable() const {
          });
 }
 
-Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes) {
+Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, const PlanOptions& options) {
   auto log = module_logger("cli");
+  const unsigned guest_numa_nodes = options.guest_numa_nodes;
   InspectReport report;
   report.guest_numa_nodes = guest_numa_nodes;
   std::vector<std::vector<pciemu::GuestBar>> guest_bars;
@@ -130,11 +132,28 @@ Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigne
     log->debug("{}: {} BARs visible to the guest", spec.name, dev.bars.size());
     report.devices.push_back(std::move(dev));
   }
-  if (auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes); plan) {
+  auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes);
+  Result<pciemu::TargetPlan> target = fail("no guest plan");
+  if (plan) {
+    pciemu::TargetRequest req;
+    req.target = options.target;
+    req.libvirt_machine = options.libvirt_machine;
+    req.libvirt_version = options.libvirt_version;
+    const auto n = report.plan_members.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      pciemu::GpuSource src;
+      if (options.socket) src.socket = n == 1 ? *options.socket : fmt::format("{}.{}", *options.socket, i);
+      else src.host_bdf = report.devices[report.plan_members[i]].spec.bdf;
+      req.sources.push_back(std::move(src));
+    }
+    target = pciemu::plan_target(*plan, req);
+  }
+  if (plan && target) {
     report.plan = std::move(*plan);
+    report.target = std::move(*target);
   } else {
     report.plan_error = fmt::format("the {} usable GPUs fit no guest together: {} (R25)", guest_bars.size(),
-                                    plan.error().message);
+                                    plan ? target.error().message : plan.error().message);
     report.plan_members.clear();
     log->warn("guest plan: {}", *report.plan_error);
   }
@@ -212,13 +231,42 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     const auto& w = r.plan.windows[i];
     windows.push_back({{"device", r.devices[r.plan_members[i]].spec.name}, {"offset", w.offset}, {"size", w.size}, {"align", w.align}});
   }
+  const auto& t = r.target;
+  ordered_json gpus = ordered_json::array();
+  for (std::size_t i = 0; i < t.gpus.size(); ++i) {
+    const auto& g = t.gpus[i];
+    ordered_json jg{{"device", r.devices[r.plan_members[i]].spec.name}, {"id", g.id}};
+    jg["port"] = g.port.empty() ? ordered_json(nullptr) : ordered_json(g.port);
+    jg["segment"] = g.segment;
+    jg["gi_nodes"] = g.gi_nodes;
+    jg["attach"] = g.attach.empty() ? ordered_json(nullptr) : ordered_json(g.attach);
+    gpus.push_back(std::move(jg));
+  }
   ordered_json guest;
   guest["error"] = r.plan_error ? ordered_json(*r.plan_error) : ordered_json(nullptr);
+  guest["target"] = std::string(pciemu::to_string(t.target));
   guest["mmio64_bytes"] = r.plan.mmio64_bytes;
   guest["highmem_mmio_size"] = r.plan.highmem_mmio_size;
+  guest["window"] = t.window;
   guest["guest_numa_nodes"] = r.guest_numa_nodes;
+  guest["numa_nodes"] = t.numa_nodes;
   guest["root_port_windows"] = std::move(windows);
-  guest["qemu_args"] = r.plan.qemu_args;
+  guest["gpus"] = std::move(gpus);
+  guest["args"] = t.args;
+  if (t.libvirt) {
+    const auto& f = *t.libvirt;
+    guest["libvirt"] = {{"version", pciemu::to_string(f.version)},
+                        {"machine", std::string(pciemu::to_string(f.machine))},
+                        {"features", f.features},
+                        {"numa_cells", f.numa_cells},
+                        {"memory_backing", f.memory_backing},
+                        {"devices", f.devices},
+                        {"qemu_commandline", f.qemu_commandline},
+                        {"qemu_override", f.qemu_override},
+                        {"xml", f.text()}};
+  } else {
+    guest["libvirt"] = nullptr;
+  }
   ordered_json out{{"devices", std::move(devices)}, {"guest", std::move(guest)}};
   if (r.acpi) out["acpi"] = *r.acpi;
   return out;
@@ -309,18 +357,56 @@ std::string to_table(const InspectReport& r, bool regions) {
     line(wrap("guest plan: none: ", *r.plan_error));
     return out;
   }
-  line("guest plan: one PCIe root port per GPU (R25)");
-  for (std::size_t i = 0; i < p.windows.size(); ++i)
-    line(fmt::format("  rp{} -> {}: 64-bit window {} at +{:#x}, aligned to {}", i, r.devices[r.plan_members[i]].spec.name,
-                     format_size(p.windows[i].size), p.windows[i].offset, format_size(p.windows[i].align)));
+  const auto& t = r.target;
+  const bool ch = t.target == pciemu::VmmTarget::cloud_hypervisor;
+  const bool q35 = t.target == pciemu::VmmTarget::qemu_q35 ||
+                   (t.libvirt && t.libvirt->machine == pciemu::Machine::q35);
+  line(fmt::format("guest plan for {}: {} (R25)", pciemu::to_string(t.target),
+                   ch ? "GPUs on PCI segments 1.." : "one PCIe root port per GPU"));
+  for (std::size_t i = 0; i < p.windows.size(); ++i) {
+    const auto& name = r.devices[r.plan_members[i]].spec.name;
+    // cloud-hypervisor places the BARs itself: no root port window to place.
+    if (ch)
+      line(fmt::format("  segment {} -> {}: BARs take {}, aligned to {}", t.gpus[i].segment, name,
+                       format_size(p.windows[i].size), format_size(p.windows[i].align)));
+    else
+      line(fmt::format("  {} -> {}: 64-bit window {} at +{:#x}, aligned to {}", t.gpus[i].port, name,
+                       format_size(p.windows[i].size), p.windows[i].offset, format_size(p.windows[i].align)));
+  }
   line(fmt::format("  64-bit MMIO needed: {} ({:#x} bytes)", format_size(p.mmio64_bytes), p.mmio64_bytes));
-  line(fmt::format("  highmem-mmio-size:  {}{}", format_qemu_size(p.highmem_mmio_size),
-                   p.highmem_mmio_size > pciemu::kQemuDefaultHighmemMmio ? " (above QEMU's 512G default)"
-                                                                         : " (QEMU's default suffices)"));
-  line(fmt::format("  NUMA: {} GI nodes per GPU, numbered from {}", pciemu::kGiNodesPerGpu, r.guest_numa_nodes));
-  line("  QEMU arguments (attach GPU i with id=dev<i>, bus=rp<i>):");
-  for (std::size_t i = 0; i + 1 < p.qemu_args.size(); i += 2)
-    line(fmt::format("    {} {}", p.qemu_args[i], p.qemu_args[i + 1]));
+  if (ch)
+    line("  64-bit MMIO window: cloud-hypervisor's, from the guest's physical address bits");
+  else if (q35)
+    line(fmt::format("  pci-hole64-size:    {}{}", format_qemu_size(t.window),
+                     t.window > pciemu::kQ35DefaultHole64 ? " (above q35's 32G default)" : " (q35's default)"));
+  else
+    line(fmt::format("  highmem-mmio-size:  {}{}", format_qemu_size(t.window),
+                     t.window > pciemu::kQemuDefaultHighmemMmio ? " (above QEMU's 512G default)"
+                                                                : " (QEMU's default suffices)"));
+  line(fmt::format("  NUMA: {} GI nodes per GPU, numbered from {}; the guest has {} nodes (0..{})", pciemu::kGiNodesPerGpu,
+                   r.guest_numa_nodes, t.numa_nodes, t.numa_nodes - 1));
+  // Linux numbers at most 2^CONFIG_NODES_SHIFT nodes and drops the rest
+  // ("SRAT: Too many proximity domains"); Debian's arm64 kernels have 16.
+  if (t.numa_nodes > 16)
+    line(wrap("  ", fmt::format("The guest kernel must allow {} NUMA nodes (CONFIG_NODES_SHIFT >= {}); Debian's arm64 "
+                                "kernels allow 16.",
+                                t.numa_nodes, std::bit_width(t.numa_nodes - 1))));
+  for (const auto& g : t.gpus)
+    line(fmt::format("  {} GI nodes {}{}", g.id, pciemu::format_node_list(g.gi_nodes),
+                     g.attach.empty() ? "" : fmt::format(" ({})", g.attach)));
+  if (t.libvirt) {
+    line("  libvirt domain XML:");
+    out += t.libvirt->text();
+    return out;
+  }
+  const bool attached = std::all_of(t.gpus.begin(), t.gpus.end(), [](const auto& g) { return !g.attach.empty(); });
+  if (ch)
+    line("  cloud-hypervisor arguments:");
+  else if (attached)
+    line("  QEMU arguments:");
+  else
+    line("  QEMU arguments (attach GPU i with id=dev<i>, bus=rp<i>):");
+  for (std::size_t i = 0; i + 1 < t.args.size(); i += 2) line(fmt::format("    {} {}", t.args[i], t.args[i + 1]));
   return out;
 }
 

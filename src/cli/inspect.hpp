@@ -10,6 +10,7 @@
 
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/pciemu/guest_plan.hpp"
+#include "nvgrace/pciemu/guest_targets.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/layout.hpp"
 
@@ -64,16 +65,30 @@ struct DeviceReport {
   std::vector<pciemu::GuestBar> bars;
 };
 
+// How the guest plan is written: for which VMM, and where the GPUs come
+// from (--target, --libvirt-version, --libvirt-machine, --socket).
+struct PlanOptions {
+  unsigned guest_numa_nodes = 1;
+  pciemu::VmmTarget target = pciemu::VmmTarget::qemu_virt;
+  pciemu::Machine libvirt_machine = pciemu::Machine::virt;
+  pciemu::LibvirtVersion libvirt_version = pciemu::kLibvirtDefault;
+  // nvgrace serve's socket: GPU i of the plan is served there (PATH.i when
+  // the plan has several GPUs, as serve names them).
+  std::optional<std::string> socket;
+};
+
 struct InspectReport {
   std::vector<DeviceReport> devices;
   // The guest plan covers the devices a guest can be given: every one but the
-  // unusable. plan.windows[i] and dev<i> in the QEMU arguments belong to
+  // unusable. plan.windows[i] and target.gpus[i] belong to
   // devices[plan_members[i]].
   pciemu::GuestPlan plan;
+  pciemu::TargetPlan target;
   std::vector<std::size_t> plan_members;
   unsigned guest_numa_nodes = 1;
   // Set when the usable GPUs fit no guest together (their 64-bit MMIO need has
-  // no power-of-two window): why. The plan is then empty.
+  // no power-of-two window, or the target's limits refuse them): why. The plan
+  // is then empty.
   std::optional<std::string> plan_error;
   // Where the devices came from, when from ACPI tables: read diagnostics.
   std::optional<nlohmann::ordered_json> acpi;
@@ -86,7 +101,7 @@ struct InspectReport {
 // id). A device the driver would refuse, or whose BARs no guest can hold, is
 // reported as "unusable" inside the report; GPUs that fit no guest together
 // leave the plan empty with `plan_error` set.
-[[nodiscard]] Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, unsigned guest_numa_nodes);
+[[nodiscard]] Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, const PlanOptions& options);
 
 // With `regions`, each device also lists its VFIO regions as
 // VFIO_DEVICE_GET_REGION_INFO reports them (R16).

@@ -109,6 +109,23 @@ TEST_CASE("bad input: every case exits 2 or 1 with one line naming the problem")
       {{"run", "--count", "abc"}, 2, "--count: 'abc' is not a number"},
       {{"inspect", "--device-id", "2342", "--mem-base", "0", "--mem-size", "96GiB"}, 2, "did you mean 0x2342?"},
       {{"inspect", "--device-id", "0x10000", "--mem-base", "0", "--mem-size", "96GiB"}, 2, "larger than 0xffff"},
+      // Guest plan targets and their limits (R25).
+      {{"inspect", "--profile", "gh200", "--target", "qemu"}, 2, "--target: qemu not in {qemu-virt,qemu-q35,libvirt,"},
+      {{"inspect", "--profile", "gh200", "--guest-numa-nodes", "121"}, 2, "--guest-numa-nodes: 121 is outside 1..120"},
+      {{"inspect", "--profile", "gh200", "--count", "16"}, 1, "QEMU accepts NUMA node ids 0..127"},
+      {{"inspect", "--profile", "gh200", "--guest-numa-nodes", "113", "--count", "2", "--target", "qemu-q35"}, 1,
+       "need ids up to 128"},
+      {{"inspect", "--profile", "gh200", "--libvirt-version", "11.3"}, 2, "--libvirt-version goes with --target libvirt"},
+      {{"inspect", "--profile", "gh200", "--libvirt-machine", "q35"}, 2, "--libvirt-machine goes with --target libvirt"},
+      {{"inspect", "--profile", "gh200", "--target", "libvirt", "--socket", "/s", "--libvirt-version", "eleven"}, 2,
+       "--libvirt-version: 'eleven' is not a libvirt version"},
+      {{"inspect", "--profile", "gh200", "--target", "libvirt", "--socket", "/s", "--libvirt-version", "8.1"}, 2,
+       "--libvirt-version: 8.1 is older than 8.2"},
+      {{"inspect", "--profile", "gh200", "--target", "libvirt", "--socket", "/s", "--libvirt-machine", "pc"}, 2,
+       "--libvirt-machine: pc not in {virt,q35}"},
+      {{"inspect", "--profile", "gh200", "--target", "libvirt"}, 2, "--target libvirt attaches the GPUs: give --socket"},
+      {{"inspect", "--profile", "gh200", "--target", "cloud-hypervisor"}, 2, "give --socket"},
+      {{"inspect", "--profile", "gh200", "--socket", ""}, 2, "--socket: the path is empty"},
       // Commands and help.
       {{"frobnicate"}, 2, "unknown command 'frobnicate': the commands are inspect, config, region, run, serve, cpu"},
       {{"help", "frobnicate"}, 2, "help: unknown command 'frobnicate'"},
@@ -164,12 +181,12 @@ TEST_CASE("bad input: GPUs that fit no guest together leave the plan empty with 
   spec.mem_size = std::uint64_t{1} << 62;
   spec.mig_hw_bug_source = "flag";
   spec.name = "gpu0";
-  auto one = nvgrace::cli::build_report({spec}, 1).value();
+  auto one = nvgrace::cli::build_report({spec}, {}).value();
   CHECK_FALSE(one.plan_error.has_value());
   CHECK_FALSE(one.any_unusable());
   auto spec2 = spec;
   spec2.name = "gpu1";
-  auto two = nvgrace::cli::build_report({spec, spec2}, 1).value();
+  auto two = nvgrace::cli::build_report({spec, spec2}, {}).value();
   REQUIRE(two.plan_error.has_value());
   CHECK(two.plan_error->find("the 2 usable GPUs fit no guest together") != std::string::npos);
   CHECK(two.any_unusable());

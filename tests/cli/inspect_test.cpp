@@ -2,6 +2,11 @@
 // foundation issue, the JSON contract, and the usage errors.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "run_nvgrace.hpp"
@@ -91,9 +96,12 @@ TEST_CASE("inspect: profiles with --count and repeated --profile") {
 
 TEST_CASE("inspect: the guest plan numbers GI nodes after --guest-numa-nodes (R25)") {
   auto j = inspect_json({"--profile", "gh200", "--guest-numa-nodes", "2"});
-  const auto& args = j["guest"]["qemu_args"];
+  const auto& args = j["guest"]["args"];
+  CHECK(j["guest"]["target"] == "qemu-virt");
   CHECK(std::find(args.begin(), args.end(), "node,nodeid=2") != args.end());
   CHECK(std::find(args.begin(), args.end(), "acpi-generic-initiator,id=gi7,pci-dev=dev0,node=9") != args.end());
+  CHECK(j["guest"]["gpus"][0]["gi_nodes"] == json::array({2, 3, 4, 5, 6, 7, 8, 9}));
+  CHECK(j["guest"]["numa_nodes"] == 10);
   auto four = inspect_json({"--profile", "gh200", "--count", "4"});
   CHECK(four["guest"]["highmem_mmio_size"] == 1ull << 40);
 }
@@ -130,6 +138,25 @@ TEST_CASE("inspect: the table fits 80 columns and names every BAR") {
   CHECK(r.out.find("resmem  0x4017c0000000   1 GiB      1 GiB     0         write-combined") != std::string::npos);
   CHECK(r.out.find("highmem-mmio-size:  512G") != std::string::npos);
   CHECK(r.err.empty());
+}
+
+TEST_CASE("inspect --target: the report fits 80 columns for every target, but for verbatim arguments and XML") {
+  for (const auto& target : {"qemu-virt", "qemu-q35", "libvirt", "cloud-hypervisor"}) {
+    auto r = run_nvgrace({"inspect", "--profile", "gb200", "--count", "3", "--target", target, "--socket",
+                          "/run/nvgrace/gpu0/gpu.sock"});
+    REQUIRE(r.exit_code == 0);
+    std::size_t start = 0;
+    bool xml = false;
+    while (start < r.out.size()) {
+      const auto end = r.out.find('\n', start);
+      const auto line = r.out.substr(start, end - start);
+      start = end + 1;
+      if (line == "  libvirt domain XML:") xml = true;
+      if (xml || line.starts_with("    -")) continue;
+      INFO(target << ": " << line);
+      CHECK(line.size() <= 80);
+    }
+  }
 }
 
 TEST_CASE("inspect: bad input exits 2 with one line naming the flag") {
@@ -174,4 +201,80 @@ TEST_CASE("--help exits 0 and lists the inspect command") {
   auto r = run_nvgrace({"--help"});
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("inspect") != std::string::npos);
+}
+
+TEST_CASE("inspect --target: the plan for each VMM, with the GPU ids and GI nodes the arguments use") {
+  auto virt = inspect_json({"--profile", "gh200", "--count", "2"});
+  const auto& g = virt["guest"];
+  CHECK(g["target"] == "qemu-virt");
+  CHECK(g["window"] == 512ull << 30);
+  CHECK(g["libvirt"].is_null());
+  REQUIRE(g["gpus"].size() == 2);
+  CHECK(g["gpus"][1] == json::parse(R"({"device":"gpu1","id":"dev1","port":"rp1","segment":0,)"
+                                    R"("gi_nodes":[9,10,11,12,13,14,15,16],"attach":null})"));
+  CHECK(g["args"][0] == "-machine");
+  CHECK(g["args"][1] == "virt,highmem-mmio-size=512G");
+
+  auto q35 = inspect_json({"--profile", "gh200", "--count", "2", "--target", "qemu-q35"});
+  CHECK(q35["guest"]["args"][1] == "q35");
+  CHECK(q35["guest"]["args"][3] == "q35-pcihost.pci-hole64-size=512G");
+
+  auto lv = inspect_json({"--profile", "gh200", "--target", "libvirt", "--socket", "/run/nvgrace/gpu0.sock"});
+  CHECK(lv["guest"]["args"].empty());
+  CHECK(lv["guest"]["libvirt"]["version"] == "11.3");
+  CHECK(lv["guest"]["libvirt"]["machine"] == "virt");
+  CHECK(lv["guest"]["gpus"][0]["id"] == "ua-dev0");
+  CHECK(lv["guest"]["gpus"][0]["attach"] == "vfio-user");
+  // One GPU: the socket is serve's PATH itself, not PATH.0.
+  CHECK(lv["guest"]["libvirt"]["qemu_commandline"].get<std::string>().find(R"("path":"/run/nvgrace/gpu0.sock"})") !=
+        std::string::npos);
+
+  auto ch = inspect_json({"--profile", "gh200", "--count", "2", "--target", "cloud-hypervisor", "--socket", "/s"});
+  const auto& a = ch["guest"]["args"];
+  CHECK(std::find(a.begin(), a.end(), "socket=/s.1,id=dev1,pci_segment=1") != a.end());
+  CHECK(std::find(a.begin(), a.end(), "guest_numa_id=16,device_id=dev1") != a.end());
+}
+
+TEST_CASE("inspect --target libvirt: the table ends with the fragment, each part after a comment saying where") {
+  auto r = run_nvgrace({"inspect", "--profile", "gh200", "--target", "libvirt", "--libvirt-machine", "q35",
+                        "--socket", "/run/nvgrace/gpu0.sock"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("<!-- in <devices>: -->\n<controller type='pci' index='0' model='pcie-root'>\n"
+                   "  <pcihole64 unit='KiB'>268435456</pcihole64>") != std::string::npos);
+  CHECK(r.out.find("pci-hole64-size:    256G") != std::string::npos);
+}
+
+TEST_CASE("inspect --target libvirt with host GPUs from ACPI and sysfs: each is a <hostdev> at its PCI address") {
+  // A sysfs tree with one GH200 whose ACPI node is in the fixture tables.
+  const auto root = std::filesystem::path(NVGRACE_TEST_BINARY_DIR) / ("target-sysfs-" + std::to_string(getpid()));
+  const auto dir = root / "bus/pci/devices/0009:01:00.0";
+  std::filesystem::create_directories(dir / "firmware_node");
+  std::ofstream(dir / "vendor") << "0x10de\n";
+  std::ofstream(dir / "device") << "0x2342\n";
+  std::ofstream(dir / "firmware_node/path") << "\\_SB_.PCI9.RP00.GPU0\n";
+  std::ofstream(dir / "config", std::ios::binary) << std::string(256, '\0');
+  auto j = inspect_json({"--acpi", std::string(NVGRACE_FIXTURE_DIR) + "/host-tables", "--sysfs", root.string(),
+                         "--device", "0009:01:00.0", "--target", "libvirt", "--libvirt-version", "11.8.0"});
+  std::filesystem::remove_all(root);
+  const auto& lv = j["guest"]["libvirt"];
+  CHECK(lv["version"] == "11.8");
+  const auto devices = lv["devices"].get<std::string>();
+  CHECK(devices.find("<address domain='0x0009' bus='0x01' slot='0x00' function='0x0'/>") != std::string::npos);
+  CHECK(devices.find("<acpi nodeset='1-8'/>") != std::string::npos);
+  CHECK(j["guest"]["gpus"][0]["attach"] == "vfio-pci");
+}
+
+TEST_CASE("inspect: 16 GH200 exceed QEMU's NUMA node ids: the report is printed, the plan names the limit, exit 1") {
+  auto r = run_nvgrace({"inspect", "--json", "--profile", "gh200", "--count", "16"});
+  CHECK(r.exit_code == 1);
+  auto j = json::parse(r.out);
+  CHECK(j["devices"].size() == 16);
+  CHECK(j["guest"]["error"].get<std::string>().find("QEMU accepts NUMA node ids 0..127") != std::string::npos);
+  CHECK(j["guest"]["args"].empty());
+  CHECK(lines(r.err) == 1);
+  // cloud-hypervisor has no such limit.
+  auto ch = run_nvgrace({"inspect", "--json", "--profile", "gh200", "--count", "16", "--target", "cloud-hypervisor",
+                         "--socket", "/s"});
+  CHECK(ch.exit_code == 0);
+  CHECK(json::parse(ch.out)["guest"]["numa_nodes"] == 129);
 }

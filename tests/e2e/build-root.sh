@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds, once per machine, the end-to-end test root: a Debian trixie minbase
-# with QEMU from trixie-backports (11.x has the vfio-user-pci device), plus
-# Debian's cloud kernels and busybox-static for amd64 and arm64 and an
-# initramfs for each. The root is cached outside the clone, in
-# ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by this script's
-# contents, so a later CI run on the same machine reuses it; $1/root (in the
-# build tree) links to it. Packages come from the mirror apt already uses
-# (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root cannot be built
-# here, with the reason.
+# with QEMU from trixie-backports (11.x has the vfio-user-pci device), UEFI
+# for arm64 guests (qemu-efi-aarch64: the guest gets ACPI tables), libvirt's
+# schemas, virsh and its QEMU driver (virt-xml-validate, domxml-to-native),
+# the arm64 cross toolchain and linux-source for
+# build-guest-kernel-arm64.sh, plus Debian's cloud kernels and busybox-static
+# for amd64 and arm64 and an initramfs for each. The root is cached outside
+# the clone, in ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by
+# this script's contents, so a later CI run on the same machine reuses it;
+# $1/root (in the build tree) links to it. Packages come from the mirror apt
+# already uses (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root
+# cannot be built here, with the reason.
 set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
@@ -30,6 +33,10 @@ if [ ! -f "$stamp" ]; then
   chroot "$root" apt-get update -qq > "$out/apt.log" 2>&1 || skip "apt-get update in the root failed"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends -t trixie-backports \
     qemu-system-x86 qemu-system-arm >> "$out/apt.log" 2>&1 || skip "installing QEMU from trixie-backports failed"
+  DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
+    qemu-efi-aarch64 libvirt-clients libvirt-daemon-driver-qemu \
+    gcc libc6-dev gcc-aarch64-linux-gnu make bc flex bison xz-utils linux-source-6.12 \
+    >> "$out/apt.log" 2>&1 || skip "installing UEFI, libvirt or the kernel toolchain in the root failed"
   mkdir -p "$root/debs"
   for arch in amd64 arm64; do
     img=$(chroot "$root" apt-cache depends "linux-image-cloud-$arch:$arch" | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*\)/\1/p' | head -1)

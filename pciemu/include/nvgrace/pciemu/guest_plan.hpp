@@ -50,7 +50,11 @@ struct GuestPlan {
   std::vector<PortWindow> windows;  // one per GPU, in input order
   std::uint64_t mmio64_bytes = 0;   // end of the last window
   std::uint64_t highmem_mmio_size = 0;  // smallest power of two >= max(512 GiB, mmio64_bytes)
-  std::vector<std::string> qemu_args;
+  unsigned guest_numa_nodes = 1;    // the guest's own memory nodes, 0..guest_numa_nodes-1
+  // The generic-initiator NUMA node ids of each GPU, in input order: 8 per
+  // GPU, consecutive, after the memory nodes (R25). How they are written
+  // for a VMM is guest_targets.hpp's business.
+  std::vector<std::vector<unsigned>> gi_nodes;
 };
 
 // QEMU's arm virt machine default 64-bit MMIO window (R25).
@@ -62,7 +66,8 @@ inline constexpr unsigned kGiNodesPerGpu = 8;
 // each port's window to its largest BAR. Windows are placed largest alignment
 // first, which is the tightest packing for power-of-two windows. NUMA nodes for
 // the generic initiators are numbered after the guest's `guest_numa_nodes`
-// memory nodes. GPU i is referred to as `dev<i>` and its root port as `rp<i>`.
+// memory nodes. Limits of a particular VMM (QEMU's 128 node ids) are checked
+// when the plan is written for it (guest_targets.hpp).
 [[nodiscard]] Result<GuestPlan> plan_guest(std::span<const std::vector<GuestBar>> gpus, unsigned guest_numa_nodes);
 
 }  // namespace nvgrace::pciemu
