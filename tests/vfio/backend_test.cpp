@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <linux/vfio.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/vfio/backend.hpp"
+#include "nvgrace/vfio/fd.hpp"
 #include "nvgrace/vfio/host/host_device.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
@@ -46,6 +48,32 @@ TEST_CASE("memfd backend: one sparse memfd with usemem then resmem in a 1 GiB-al
   res.data[res.size - 1] = 2;
   CHECK(rss_kib() - before < 64 * 1024);
   CHECK(::lseek(use.fd, 0, SEEK_END) == static_cast<off_t>(96 * GiB));
+}
+
+TEST_CASE("Mapping: a length that is no whole number of pages keeps its last page and gives back the rest") {
+  // Pages are the system's (64 KiB on many Grace hosts), never assumed 4 KiB.
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto mapped = [](const void* p) {  // mincore: 0 for the page of a mapped byte, -1/ENOMEM if unmapped
+    unsigned char v = 0;
+    return ::mincore(const_cast<void*>(p), 1, &v);
+  };
+  for (const std::uint64_t length : {page + 1, 3 * page - 1}) {
+    auto m = Mapping::map(-1, 0, length, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE).value();
+    REQUIRE(reinterpret_cast<std::uintptr_t>(m.data()) % (2 * MiB) == 0);
+    m.data()[length - 1] = 1;
+    const auto* end = m.data() + align_up(length, page).value();
+    CHECK(mapped(end - page) == 0);
+    // The 2 MiB of alignment reserved past the end are unmapped, not left
+    // behind (munmap of an address inside a page fails).
+    errno = 0;
+    const int past = mapped(end);
+    const int err = errno;
+    CHECK(past == -1);
+    CHECK(err == ENOMEM);
+    const void* at = m.data();
+    m.reset();
+    CHECK(mapped(at) == -1);
+  }
 }
 
 TEST_CASE("file backend: data lands in the file at the device-memory offset") {

@@ -31,15 +31,19 @@ Result<Mapping> Mapping::map(int fd, std::uint64_t fd_offset, std::uint64_t leng
     ::munmap(base, *reserve);
     return fail_errno(e, "mapping {:#x} bytes at fd offset {:#x}: {}", length, fd_offset, std::strerror(e));
   }
-  // Give back the unaligned head and the tail of the reservation.
+  // Give back the unaligned head and the tail of the reservation. The kernel
+  // maps whole pages, so the mapping ends at the first page boundary at or
+  // past `length` (the system's page size: 64 KiB on many Grace hosts), and
+  // the tail starts there: munmap refuses an address inside a page.
   const auto b = reinterpret_cast<std::uintptr_t>(base);
   if (start > b) ::munmap(base, start - b);
-  const std::uintptr_t end = start + length;
-  const std::uintptr_t rend = b + *reserve;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const std::uintptr_t end = align_up(start + length, page).value();
+  const std::uintptr_t rend = align_up(b + *reserve, page).value();
   if (rend > end) ::munmap(reinterpret_cast<void*>(end), rend - end);
   Mapping m;
   m.base_ = reinterpret_cast<void*>(start);
-  m.reserved_ = length;
+  m.reserved_ = end - start;
   m.data_ = reinterpret_cast<std::uint8_t*>(start);
   m.length_ = length;
   return m;
