@@ -156,8 +156,11 @@ std::vector<RegDef> config_registers(const DeviceConfigParams& p) {
 }
 
 Result<DeviceConfig> DeviceConfig::build(const DeviceConfigParams& params) {
+  unsigned seen = 0;
   for (const auto& b : params.bars) {
     if (b.index > 4 || b.index % 2 != 0) return fail("BAR{}: a 64-bit BAR must start at index 0, 2 or 4", b.index);
+    if (seen & (1u << b.index)) return fail("BAR{} is given twice", b.index);
+    seen |= 1u << b.index;
     if (!is_pow2(b.size) || b.size < 16) return fail("BAR{}: size {:#x} is not a power of two >= 16", b.index, b.size);
   }
   if (params.rom_size != 0 && (!is_pow2(params.rom_size) || params.rom_size < 2048))
@@ -188,8 +191,8 @@ std::optional<BarState> DeviceConfig::bar(unsigned index) const {
   return std::nullopt;
 }
 
-std::vector<BarState> DeviceConfig::bars() const {
-  std::vector<BarState> out;
+BarStates DeviceConfig::bars() const {
+  BarStates out;
   for (const auto& b : params_.bars) out.push_back(*bar(b.index));
   return out;
 }

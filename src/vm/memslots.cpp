@@ -2,6 +2,13 @@
 
 #include <linux/pci_regs.h>
 
+#include <algorithm>
+#include <functional>
+
+#include <array>
+#include <span>
+#include <string_view>
+
 #include "nvgrace/common/checked.hpp"
 
 namespace nvgrace::vm {
@@ -27,7 +34,7 @@ void Memslot::reset() {
 Result<Memslot> MemslotManager::map(std::uint64_t gpa, std::uint64_t size, void* hva, std::uint32_t flags) {
   std::uint32_t id;
   if (!free_ids_.empty()) {
-    id = *free_ids_.begin();
+    id = free_ids_.back();
   } else if (next_id_ < api_.max_slots()) {
     id = next_id_;
   } else {
@@ -35,7 +42,7 @@ Result<Memslot> MemslotManager::map(std::uint64_t gpa, std::uint64_t size, void*
   }
   if (auto ok = api_.set_user_memory_region(id, gpa, size, reinterpret_cast<std::uint64_t>(hva), flags); !ok)
     return fail(ok.error());
-  if (!free_ids_.empty()) free_ids_.erase(free_ids_.begin());
+  if (!free_ids_.empty()) free_ids_.pop_back();
   else ++next_id_;
   ++live_;
   Memslot s;
@@ -50,7 +57,7 @@ void MemslotManager::release(std::uint32_t id) {
   // Deleting a slot KVM knows cannot fail short of a kernel bug; if it does,
   // keep the id out of reuse rather than hand KVM a slot it still holds.
   if (!api_.set_user_memory_region(id, 0, 0, 0, 0)) return;
-  free_ids_.insert(id);
+  free_ids_.insert(std::lower_bound(free_ids_.begin(), free_ids_.end(), id, std::greater<>()), id);
   --live_;
 }
 
@@ -71,8 +78,7 @@ const BarClaim* BarMapper::claim_at(std::uint64_t gpa) const {
 }
 
 void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<GuestRange>& others) {
-  const bool decode = device_.memory_decode();
-  const auto states = device_.bar_states();
+  const auto [decode, states] = device_.decode_state();
   const auto& layout = device_.layout();
 
   // Phase 1: decide where each BAR decodes (R21) and refuse what must not be
@@ -83,12 +89,16 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
     const pciemu::MemRegion* mem = nullptr;
     bool decodes = false;  // decode on, a real address, not mid-probe (R21)
     bool place = false;
-    std::string why;   // refused (R23)
-    std::string idle;  // not decoding, legitimately (R21)
+    std::string why;              // refused (R23); empty, without allocating, when not
+    std::string_view idle;        // not decoding, legitimately (R21)
   };
-  std::vector<Want> wants;
+  // No allocation on the common path: the VMM calls this on every config
+  // write. Strings are built only for a refusal.
+  std::array<Want, 6> wants;
+  std::size_t n = 0;
   for (const auto& bar : states) {
-    Want w{bar, nullptr, decode && !bar.sizing && bar.address != 0, false, {}, {}};
+    Want& w = wants[n++];
+    w = Want{bar, nullptr, decode && !bar.sizing && bar.address != 0, false, {}, {}};
     for (const auto* m : {&layout.usemem, &layout.resmem})
       if (*m && (*m)->bar_index == bar.index) w.mem = &**m;
     if (!decode)
@@ -110,13 +120,13 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
       }
       w.place = w.why.empty();
     }
-    wants.push_back(std::move(w));
   }
-  for (auto& a : wants)
-    for (const auto& b : wants)
+  const std::span<Want> all(wants.data(), n);
+  for (auto& a : all)
+    for (const auto& b : all)
       if (&a != &b && a.place && b.decodes && GuestRange{b.bar.address, b.bar.size, {}}.overlaps(a.bar.address, a.bar.size))
         a.why = fmt::format("it overlaps {} BAR{} at {:#x}", name_, b.bar.index, b.bar.address);
-  for (auto& w : wants) {
+  for (auto& w : all) {
     if (!w.why.empty()) {
       w.place = false;
       ++refusals_;
@@ -130,7 +140,7 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
 
   // Phase 2: remove every slot that no longer matches, so new slots never
   // overlap old ones (KVM refuses overlapping memslots).
-  for (const auto& w : wants) {
+  for (const auto& w : all) {
     Memslot& slot = slot_[w.bar.index];
     if (slot && (!w.place || slot.gpa() != w.bar.address)) {
       log_->debug("{} BAR{}: slot {} at {:#x} removed", name_, w.bar.index, slot.id(), slot.gpa());
@@ -139,12 +149,20 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
   }
 
   // Phase 3: map what is placed; the tail [length, BAR size) gets no slot, so
-  // guest accesses there trap (R22).
-  std::vector<BarClaim> next;
-  std::vector<UnplacedBar> unplaced;
-  for (const auto& w : wants) {
+  // guest accesses there trap (R22). claims_ and unplaced_ are rewritten in
+  // place: a reason that did not change is not copied again.
+  claims_.clear();
+  std::size_t nunplaced = 0;
+  auto unplace = [&](unsigned index, std::string_view reason) {
+    if (nunplaced == unplaced_.size()) unplaced_.emplace_back();
+    auto& u = unplaced_[nunplaced++];
+    u.index = index;
+    if (u.reason != reason) u.reason.assign(reason);
+  };
+  for (const auto& w : all) {
     if (!w.place) {
-      unplaced.push_back({w.bar.index, w.why.empty() ? w.idle : fmt::format("refused: {} (R23)", w.why)});
+      if (w.why.empty()) unplace(w.bar.index, w.idle);
+      else unplace(w.bar.index, fmt::format("refused: {} (R23)", w.why));
       continue;
     }
     BarClaim claim{w.bar.index, w.bar.address, w.bar.size, false};
@@ -158,7 +176,7 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
       if (!s) {
         ++refusals_;
         log_->warn("{} BAR{} at {:#x}: memslot refused: {}", name_, w.bar.index, w.bar.address, s.error().message);
-        unplaced.push_back({w.bar.index, fmt::format("KVM refused its memslot: {}", s.error().message)});
+        unplace(w.bar.index, fmt::format("KVM refused its memslot: {}", s.error().message));
         continue;
       }
       slot = std::move(*s);
@@ -166,10 +184,9 @@ void BarMapper::sync(const std::vector<GuestRange>& fixed, const std::vector<Gue
                   w.bar.address, w.mem->length, slot.id());
     }
     claim.mapped = static_cast<bool>(slot);
-    next.push_back(claim);
+    claims_.push_back(claim);
   }
-  claims_ = std::move(next);
-  unplaced_ = std::move(unplaced);
+  unplaced_.resize(nunplaced);
 }
 
 }  // namespace nvgrace::vm

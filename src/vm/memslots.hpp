@@ -8,7 +8,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -68,7 +67,9 @@ class MemslotManager {
   friend class Memslot;
   void release(std::uint32_t id);
   MemslotApi& api_;
-  std::set<std::uint32_t> free_ids_;
+  // Freed ids, highest first: the lowest is at the back. A vector, so that
+  // after the first few BAR moves no map or release allocates.
+  std::vector<std::uint32_t> free_ids_;
   std::uint32_t next_id_ = 0;
   std::size_t live_ = 0;
 };

@@ -103,7 +103,7 @@ int main() {
   // as the guest turns memory decode on, against the one raw create ioctl.
   // Rounds alternate between the two; deleting is not timed.
   write_cfg(*dev, 0x24, 0x100);  // BAR4 at 1 TiB; BAR2 stays unassigned
-  constexpr int kCreates = 8;
+  constexpr int kCreates = 32;
   double ours_create = 1e9, raw_create = 1e9;
   for (int rep = 0; rep < kCreates; ++rep) {
     auto t0 = Clock::now();

@@ -34,6 +34,17 @@ kvm() {
   if [ -c /dev/kvm ]; then echo "/dev/kvm present"; else echo "/dev/kvm absent"; return 1; fi
 }
 
+# refused PATTERN COMMAND...: COMMAND must exit 1 (refused) and say PATTERN.
+refused() {
+  local pattern=$1 out rc
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  echo "$out"
+  [ "$rc" = 1 ] || { echo "refused: exit $rc, not 1"; return 1; }
+  echo "$out" | grep -qF -- "$pattern" || { echo "refused: no '$pattern' in the output"; return 1; }
+}
+
 say "INFO boot_s $(now)"
 say "INFO kernel $(uname -r)"
 say "INFO pagesize $(pagesize)"

@@ -67,7 +67,9 @@ if [ "$scenario" = nested ]; then
   e2e_host_client devmem 0x40003000 0x7777666655554444 > /dev/null  # resmem, for BAR2 in the nested guest
   start_server /tmp/serve.log
   start=$(date +%s)
-  chroot /qroot qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -monitor none \
+  # Bounded, so a nested guest that hangs leaves its console for the report
+  # instead of the whole test running into CTest's limit.
+  timeout 300 chroot /qroot qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -monitor none \
     -serial stdio -no-reboot \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
     -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/nvgrace.sock"}}' \

@@ -27,8 +27,9 @@
 #   --tag NAME         names the logs, OUT/arm64-kvm-NAME.* (default KERNEL)
 #   COMMAND  one shell command line each, run by the guest's /init in its
 #            own subshell; the helpers `pagesize [EXPECTED]` (the kernel's page
-#            size, failing when not EXPECTED) and `kvm` (/dev/kvm and the
-#            kernel's KVM lines, failing without /dev/kvm) are there to use.
+#            size, failing when not EXPECTED), `kvm` (/dev/kvm and the
+#            kernel's KVM lines, failing without /dev/kvm) and `refused
+#            PATTERN CMD...` (CMD must exit 1 and print PATTERN) are there.
 # Exit 0 when the guest ran every command and each exited 0; 1 otherwise; 77
 # (CTest: skipped, with the reason) when there is no e2e root or the kernel
 # cannot be had.

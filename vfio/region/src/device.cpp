@@ -244,9 +244,14 @@ Result<void> VariantDevice::reset() {
   return {};
 }
 
-std::vector<pciemu::BarState> VariantDevice::bar_states() const {
+pciemu::BarStates VariantDevice::bar_states() const {
   std::lock_guard lock(config_mutex_);
   return config_.bars();
+}
+
+VariantDevice::DecodeState VariantDevice::decode_state() const {
+  std::lock_guard lock(config_mutex_);
+  return {config_.memory_decode(), config_.bars()};
 }
 
 bool VariantDevice::memory_decode() const {

@@ -4,6 +4,7 @@
 // Thread-safety: none; the owner serialises accesses. Ownership: plain value.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -50,6 +51,21 @@ struct BarState {
   bool sizing = false;        // every address bit of the whole BAR (both halves) set: a size probe (R21)
 };
 
+// A device's BARs (at most six), returned by value without allocating: the
+// VMM asks for them on every config write (R21).
+class BarStates {
+ public:
+  void push_back(const BarState& b) { bars_[count_++] = b; }
+  [[nodiscard]] std::size_t size() const { return count_; }
+  [[nodiscard]] const BarState& operator[](std::size_t i) const { return bars_[i]; }
+  [[nodiscard]] const BarState* begin() const { return bars_.data(); }
+  [[nodiscard]] const BarState* end() const { return bars_.data() + count_; }
+
+ private:
+  std::array<BarState, 6> bars_{};
+  std::size_t count_ = 0;
+};
+
 class DeviceConfig {
  public:
   [[nodiscard]] static Result<DeviceConfig> build(const DeviceConfigParams& params);
@@ -67,7 +83,7 @@ class DeviceConfig {
   void reset() { space_.reset(); }
 
   [[nodiscard]] bool memory_decode() const;
-  [[nodiscard]] std::vector<BarState> bars() const;
+  [[nodiscard]] BarStates bars() const;
   [[nodiscard]] std::optional<BarState> bar(unsigned index) const;
 
   [[nodiscard]] const ConfigSpace& space() const { return space_; }

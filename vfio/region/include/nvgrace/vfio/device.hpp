@@ -88,7 +88,14 @@ class VariantDevice final : public VfioDevice {
   [[nodiscard]] const MemoryBackend& backend() const { return *backend_; }
 
   // The guest's view of its BARs (for a VMM, R21).
-  [[nodiscard]] std::vector<pciemu::BarState> bar_states() const;
+  [[nodiscard]] pciemu::BarStates bar_states() const;
+  // Memory decode and the BARs, read together under one lock (the VMM asks
+  // on every config write, R21).
+  struct DecodeState {
+    bool memory_decode = false;
+    pciemu::BarStates bars;
+  };
+  [[nodiscard]] DecodeState decode_state() const;
   [[nodiscard]] bool memory_decode() const;
 
  private:
