@@ -45,9 +45,9 @@ stop_server() { kill -TERM $server; wait $server; say "SERVER_EXIT $?"; }
 
 if [ "$scenario" = bench ]; then
   # TCG makes the first round slow and every figure noisy: one warm-up round,
-  # then three rounds of each, alternating; the harness takes medians.
+  # then five rounds of each, alternating; the harness takes medians.
   e2e_host_client bench-direct $nvme "$api" > /dev/null
-  for round in 1 2 3; do
+  for round in 1 2 3 4 5; do
     start_server /tmp/serve.log && e2e_host_client bench $sock | sed 's/^/E2E /'
     stop_server
     e2e_host_client bench-direct $nvme "$api" | sed 's/^/E2E /'
