@@ -12,6 +12,7 @@
 
 #include "inspect.hpp"
 #include "nvgrace/common/size.hpp"
+#include "columns.hpp"
 #include "run_nvgrace.hpp"
 #include "runner/runner.hpp"
 
@@ -209,13 +210,7 @@ TEST_CASE("help: --version, help, help COMMAND, and every help line fits 80 colu
     CHECK(r.err.empty());
     CHECK(r.out.find("Usage: nvgrace") != std::string::npos);
     CHECK(r.out.find(NVGRACE_BIN) == std::string::npos);
-    std::size_t start = 0;
-    while (start < r.out.size()) {
-      const auto end = r.out.find('\n', start);
-      INFO(r.out.substr(start, end - start));
-      CHECK(end - start <= 80);
-      start = end + 1;
-    }
+    CHECK(wider_than(r.out, 80).empty());
   }
   auto run_help = run_nvgrace({"help", "run"});
   CHECK(run_help.out.find("(default: 60)") != std::string::npos);

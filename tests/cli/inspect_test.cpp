@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "columns.hpp"
 #include "run_nvgrace.hpp"
 
 using nlohmann::json;
@@ -127,13 +128,7 @@ TEST_CASE("inspect: a device the driver would refuse is reported as unusable, ex
 TEST_CASE("inspect: the table fits 80 columns and names every BAR") {
   auto r = run_nvgrace({"inspect", "--profile", "gh200", "--count", "2"});
   REQUIRE(r.exit_code == 0);
-  std::size_t start = 0;
-  while (start < r.out.size()) {
-    auto end = r.out.find('\n', start);
-    INFO(r.out.substr(start, end - start));
-    CHECK(end - start <= 80);
-    start = end + 1;
-  }
+  CHECK(wider_than(r.out, 80).empty());
   CHECK(r.out.find("usemem  0x400000000000   95 GiB     128 GiB   33 GiB    write-back") != std::string::npos);
   CHECK(r.out.find("resmem  0x4017c0000000   1 GiB      1 GiB     0         write-combined") != std::string::npos);
   CHECK(r.out.find("highmem-mmio-size:  512G") != std::string::npos);

@@ -11,17 +11,14 @@
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); fixtures=$(realpath "$3")
 root=$out/root
-skip() { echo "e2e: skipped: $*"; exit 77; }
-[ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
+. "$(dirname "$(realpath "$0")")/lib.sh"
+need_root "$out"
+check_label=libvirt
 chroot "$root" sh -c 'command -v virt-xml-validate && command -v virsh' > /dev/null \
   || skip "the root has no libvirt-clients (virt-xml-validate, virsh)"
 echo "  libvirt in the root: $(chroot "$root" virsh --version)"
 work=$root/tmp/nvgrace-libvirt
 rm -rf "$work"; mkdir -p "$work"
-fails=0
-check() {
-  if [ "$2" = 0 ]; then echo "ok   libvirt: $1"; else echo "FAIL libvirt: $1 ($3)"; fails=$((fails + 1)); fi
-}
 
 # A host with one GH200 at 0009:01:00.0 whose ACPI node is in the fixture
 # tables: the <hostdev> form.

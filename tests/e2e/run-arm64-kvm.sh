@@ -39,7 +39,7 @@ usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 (($# >= 2)) || usage
 out=$(realpath -m "$1"); kernel=$2; shift 2
 root=$out/root
-skip() { echo "e2e: skipped: $*"; exit 77; }
+. "$(dirname "$(realpath "$0")")/lib.sh"
 bins=() files=() cpu="" append="" mem=2048 limit=300 tag=$kernel cmds=()
 while (($#)); do
   case $1 in
@@ -60,7 +60,7 @@ for c in "${cmds[@]}"; do
   case $c in *$'\n'*) echo "run-arm64-kvm.sh: a command may not span lines: $c" >&2; exit 2 ;; esac
 done
 
-[ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
+need_root "$out"
 busybox=$out/arm64/busybox/usr/bin/busybox
 [ -f "$busybox" ] || skip "no arm64 busybox at $busybox (build-root.sh extracts it)"
 case $kernel in

@@ -9,17 +9,9 @@
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); arch=$3; scenario=$4
 root=$out/root
-[ -f "$out/root.stamp" ] || { echo "e2e: skipped: the trixie root was not built (see the e2e setup test)"; exit 77; }
-fails=0
-check() {  # check NAME CONDITION-RESULT(0/1) DETAIL
-  if [ "$2" = 0 ]; then echo "ok   $arch $scenario: $1"; else echo "FAIL $arch $scenario: $1 ($3)"; fails=$((fails + 1)); fi
-}
-put_u64() {  # put_u64 FILE OFFSET VALUE: little-endian, in place
-  local s="" i
-  for i in 0 1 2 3 4 5 6 7; do s+=$(printf '\\x%02x' $(( ($3 >> (8 * i)) & 0xff ))); done
-  printf "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
-}
-get_u64() { od -An -t x8 -j $(($2)) -N 8 "$1" | tr -d ' \n'; }
+. "$(dirname "$(realpath "$0")")/lib.sh"
+need_root "$out"
+check_label="$arch $scenario"
 lc() { tr 'A-F' 'a-f'; }
 
 profile=gh200; count=1; memsize=""

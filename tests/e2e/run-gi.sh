@@ -15,17 +15,9 @@
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); scenario=$3
 root=$out/root
-skip() { echo "e2e: skipped: $*"; exit 77; }
-[ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
-fails=0
-check() {  # check NAME CONDITION-RESULT(0/1) DETAIL
-  if [ "$2" = 0 ]; then echo "ok   $scenario: $1"; else echo "FAIL $scenario: $1 ($3)"; fails=$((fails + 1)); fi
-}
-put_u64() {  # put_u64 FILE OFFSET VALUE: little-endian, in place
-  local s="" i
-  for i in 0 1 2 3 4 5 6 7; do s+=$(printf '\\x%02x' $(( ($3 >> (8 * i)) & 0xff ))); done
-  printf "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
-}
+. "$(dirname "$(realpath "$0")")/lib.sh"
+need_root "$out"
+check_label=$scenario
 
 count=2
 case $scenario in

@@ -12,13 +12,11 @@ set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); client=$(realpath "$3"); api=$4; scenario=${5:-main}
 here=$(dirname "$(realpath "$0")")
 root=$out/root
-[ -f "$out/root.stamp" ] || { echo "e2e: skipped: the trixie root was not built (see the e2e setup test)"; exit 77; }
+. "$here/lib.sh"
+need_root "$out"
+check_label="host $api"
 work=$root/nvg/host-$api-$scenario
 rm -rf "$work"; mkdir -p "$work"
-fails=0
-check() {  # check NAME CONDITION-RESULT(0/1) DETAIL
-  if [ "$2" = 0 ]; then echo "ok   host $api: $1"; else echo "FAIL host $api: $1 ($3)"; fails=$((fails + 1)); fi
-}
 
 busybox=$out/amd64/busybox/usr/bin/busybox
 modules=()

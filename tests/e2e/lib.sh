@@ -1,0 +1,20 @@
+# Helpers the host-side e2e scripts share; sourced, not run.
+#   skip REASON...        exit 77 (CTest "skipped") saying why
+#   need_root OUT         skip unless build-root.sh finished the trixie root in OUT
+#   check NAME RC DETAIL  "ok   LABEL: NAME" when RC is 0, else "FAIL LABEL: NAME (DETAIL)"
+#                         and count it in $fails; LABEL is $check_label
+#   put_u64 FILE OFFSET VALUE   write a little-endian u64 in place
+#   get_u64 FILE OFFSET         print the u64 there as 16 hex digits
+skip() { echo "e2e: skipped: $*"; exit 77; }
+need_root() { [ -f "$1/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"; }
+fails=0
+check_label=e2e
+check() {
+  if [ "$2" = 0 ]; then echo "ok   $check_label: $1"; else echo "FAIL $check_label: $1 ($3)"; fails=$((fails + 1)); fi
+}
+put_u64() {
+  local s="" i
+  for i in 0 1 2 3 4 5 6 7; do s+=$(printf '\\x%02x' $(( ($3 >> (8 * i)) & 0xff ))); done
+  printf "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
+}
+get_u64() { od -An -t x8 -j $(($2)) -N 8 "$1" | tr -d ' \n'; }
