@@ -34,10 +34,10 @@ u64 arch_cycles(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi
 const char arch_cfg_mechanism[] = "0xCF8/0xCFC";
 const int arch_has_separate_ecam = 1;
 static u32 cf8(u32 devfn, u32 reg) { return 0x80000000u | devfn << 8 | (reg & 0xFC); }
+static inline u32 in_sized(u16 port, unsigned len) { return len == 4 ? inl(port) : len == 2 ? inw(port) : inb(port); }
 u32 arch_cfg_read(u32 devfn, u32 reg, unsigned len) {
   outl(NVG_PORT_CONFIG_ADDRESS, cf8(devfn, reg));
-  const u16 port = (u16)(NVG_PORT_CONFIG_DATA + (reg & 3));
-  return len == 4 ? inl(port) : len == 2 ? inw(port) : inb(port);
+  return in_sized((u16)(NVG_PORT_CONFIG_DATA + (reg & 3)), len);
 }
 void arch_cfg_write(u32 devfn, u32 reg, unsigned len, u32 v) {
   outl(NVG_PORT_CONFIG_ADDRESS, cf8(devfn, reg));
@@ -46,11 +46,9 @@ void arch_cfg_write(u32 devfn, u32 reg, unsigned len, u32 v) {
   else if (len == 2) outw(port, (u16)v);
   else outb(port, (u8)v);
 }
-/* The exits a config read takes (address, then data), with nothing emulated
- * behind the second. */
-void arch_null_exit(void) {
-  outl(NVG_PORT_CONFIG_ADDRESS, cf8(0, 0));
-  (void)inl(NVG_PORT_NULL);
+u32 arch_null_read(u32 devfn, u32 reg, unsigned len) {
+  outl(NVG_PORT_CONFIG_ADDRESS, cf8(devfn, reg));
+  return in_sized((u16)(NVG_PORT_NULL + (reg & 3)), len);
 }
 
 /* --- paging: identity-map 2 MiB pages on demand ----------------------------- */

@@ -21,6 +21,6 @@
 #define NVG_PORT_CONFIG_DATA 0xCFC
 #define NVG_PORT_DEBUG 0x402 /* one byte of report text per OUT */
 #define NVG_PORT_DONE 0x404  /* 32-bit OUT: number of failed checks; the guest then halts */
-#define NVG_PORT_NULL 0x406  /* does nothing: the cost of a bare port-I/O exit */
+#define NVG_PORT_NULL 0x406  /* ..0x409: does nothing, the cost of a bare port-I/O exit */
 
 #endif
