@@ -42,7 +42,9 @@ struct RunOptions {
   std::string cpu = "host";
   bool trace = false;        // log every exit
   bool bench = false;        // run the guest's benchmark instead of its checks
-  unsigned bench_mib = 4;    // every guest store costs ~11,000 cycles on a paravirtual KVM: keep the default short
+  // A paravirtual KVM that emulates every guest instruction (this project's
+  // CI machine) makes each store cost thousands of cycles: keep it short.
+  unsigned bench_mib = 4;
   unsigned bench_iters = 20000;
 };
 
