@@ -20,7 +20,9 @@ std::optional<std::string> read_line(const fs::path& p) {
   return s;
 }
 
-std::optional<std::uint16_t> read_id(const fs::path& p) {
+}  // namespace
+
+std::optional<std::uint16_t> read_sysfs_id(const fs::path& p) {
   auto s = read_line(p);
   if (!s) return std::nullopt;
   std::string_view v(*s);
@@ -30,8 +32,6 @@ std::optional<std::uint16_t> read_id(const fs::path& p) {
   if (ec != std::errc() || ptr != v.data() + v.size() || id > 0xFFFF) return std::nullopt;
   return static_cast<std::uint16_t>(id);
 }
-
-}  // namespace
 
 Result<std::string> normalize_bdf(std::string_view text) {
   static const std::regex full("^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\\.[0-7]$");
@@ -49,8 +49,8 @@ Result<PciFunction> read_pci_function(const fs::path& sysfs_root, const std::str
   if (!fs::exists(dir, ec)) return fail_errno(ENOENT, "no PCI device {} under {}", bdf, (sysfs_root / "bus/pci/devices").string());
   PciFunction f;
   f.bdf = bdf;
-  f.vendor = read_id(dir / "vendor");
-  f.device = read_id(dir / "device");
+  f.vendor = read_sysfs_id(dir / "vendor");
+  f.device = read_sysfs_id(dir / "device");
   f.acpi_path = read_line(dir / "firmware_node/path");
   std::ifstream cfg(dir / "config", std::ios::binary);
   if (!cfg) {

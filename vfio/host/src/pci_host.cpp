@@ -7,26 +7,15 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
+#include "nvgrace/acpi/sysfs.hpp"
 #include "nvgrace/vfio/fd.hpp"
 
 namespace nvgrace::vfio::host {
 namespace fs = std::filesystem;
 namespace {
-
-std::optional<std::uint16_t> read_id(const fs::path& p) {
-  std::ifstream in(p);
-  std::string s;
-  if (!(in >> s)) return std::nullopt;
-  if (s.starts_with("0x")) s.erase(0, 2);
-  unsigned v = 0;
-  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
-  if (ec != std::errc() || v > 0xFFFF) return std::nullopt;
-  return static_cast<std::uint16_t>(v);
-}
 
 // The basename a sysfs symlink points to, or "" when there is no link.
 std::string link_name(const fs::path& p) {
@@ -75,8 +64,8 @@ Result<PciHostState> probe_pci_host(const fs::path& sysfs, const fs::path& dev, 
   if (!fs::exists(dir, ec)) return fail_errno(ENOENT, "no PCI device {} under {}", bdf, (sysfs / "bus/pci/devices").string());
   PciHostState st;
   st.bdf = bdf;
-  st.vendor = read_id(dir / "vendor");
-  st.device = read_id(dir / "device");
+  st.vendor = acpi::read_sysfs_id(dir / "vendor");
+  st.device = acpi::read_sysfs_id(dir / "device");
   st.driver = link_name(dir / "driver");
   if (const auto g = link_name(dir / "iommu_group"); !g.empty()) {
     unsigned n = 0;

@@ -21,6 +21,10 @@ struct PciFunction {
   std::string config_error;              // why config is empty, when it is
 };
 
+// A sysfs id file ("0x10de\n", as <bdf>/vendor and <bdf>/device hold them):
+// the 16-bit id, or nullopt when the file is missing or holds anything else.
+[[nodiscard]] std::optional<std::uint16_t> read_sysfs_id(const std::filesystem::path& p);
+
 // "0009:01:00.0" stays; "01:00.0" becomes "0000:01:00.0". Anything else is an error.
 [[nodiscard]] Result<std::string> normalize_bdf(std::string_view text);
 
