@@ -5,6 +5,10 @@
 #                         and count it in $fails; LABEL is $check_label
 #   put_u64 FILE OFFSET VALUE   write a little-endian u64 in place
 #   get_u64 FILE OFFSET         print the u64 there as 16 hex digits
+#   boot_guest TAG QEMU-ARGS... run QEMU chrooted in $root (120 s at most), its
+#                         console in $out/console-TAG.log, the guest's "E2E "
+#                         lines in $out/report-TAG.log; sets qrc (QEMU's exit
+#                         status) and boot (seconds)
 skip() { echo "e2e: skipped: $*"; exit 77; }
 need_root() { [ -f "$1/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"; }
 fails=0
@@ -18,3 +22,14 @@ put_u64() {
   printf "$s" | dd of="$1" bs=1 seek=$(($2)) conv=notrunc status=none
 }
 get_u64() { od -An -t x8 -j $(($2)) -N 8 "$1" | tr -d ' \n'; }
+boot_guest() {
+  local tag=$1 start
+  shift
+  start=$(date +%s.%N)
+  timeout 120 chroot "$root" "$@" > "$out/console-$tag.log" 2>&1
+  qrc=$?
+  boot=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
+  # The serial console ends lines with \r and may put the kernel's last words
+  # before ours on one line: split at every \r.
+  tr '\r' '\n' < "$out/console-$tag.log" | grep -ao 'E2E .*' > "$out/report-$tag.log"
+}

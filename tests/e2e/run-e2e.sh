@@ -68,16 +68,9 @@ case $arch in
     qemu=(qemu-system-aarch64 -M "$machine" -cpu max
           -kernel /vmlinuz-arm64 -initrd /initrd-arm64.gz -append "console=ttyAMA0 $append") ;;
 esac
-start=$(date +%s.%N)
-timeout 120 chroot "$root" "${qemu[@]}" -m 512 -nographic -no-reboot \
-  -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem "${devices[@]}" \
-  > "$out/console-$tag.log" 2>&1
-qrc=$?
-boot=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
+boot_guest "$tag" "${qemu[@]}" -m 512 -nographic -no-reboot \
+  -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem "${devices[@]}"
 kill -TERM $server 2>/dev/null; wait $server
-# The serial console ends lines with \r and may put the kernel's last words
-# before ours on one line: split at every \r.
-tr '\r' '\n' < "$out/console-$tag.log" | grep -ao 'E2E .*' > "$out/report-$tag.log"
 sed 's/^/  guest: /' "$out/report-$tag.log"
 echo "  QEMU exit $qrc, boot and checks took ${boot} s"
 e2e() { grep "^E2E $1" "$out/report-$tag.log"; }

@@ -59,14 +59,9 @@ case $scenario in
     qemu=(qemu-system-x86_64 "${plan_args[@]}"
           -kernel "$kernel" -initrd /initrd-amd64.gz -append "console=ttyS0 $append") ;;
 esac
-start=$(date +%s.%N)
-timeout 120 chroot "$root" "${qemu[@]}" -m 512 -nographic -no-reboot \
-  -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,nodeid=0,memdev=mem "${devices[@]}" \
-  > "$out/console-$tag.log" 2>&1
-qrc=$?
-boot=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo "?")
+boot_guest "$tag" "${qemu[@]}" -m 512 -nographic -no-reboot \
+  -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,nodeid=0,memdev=mem "${devices[@]}"
 kill -TERM $server 2>/dev/null; wait $server
-tr '\r' '\n' < "$out/console-$tag.log" | grep -ao 'E2E .*' > "$out/report-$tag.log"
 sed 's/^/  guest: /' "$out/report-$tag.log"
 echo "  QEMU exit $qrc, boot and report took ${boot} s"
 e2e() { grep "^E2E $1" "$out/report-$tag.log"; }
