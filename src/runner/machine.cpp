@@ -267,6 +267,17 @@ void Machine::host_checks() {
   }
 }
 
+Result<ExitAction> Machine::unexpected_exit(const kvm_run& run) {
+  switch (run.exit_reason) {
+    case KVM_EXIT_INTERNAL_ERROR:
+      return fail_errno(EPROTO, "KVM internal error (suberror {})", run.internal.suberror);
+    case KVM_EXIT_FAIL_ENTRY:
+      return fail_errno(EPROTO, "VM entry failed (reason {:#x})", run.fail_entry.hardware_entry_failure_reason);
+    default:
+      return fail_errno(EPROTO, "unexpected exit reason {}", run.exit_reason);
+  }
+}
+
 Result<void> Machine::run_vcpu(vm::Vcpu& vcpu, const std::function<Result<ExitAction>(kvm_run&)>& handle) {
   // An unexpected stop is one line for the user; the vCPU's registers go to
   // the log for whoever debugs it.

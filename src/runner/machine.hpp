@@ -72,6 +72,9 @@ class Machine {
   // passes, or something fails; an unexpected stop logs the registers.
   [[nodiscard]] Result<void> run_vcpu(vm::Vcpu& vcpu, const std::function<Result<ExitAction>(kvm_run&)>& handle);
   [[nodiscard]] Result<void> check_deadline(std::string_view doing) const;
+  // The error for an exit no architecture's handler expects (internal error,
+  // failed entry, anything else): each handler's default case.
+  [[nodiscard]] static Result<ExitAction> unexpected_exit(const kvm_run& run);
 
   // After the guest is done: the host's checks of device memory and memslots
   // (checks mode), a note for every BAR left unmapped, the counters.

@@ -257,12 +257,8 @@ Result<RunReport> run_platform(const RunOptions& opts, const std::function<void(
           return fail_errno(EPROTO, "the guest asked for system event {} (not SYSTEM_OFF)", run.system_event.type);
         if (!m.done()) return fail_errno(EPROTO, "the guest powered off before reporting done");
         return ExitAction::finished;
-      case KVM_EXIT_INTERNAL_ERROR:
-        return fail_errno(EPROTO, "KVM internal error (suberror {})", run.internal.suberror);
-      case KVM_EXIT_FAIL_ENTRY:
-        return fail_errno(EPROTO, "VM entry failed (reason {:#x})", run.fail_entry.hardware_entry_failure_reason);
       default:
-        return fail_errno(EPROTO, "unexpected exit reason {}", run.exit_reason);
+        return Machine::unexpected_exit(run);
     }
   });
   if (!ran) return fail(ran.error());

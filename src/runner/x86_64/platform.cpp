@@ -136,12 +136,8 @@ Result<RunReport> run_platform(const RunOptions& opts, const std::function<void(
         return ExitAction::finished;
       case KVM_EXIT_SHUTDOWN:
         return fail_errno(EPROTO, "the guest shut down (triple fault)");
-      case KVM_EXIT_FAIL_ENTRY:
-        return fail_errno(EPROTO, "VM entry failed (reason {:#x})", run.fail_entry.hardware_entry_failure_reason);
-      case KVM_EXIT_INTERNAL_ERROR:
-        return fail_errno(EPROTO, "KVM internal error (suberror {})", run.internal.suberror);
       default:
-        return fail_errno(EPROTO, "unexpected exit reason {}", run.exit_reason);
+        return Machine::unexpected_exit(run);
     }
   });
   if (!ran) return fail(ran.error());
