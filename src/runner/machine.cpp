@@ -47,7 +47,10 @@ class Watchdog {
 Machine::Machine(vm::Kvm& kvm, const RunOptions& opts, const std::function<void(const std::string&)>& on_line,
                  std::chrono::steady_clock::time_point deadline, MemoryMap map)
     : kvm_(kvm), slots_(kvm_), opts_(opts), on_line_(on_line), log_(module_logger("run")), deadline_(deadline),
-      map_(std::move(map)) {}
+      map_(std::move(map)) {
+  fixed_ = {{map_.ram_base, opts_.guest_mem, "RAM"}, {map_.ecam_base, map_.ecam_size, "ECAM"}};
+  fixed_.insert(fixed_.end(), map_.fixed_mmio.begin(), map_.fixed_mmio.end());
+}
 
 Result<void> Machine::check_deadline(std::string_view doing) const {
   if (std::chrono::steady_clock::now() <= deadline_) return {};
@@ -150,17 +153,14 @@ void Machine::cfg_write(unsigned devfn, unsigned reg, unsigned len, std::uint32_
   }
 }
 
+// Called on every config write: the fixed ranges are built once, the list of
+// the other GPUs' claims reuses its storage.
 void Machine::sync_bars() {
-  std::vector<vm::GuestRange> fixed{{map_.ram_base, opts_.guest_mem, "RAM"}, {map_.ecam_base, map_.ecam_size, "ECAM"}};
-  fixed.insert(fixed.end(), map_.fixed_mmio.begin(), map_.fixed_mmio.end());
   for (auto& g : gpus_) {
-    std::vector<vm::GuestRange> others;
+    others_.clear();
     for (auto& o : gpus_)
-      if (&o != &g) {
-        auto r = o.mapper->ranges();
-        others.insert(others.end(), r.begin(), r.end());
-      }
-    g.mapper->sync(fixed, others);
+      if (&o != &g) o.mapper->append_ranges(others_);
+    g.mapper->sync(fixed_, others_);
   }
 }
 

@@ -104,6 +104,8 @@ class Machine {
   // while setting up, after every exit, and on each watchdog tick.
   std::chrono::steady_clock::time_point deadline_;
   MemoryMap map_;
+  std::vector<vm::GuestRange> fixed_;   // RAM, ECAM and map_.fixed_mmio: what no BAR may cover
+  std::vector<vm::GuestRange> others_;  // sync_bars' scratch: the other GPUs' claims
   std::uint64_t boot_info_gpa_ = 0;
   vfio::UniqueFd ram_fd_;
   vfio::Mapping ram_;

@@ -65,10 +65,8 @@ BarMapper::BarMapper(std::string name, MemslotManager& slots, vfio::VariantDevic
                      std::shared_ptr<spdlog::logger> log)
     : name_(std::move(name)), slots_(slots), device_(device), phys_limit_(phys_limit), log_(std::move(log)) {}
 
-std::vector<GuestRange> BarMapper::ranges() const {
-  std::vector<GuestRange> out;
+void BarMapper::append_ranges(std::vector<GuestRange>& out) const {
   for (const auto& c : claims_) out.push_back({c.base, c.size, name_ + " BAR" + std::to_string(c.index)});
-  return out;
 }
 
 const BarClaim* BarMapper::claim_at(std::uint64_t gpa) const {

@@ -118,7 +118,9 @@ class BarMapper {
   [[nodiscard]] const std::vector<BarClaim>& claims() const { return claims_; }
   // Every BAR with no claim after the last sync, with the reason.
   [[nodiscard]] const std::vector<UnplacedBar>& unplaced() const { return unplaced_; }
-  [[nodiscard]] std::vector<GuestRange> ranges() const;
+  // Appends this device's claims as ranges named "<name> BAR<i>" (what
+  // another device's sync() takes as `others`).
+  void append_ranges(std::vector<GuestRange>& out) const;
   // The claim containing `gpa`, if any.
   [[nodiscard]] const BarClaim* claim_at(std::uint64_t gpa) const;
   [[nodiscard]] std::uint64_t refusals() const { return refusals_; }
