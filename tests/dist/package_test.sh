@@ -3,10 +3,9 @@
 # dependencies dpkg-shlibdeps gave it, then `nvgrace --version`, `inspect`,
 # `serve` (socket made and removed), the man page, bash completion and
 # `systemd-analyze verify` of nvgrace-serve@.service run there, and the
-# package is purged without leftovers. The clean system is a bookworm minbase
-# (with systemd, for systemd-analyze) cached in
-# ${NVGRACE_CACHE:-/var/cache/nvgrace}/pkg-root-<key>, keyed by this script,
-# and used through an overlay so every run starts clean.
+# package is purged without leftovers. The clean system is the cached bookworm
+# minbase with systemd (for systemd-analyze) of tests/scripts/bookworm-root.sh,
+# used through an overlay so every run starts clean.
 #   package_test.sh SOURCE_DIR       (the .deb is SOURCE_DIR/build-pkg/nvgrace_*.deb)
 # Exit 77 (CTest: skipped), with the reason, where this cannot run.
 set -uo pipefail
@@ -16,19 +15,7 @@ skip() { echo "package: skipped: $*"; exit 77; }
 deb=$(ls "$src"/build-pkg/nvgrace_*.deb 2>/dev/null | head -1)
 [ -n "$deb" ] || skip "no package in build-pkg/: run scripts/package (scripts/setup and scripts/test do)"
 [ "$(id -u)" -eq 0 ] || skip "needs root (debootstrap, chroot, overlay mount)"
-command -v debootstrap >/dev/null || skip "debootstrap is not installed (scripts/setup installs it)"
-cache=${NVGRACE_CACHE:-/var/cache/nvgrace}
-key=$(sha256sum "$0" | cut -c1-16)
-base=$cache/pkg-root-$key
-if [ ! -f "$base.stamp" ]; then
-  mirror=$("$src/scripts/apt-mirror" 2>&1) || skip "$mirror"
-  rm -rf "$base"; mkdir -p "$cache"
-  start=$(date +%s)
-  debootstrap --variant=minbase --include=systemd bookworm "$base" "$mirror" > "$cache/pkg-root-$key.log" 2>&1 \
-    || skip "debootstrap of bookworm from $mirror failed: $(tail -1 "$cache/pkg-root-$key.log")"
-  touch "$base.stamp"
-  echo "package: clean Debian 12 built in $(( $(date +%s) - start )) s at $base"
-fi
+base=$("$src/tests/scripts/bookworm-root.sh") || { echo "$base"; exit 77; }
 
 work=$(mktemp -d /tmp/nvgrace-pkg-XXXXXX)
 root=$work/root
