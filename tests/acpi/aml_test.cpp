@@ -10,12 +10,13 @@
 #include "nvgrace/acpi/aml.hpp"
 #include "nvgrace/acpi/gpu.hpp"
 #include "nvgrace/acpi/sources.hpp"
+#include "fixtures.hpp"
 
 using namespace nvgrace::acpi;
 
 namespace {
 
-const std::string kFixtures = NVGRACE_FIXTURE_DIR;
+const std::string kFixtures = nvgrace::test::fixture_dir();
 
 LoadedTables load(std::vector<std::filesystem::path> paths) {
   auto t = load_tables(paths);
