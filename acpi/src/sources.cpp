@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "nvgrace/sys/fd.hpp"
+
 namespace nvgrace::acpi {
 namespace fs = std::filesystem;
 namespace {
@@ -21,12 +23,9 @@ namespace {
 // sockets are refused before anything is read (/dev/zero never ends); the cap
 // also holds for files whose size stat() cannot tell (procfs reports 0).
 Result<std::vector<std::uint8_t>> read_file(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) return fail_errno(errno, "cannot open {}: {}", p.string(), std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  const sys::UniqueFd owned(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!owned) return fail_errno(errno, "cannot open {}: {}", p.string(), std::strerror(errno));
+  const int fd = owned.get();
   struct stat st {};
   if (::fstat(fd, &st) != 0) return fail_errno(errno, "cannot stat {}: {}", p.string(), std::strerror(errno));
   if (!S_ISREG(st.st_mode))

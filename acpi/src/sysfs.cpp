@@ -4,7 +4,6 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
-#include <regex>
 
 #include <fmt/format.h>
 
@@ -33,18 +32,8 @@ std::optional<std::uint16_t> read_sysfs_id(const fs::path& p) {
   return static_cast<std::uint16_t>(id);
 }
 
-Result<std::string> normalize_bdf(std::string_view text) {
-  static const std::regex full("^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\\.[0-7]$");
-  static const std::regex short_form("^[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\\.[0-7]$");
-  std::string s(text);
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (std::regex_match(s, full)) return s;
-  if (std::regex_match(s, short_form)) return "0000:" + s;
-  return fail("'{}' is not a PCI address (expected DDDD:BB:DD.F, e.g. 0009:01:00.0)", text);
-}
-
-Result<PciFunction> read_pci_function(const fs::path& sysfs_root, const std::string& bdf) {
-  const fs::path dir = sysfs_root / "bus/pci/devices" / bdf;
+Result<PciFunction> read_pci_function(const fs::path& sysfs_root, const Bdf& bdf) {
+  const fs::path dir = sysfs_root / "bus/pci/devices" / bdf.to_string();
   std::error_code ec;
   if (!fs::exists(dir, ec)) return fail_errno(ENOENT, "no PCI device {} under {}", bdf, (sysfs_root / "bus/pci/devices").string());
   PciFunction f;
@@ -70,8 +59,9 @@ Result<std::vector<PciFunction>> list_pci_functions(const fs::path& sysfs_root, 
   std::sort(names.begin(), names.end());
   std::vector<PciFunction> out;
   for (const auto& name : names) {
-    if (!normalize_bdf(name)) continue;
-    auto f = read_pci_function(sysfs_root, name);
+    auto bdf = Bdf::parse(name);
+    if (!bdf || bdf->to_string() != name) continue;  // sysfs names functions DDDD:BB:DD.F
+    auto f = read_pci_function(sysfs_root, *bdf);
     if (f && f->vendor == vendor) out.push_back(std::move(*f));
   }
   return out;

@@ -41,7 +41,7 @@ void header_rows(const DeviceConfigParams& p, std::vector<RegDef>& t) {
   // mask and the flag bits never change; a probe of 0xFFFFFFF0 reads the same.
   for (const auto& b : p.bars) {
     const std::uint64_t addr_mask = ~(b.size - 1);
-    const auto lo = static_cast<U16>(PCI_BASE_ADDRESS_0 + 4 * b.index);
+    const auto lo = static_cast<U16>(PCI_BASE_ADDRESS_0 + 4 * b.index.value());
     t.push_back({lo, 4, PCI_BASE_ADDRESS_MEM_TYPE_64 | PCI_BASE_ADDRESS_MEM_PREFETCH,
                  static_cast<std::uint32_t>(addr_mask) & static_cast<std::uint32_t>(PCI_BASE_ADDRESS_MEM_MASK), 0,
                  "BAR (low)"});
@@ -158,9 +158,10 @@ std::vector<RegDef> config_registers(const DeviceConfigParams& p) {
 Result<DeviceConfig> DeviceConfig::build(const DeviceConfigParams& params) {
   unsigned seen = 0;
   for (const auto& b : params.bars) {
-    if (b.index > 4 || b.index % 2 != 0) return fail("BAR{}: a 64-bit BAR must start at index 0, 2 or 4", b.index);
-    if (seen & (1u << b.index)) return fail("BAR{} is given twice", b.index);
-    seen |= 1u << b.index;
+    const unsigned i = b.index.value();
+    if (i > 4 || i % 2 != 0) return fail("BAR{}: a 64-bit BAR must start at index 0, 2 or 4", i);
+    if (seen & (1u << i)) return fail("BAR{} is given twice", i);
+    seen |= 1u << i;
     if (!is_pow2(b.size) || b.size < 16) return fail("BAR{}: size {:#x} is not a power of two >= 16", b.index, b.size);
   }
   if (params.rom_size != 0 && (!is_pow2(params.rom_size) || params.rom_size < 2048))
@@ -173,10 +174,10 @@ Result<DeviceConfig> DeviceConfig::build(const DeviceConfigParams& params) {
 
 bool DeviceConfig::memory_decode() const { return (space_.peek(PCI_COMMAND, 2) & PCI_COMMAND_MEMORY) != 0; }
 
-std::optional<BarState> DeviceConfig::bar(unsigned index) const {
+std::optional<BarState> DeviceConfig::bar(BarIndex index) const {
   for (const auto& b : params_.bars) {
     if (b.index != index) continue;
-    const std::size_t lo = PCI_BASE_ADDRESS_0 + 4 * index;
+    const std::size_t lo = PCI_BASE_ADDRESS_0 + 4 * index.value();
     const std::uint64_t raw = space_.peek(lo, 4) | static_cast<std::uint64_t>(space_.peek(lo + 4, 4)) << 32;
     const std::uint64_t address = raw & ~std::uint64_t{0xF};
     // R21: a size probe is the whole BAR reading back every writable address

@@ -13,10 +13,14 @@ Result<EmulatedGpu> make_emulated_gpu(const std::string& profile_name, unsigned 
   auto layout = compute_layout({emulated_mem_base(gpu_index), profile->mem_size, bug});
   if (!layout) return fail(layout.error().context(profile_name));
   auto bars = visible_bars(*identity, *layout);
-  auto config = DeviceConfig::build(
-      {profile->device_id, profile->subsystem_vendor, profile->subsystem_id, bug, bars, 0, std::nullopt});
+  const DeviceConfigParams host{profile->device_id, identity->subsystem_vendor, identity->subsystem_id, bug,
+                                host_bars(*identity), 0, std::nullopt};
+  DeviceConfigParams guest = host;
+  guest.bars = bars;
+  auto config = DeviceConfig::build(guest);
   if (!config) return fail(config.error().context(profile_name));
-  return EmulatedGpu{*profile, *identity, *layout, std::move(bars), std::move(*config)};
+  if (auto h = DeviceConfig::build(host); !h) return fail(h.error().context(profile_name + " (host view)"));
+  return EmulatedGpu{*profile, *identity, *layout, std::move(bars), host, std::move(*config)};
 }
 
 }  // namespace nvgrace::pciemu

@@ -1,12 +1,13 @@
 // `nvgrace config`: the emulated config space of a profile, after a sequence
 // of guest writes, in the hex format of `lspci -xxxx` (R11-R15).
+#include <array>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "command.hpp"
-#include "nvgrace/pciemu/emulated.hpp"
+#include "nvgrace/devices/emulated.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/hexdump.hpp"
 #include "json.hpp"
@@ -78,28 +79,35 @@ class ConfigCommand final : public Command {
       if (!a) return usage_error("--read: {}", a.error().message);
       reads.push_back(*a);
     }
-    auto gpu = pciemu::make_emulated_gpu(profile_, 0);
-    if (!gpu) return failure("config", "{}", gpu.error().message);
-    auto& cfg = gpu->config;
+    // The guest's view, as nvgrace serve serves it: the variant over the
+    // emulated function (R11-R15).
+    devices::EmulatedOptions eo;
+    eo.profile = profile_;
+    auto emu = devices::make_emulated_device(eo);
+    if (!emu) return failure("config", "{}", emu.error().error.message);
+    auto& dev = *emu->device;
     for (const auto& w : writes)
-      if (auto ok = cfg.write(w.offset, w.width, w.value); !ok) return usage_error("--write: {}", ok.error().message);
+      if (auto ok = vfio::config_write(dev, ConfigOffset{static_cast<unsigned>(w.offset)}, w.width, w.value); !ok)
+        return usage_error("--write: {}", ok.error().message);
     nlohmann::ordered_json jreads = nlohmann::ordered_json::array();
     for (const auto& r : reads) {
-      auto v = cfg.read(r.offset, r.width);
+      auto v = vfio::config_read(dev, ConfigOffset{static_cast<unsigned>(r.offset)}, r.width);
       if (!v) return usage_error("--read: {}", v.error().message);
       if (json_)
         jreads.push_back({{"offset", r.offset}, {"width", r.width}, {"value", *v}});
       else
         std::cout << fmt::format("{:#05x}:{} = {:#0{}x}\n", r.offset, r.width, *v, 2 + 2 * r.width);
     }
-    const auto bytes = cfg.space().bytes();
+    std::array<std::uint8_t, pciemu::ConfigSpace::kSize> bytes{};
+    if (auto n = dev.read(vfio::kConfigRegion, 0, bytes); !n || *n != bytes.size())
+      return failure("config", "reading the config space back: {}", n ? "short read" : n.error().message);
     if (json_) {
       std::string hex;
       for (auto b : bytes) hex += fmt::format("{:02x}", b);
       nlohmann::ordered_json j{{"profile", profile_},
                                {"slot", slot_},
                                {"vendor_id", hex_id(pciemu::kNvidiaVendorId)},
-                               {"device_id", hex_id(gpu->profile.device_id)},
+                               {"device_id", hex_id(emu->gpu.profile.device_id)},
                                {"reads", std::move(jreads)},
                                {"config_space", hex}};
       std::cout << j.dump(2) << '\n';

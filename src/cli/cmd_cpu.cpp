@@ -9,13 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
-#include "nvgrace/pciemu/cpu_model.hpp"
-#include "vm/cpu_host.hpp"
+#include "nvgrace/cpu/model.hpp"
+#include "nvgrace/vm/cpu_host.hpp"
 
 namespace nvgrace::cli {
 namespace {
 
-namespace cpu = pciemu::cpu;
+namespace cpu = nvgrace::cpu;
 
 std::string vls_text(const std::optional<cpu::SveVls>& vls, std::string_view none) {
   if (!vls) return std::string(none);

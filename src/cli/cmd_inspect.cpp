@@ -6,12 +6,14 @@
 #include <vector>
 
 #include "command.hpp"
-#include "vm/cpu_host.hpp"
-#include "acpi_devices.hpp"
 #include "inspect.hpp"
 #include "json.hpp"
 #include "nvgrace/common/size.hpp"
+#include "nvgrace/devices/discovery.hpp"
+#include "nvgrace/log/log.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/plan/targets.hpp"
+#include "nvgrace/vm/cpu_host.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -36,11 +38,11 @@ class InspectCommand final : public Command {
         ->check(integer_in(1, 64))->type_name("N")->capture_default_str();
     cmd_->add_option("--guest-numa-nodes", guest_numa_nodes_,
                      "Guest memory NUMA nodes; GI nodes follow them (QEMU takes node ids 0..127, one GPU needs 8)")
-        ->check(integer_in(1, pciemu::kMaxGuestNumaNodes))->type_name("N")->capture_default_str();
+        ->check(integer_in(1, plan::kMaxGuestNumaNodes))->type_name("N")->capture_default_str();
     cmd_->add_option("--target", target_name_,
                      "Write the guest plan for qemu-virt, qemu-q35, libvirt (a domain XML fragment) or "
                      "cloud-hypervisor")
-        ->check(CLI::IsMember(pciemu::vmm_target_names()))->type_name("VMM")->capture_default_str();
+        ->check(CLI::IsMember(plan::target_names()))->type_name("VMM")->capture_default_str();
     libvirt_version_ = cmd_->add_option("--libvirt-version", libvirt_version_text_,
                                         "libvirt version the fragment is for; 11.8+ gets <acpi nodeset> "
                                         "(default: 11.3, Debian trixie's)")
@@ -76,21 +78,25 @@ class InspectCommand final : public Command {
   int run() override {
     std::vector<DeviceSpec> specs;
     if (int rc = collect(specs); rc != kExitOk) return rc;
-    PlanOptions plan;
-    if (int rc = plan_options(plan); rc != kExitOk) return rc;
-    // libvirt and cloud-hypervisor attach the GPUs themselves: each needs a
-    // vfio-user socket or a host PCI address.
-    if ((plan.target == pciemu::VmmTarget::libvirt || plan.target == pciemu::VmmTarget::cloud_hypervisor) &&
-        !plan.socket) {
+    PlanOptions opts;
+    if (int rc = plan_options(opts); rc != kExitOk) return rc;
+    // A target that attaches the GPUs itself (libvirt, cloud-hypervisor)
+    // needs a vfio-user socket or a host PCI address for each.
+    if (opts.target->attaches_gpus && !opts.socket) {
       for (const auto& s : specs)
         if (!s.bdf && !s.absent_reason)
           return usage_error("--target {} attaches the GPUs: give --socket (nvgrace serve's), or --acpi with --sysfs "
                              "for host PCI addresses ({} has none)",
                              target_name_, s.name);
     }
-    auto report = build_report(specs, plan);
+    auto report = devices::build_report(specs, opts);
     if (!report) return usage_error("{}", report.error().message);
     report->acpi = acpi_diagnostics_;
+    auto log = module_logger("cli");
+    for (const auto& d : report->devices)
+      if (d.status == DeviceStatus::unusable) log->warn("{}: unusable: {}", d.spec.name, d.reason);
+      else if (d.status != DeviceStatus::fake_bars) log->info("{}: {}: {}", d.spec.name, devices::to_string(d.status), d.reason);
+    if (report->plan_error) log->warn("guest plan: {}", *report->plan_error);
     // On an arm64 host: what KVM will do with usemem at stage 2 (R33).
     std::optional<vm::CacheablePfnmapReport> pfnmap;
     std::string pfnmap_error;
@@ -117,24 +123,24 @@ class InspectCommand final : public Command {
   }
 
  private:
-  int plan_options(PlanOptions& plan) const {
-    plan.guest_numa_nodes = guest_numa_nodes_;
-    plan.target = *pciemu::parse_vmm_target(target_name_);  // checked by CLI::IsMember
-    const bool libvirt = plan.target == pciemu::VmmTarget::libvirt;
+  int plan_options(PlanOptions& opts) const {
+    opts.guest_numa_nodes = guest_numa_nodes_;
+    opts.target = plan::find_target(target_name_);  // checked by CLI::IsMember
+    const bool libvirt = opts.target->name == "libvirt";
     if (!libvirt && !libvirt_version_->empty()) return usage_error("--libvirt-version goes with --target libvirt");
     if (!libvirt && !libvirt_machine_->empty()) return usage_error("--libvirt-machine goes with --target libvirt");
     if (!libvirt_version_->empty()) {
-      auto v = pciemu::parse_libvirt_version(libvirt_version_text_);
+      auto v = plan::parse_libvirt_version(libvirt_version_text_);
       if (!v) return usage_error("--libvirt-version: {}", v.error().message);
-      if (*v < pciemu::kLibvirtQemuOverride)
+      if (*v < plan::kLibvirtQemuOverride)
         return usage_error("--libvirt-version: {} is older than {}, which the fragment needs for <qemu:override>",
-                           pciemu::to_string(*v), pciemu::to_string(pciemu::kLibvirtQemuOverride));
-      plan.libvirt_version = *v;
+                           plan::to_string(*v), plan::to_string(plan::kLibvirtQemuOverride));
+      opts.libvirt_version = *v;
     }
-    if (!libvirt_machine_->empty()) plan.libvirt_machine = *pciemu::parse_machine(libvirt_machine_name_);
+    if (!libvirt_machine_->empty()) opts.libvirt_machine = *plan::parse_machine(libvirt_machine_name_);
     if (!socket_->empty()) {
       if (socket_path_.empty()) return usage_error("--socket: the path is empty");
-      plan.socket = socket_path_;
+      opts.socket = socket_path_;
     }
     return kExitOk;
   }
@@ -188,7 +194,7 @@ class InspectCommand final : public Command {
     if (host_ && (!acpi_.empty() || !sysfs_->empty() || !dev_->empty()))
       return usage_error("--host conflicts with --acpi, --sysfs and --dev: it means --acpi /sys/firmware/acpi/tables "
                          "--sysfs /sys --dev /dev");
-    AcpiQuery q;
+    devices::AcpiQuery q;
     if (host_) q.tables.emplace_back("/sys/firmware/acpi/tables");
     for (const auto& a : acpi_) q.tables.emplace_back(a);
     if (host_) q.sysfs = "/sys";
@@ -212,10 +218,14 @@ class InspectCommand final : public Command {
       if (!id) return usage_error("--device-id: {}", id.error().message);
       q.device_id = *id;
     }
-    auto devices = collect_acpi_devices(q);
-    if (!devices) return usage_error("{}", devices.error().message);
-    specs = std::move(devices->specs);
-    acpi_diagnostics_ = std::move(devices->diagnostics);
+    auto found = devices::collect_acpi_devices(q);
+    if (!found) return usage_error("{}", found.error().message);
+    specs = std::move(found->specs);
+    auto log = module_logger("acpi");
+    for (const auto& w : found->diagnostics.warnings) log->warn("{}", w);
+    for (const auto& e : found->diagnostics.errors) log->warn("AML: {}", e);
+    for (const auto& n : found->diagnostics.notes) log->debug("{}", n);
+    acpi_diagnostics_ = std::move(found->diagnostics);
     return kExitOk;
   }
 
@@ -275,7 +285,7 @@ class InspectCommand final : public Command {
   std::vector<std::string> bdfs_;
   bool all_ = false;
   bool host_ = false;
-  std::optional<nlohmann::ordered_json> acpi_diagnostics_;
+  std::optional<devices::AcpiDiagnostics> acpi_diagnostics_;
 };
 
 }  // namespace

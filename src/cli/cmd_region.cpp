@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "command.hpp"
-#include "nvgrace/pciemu/emulated.hpp"
+#include "nvgrace/devices/emulated.hpp"
 #include "nvgrace/common/size.hpp"
-#include "nvgrace/vfio/device.hpp"
+#include "nvgrace/vfio/variant/variant.hpp"
 #include "json.hpp"
 
 #include <nlohmann/json.hpp>
@@ -125,34 +125,33 @@ class RegionCommand final : public Command {
     }
     if (steps.empty()) return usage_error("give at least one --read, --write or --reset");
 
-    auto gpu = pciemu::make_emulated_gpu(profile_, 0);
-    if (!gpu) return failure("region", "{}", gpu.error().message);
-    auto backend = memory_file_.empty() ? vfio::make_memfd_backend(gpu->layout, "nvgrace-" + profile_)
-                                        : vfio::make_file_backend(gpu->layout, memory_file_);
-    if (!backend) {
-      if (memory_file_.empty()) return failure("region", "memfd: {}", backend.error().message);
-      return failure("region", "--memory-file: {}", backend.error().message);
+    devices::EmulatedOptions eo;
+    eo.profile = profile_;
+    if (!memory_file_.empty()) eo.memory_file = memory_file_;
+    eo.timing.ready_after = std::chrono::milliseconds(ready_after_ms_);
+    eo.ready = {std::chrono::milliseconds(ready_poll_ms_), std::chrono::milliseconds(ready_timeout_ms_)};
+    auto emu = devices::make_emulated_device(eo);
+    if (!emu) {
+      if (emu.error().bad_size) return failure("region", "{}", emu.error().error.message);
+      return failure("region", "{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", emu.error().error.message);
     }
-    const std::string backing = (*backend)->describe();
-    vfio::ReadinessOptions ready{std::chrono::milliseconds(ready_after_ms_), std::chrono::milliseconds(ready_poll_ms_),
-                                 std::chrono::milliseconds(ready_timeout_ms_)};
-    auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend), ready);
-    if (!dev) return failure("region", "{}", dev.error().message);
+    const std::string backing = emu->memory;
+    auto& dev = emu->device;
 
     nlohmann::ordered_json jsteps = nlohmann::ordered_json::array();
     if (!json_) std::cout << fmt::format("backing: {}\n", backing);
     int rc = kExitOk;
     for (const auto& s : steps) {
       if (s.kind == Step::reset) {
-        (*dev)->reset();
+        dev->reset();
         if (json_) jsteps.push_back({{"op", "reset"}});
         else std::cout << "reset\n";
         continue;
       }
       const bool write = s.kind == Step::write;
       std::vector<std::uint8_t> buf = write ? s.data : std::vector<std::uint8_t>(s.length);
-      const auto dropped_before = (*dev)->dropped_writes();
-      auto n = write ? (*dev)->write(s.index, s.offset, buf) : (*dev)->read(s.index, s.offset, buf);
+      const auto dropped_before = dev->dropped_writes();
+      auto n = write ? dev->write(RegionIndex{s.index}, s.offset, buf) : dev->read(RegionIndex{s.index}, s.offset, buf);
       nlohmann::ordered_json j{{"op", write ? "write" : "read"}, {"region", s.index}, {"offset", s.offset},
                                {"requested", buf.size()}};
       if (!n) {
@@ -168,7 +167,7 @@ class RegionCommand final : public Command {
       }
       j["done"] = *n;
       if (write) {
-        const auto dropped = (*dev)->dropped_writes() - dropped_before;
+        const auto dropped = dev->dropped_writes() - dropped_before;
         j["dropped"] = dropped;
         if (!json_)
           std::cout << fmt::format("write {}:{:#x}: {} of {} bytes{}\n", s.index, s.offset, *n, buf.size(),

@@ -7,25 +7,22 @@
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
-#include "log.hpp"
+#include "nvgrace/log/log.hpp"
 #include "nvgrace/common/size.hpp"
-#include "nvgrace/pciemu/cpu_model.hpp"
+#include "nvgrace/cpu/model.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
-#include "runner/runner.hpp"
-#include "vm/kvm.hpp"
+#include "nvgrace/runner/runner.hpp"
+#include "nvgrace/vm/kvm.hpp"
 
 namespace nvgrace::cli {
 namespace {
-
-// ctest's SKIP_RETURN_CODE: no /dev/kvm here.
-constexpr int kExitSkip = 77;
 
 class RunCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("run", "Run the built-in guest against emulated GPUs under KVM and report each check. "
-                                     "Exit 0: every check passed; 1: a check failed or the run failed; 77: no "
-                                     "usable /dev/kvm");
+                                     "Exit 0: every check passed; 1: a check failed, the run failed, or there is "
+                                     "no usable /dev/kvm");
     add_profile_option(cmd_, opts_.profile, "Built-in emulated device")->capture_default_str();
     cmd_->add_option("--count", opts_.count, "Number of GPUs, each checked")
         ->check(integer_in(1, 8))->type_name("N")->capture_default_str();
@@ -66,7 +63,7 @@ class RunCommand final : public Command {
     }
     // R36: a model named wrong is a usage error; one this host cannot run is
     // refused by the run, field by field.
-    if (auto m = pciemu::cpu::resolve(opts_.cpu); !m) return usage_error("--cpu: {}", m.error().message);
+    if (auto m = cpu::resolve(opts_.cpu); !m) return usage_error("--cpu: {}", m.error().message);
     if (opts_.cpu != "host" && runner::arch_name() != "aarch64")
       return usage_error("--cpu {}: CPU models are for arm64 guests (R36); an {} guest gets the CPUID KVM supports, "
                          "so only 'host' applies here",
@@ -74,10 +71,11 @@ class RunCommand final : public Command {
     opts_.timeout = std::chrono::seconds(timeout_s_);
     auto log = module_logger("run");
     opts_.trace = log->should_log(spdlog::level::info);  // -v traces every exit
-    if (auto ok = vm::kvm_available(); !ok) {
-      fmt::print(stderr, "nvgrace: run skipped: {} (needs a usable /dev/kvm)\n", ok.error().message);
-      return kExitSkip;
-    }
+    if (auto ok = vm::kvm_available(); !ok)
+      return failure("run", "{}: nvgrace run needs KVM: load the kvm module for this CPU (kvm_intel, kvm_amd; arm64: "
+                            "a kernel booted at EL2), or run inside a VM with nested virtualization, and give this "
+                            "user read and write access to /dev/kvm",
+                     ok.error().message);
     nlohmann::ordered_json lines = nlohmann::ordered_json::array();
     if (!json_)
       std::cout << fmt::format("nvgrace run: {} x {} under KVM ({}{}), {} guest RAM\n", opts_.count, opts_.profile,

@@ -6,14 +6,13 @@
 #include <iostream>
 
 #include "command.hpp"
-#include "host_devices.hpp"
-#include "nvgrace/pciemu/identity.hpp"
-#include "log.hpp"
 #include "nvgrace/common/size.hpp"
-#include "nvgrace/pciemu/emulated.hpp"
+#include "nvgrace/devices/emulated.hpp"
+#include "nvgrace/devices/host.hpp"
+#include "nvgrace/log/log.hpp"
+#include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
-#include "nvgrace/vfio/device.hpp"
-#include "serve/server.hpp"
+#include "nvgrace/serve/server.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -101,18 +100,20 @@ class ServeCommand final : public Command {
     std::vector<serve::ServedDevice> devices;
     std::vector<std::string> backings;
     for (unsigned i = 0; i < count_; ++i) {
-      auto gpu = pciemu::make_emulated_gpu(profile_, i, mem_size);
-      // The profile is a checked name: a device that cannot be built from it
-      // is the --mem-size's doing.
-      if (!gpu) return usage_error("--mem-size: {}", gpu.error().message);
-      auto backend = memory_file_.empty()
-                         ? vfio::make_memfd_backend(gpu->layout, fmt::format("nvgrace-{}-{}", profile_, i))
-                         : vfio::make_file_backend(gpu->layout, serve::socket_path(memory_file_, i, count_));
-      if (!backend) return failure("serve", "{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", backend.error().message);
-      backings.push_back((*backend)->describe());
-      auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend));
-      if (!dev) return failure("serve", "{}", dev.error().message);
-      devices.push_back({serve::socket_path(socket_, i, count_), std::move(*dev), false});
+      devices::EmulatedOptions eo;
+      eo.profile = profile_;
+      eo.index = i;
+      eo.mem_size = mem_size;
+      if (!memory_file_.empty()) eo.memory_file = serve::socket_path(memory_file_, i, count_);
+      auto emu = devices::make_emulated_device(eo);
+      if (!emu) {
+        // The profile is a checked name: a device that cannot be built from
+        // it is the --mem-size's doing.
+        if (emu.error().bad_size) return usage_error("--mem-size: {}", emu.error().error.message);
+        return failure("serve", "{}: {}", memory_file_.empty() ? "memfd" : "--memory-file", emu.error().error.message);
+      }
+      backings.push_back(emu->memory);
+      devices.push_back({serve::socket_path(socket_, i, count_), std::move(emu->device), false});
     }
     std::vector<std::string> lines;
     for (unsigned i = 0; i < count_; ++i)
@@ -126,9 +127,8 @@ class ServeCommand final : public Command {
   int serve_host(const serve::SocketAccess& access) {
     for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file"})
       if (!cmd_->get_option(opt)->empty()) return usage_error("--host conflicts with {}: it serves real devices", opt);
-    HostServeQuery q;
+    devices::HostQuery q;
     q.bdfs = host_bdfs_;
-    q.socket = socket_;
     q.api = vfio_api_ == "cdev" ? vfio::host::VfioApi::cdev
             : vfio_api_ == "group" ? vfio::host::VfioApi::group : vfio::host::VfioApi::automatic;
     if (!assume_text_.empty()) {
@@ -141,12 +141,24 @@ class ServeCommand final : public Command {
     q.acpi = acpi_;
     q.sysfs = sysfs_;
     q.mmap_fake_bars = !no_fake_bar_mmap_;
-    auto built = build_host_devices(q);
+    auto built = devices::build_host_devices(q);
     if (!built) {
-      if (built.error().exit_code == kExitUsage) return usage_error("{}", built.error().line);
+      if (built.error().usage) return usage_error("{}", built.error().line);
       return failure("serve", "{}", built.error().line);
     }
-    return run_server(std::move(built->devices), built->lines, access);
+    auto log = module_logger("serve");
+    std::vector<serve::ServedDevice> served;
+    std::vector<std::string> lines;
+    const auto count = static_cast<unsigned>(built->size());
+    for (unsigned i = 0; i < count; ++i) {
+      auto& d = (*built)[i];
+      for (const auto& w : d.warnings) log->warn("{}: {}", d.bdf, w);
+      const auto path = serve::socket_path(socket_, i, count);
+      lines.push_back(fmt::format("serving {} ({}) on {} {}", d.bdf, d.ids, path, d.how));
+      // R30: a real device is reset between clients.
+      served.push_back({path, std::move(d.device), true});
+    }
+    return run_server(std::move(served), lines, access);
   }
 
   int run_server(std::vector<serve::ServedDevice> devices, const std::vector<std::string>& lines,

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "json.hpp"
-#include "log.hpp"
+#include "nvgrace/log/log.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/pciemu/config_space.hpp"
 #include "nvgrace/vfio/regions.hpp"
@@ -15,16 +15,6 @@
 
 namespace nvgrace::cli {
 namespace {
-
-std::string_view status_name(DeviceStatus s) {
-  switch (s) {
-    case DeviceStatus::passthrough: return "passthrough";
-    case DeviceStatus::unusable: return "unusable";
-    case DeviceStatus::absent: return "not-present";
-    case DeviceStatus::fake_bars: break;
-  }
-  return "fake-bars";
-}
 
 // R19: how the guest's mapping of a BAR is made. The device's own BARs are
 // trapped (emulation) or the device's MMIO (passthrough): uncached.
@@ -48,6 +38,18 @@ std::string_view region_name(unsigned index) {
 
 std::vector<vfio::RegionDesc> regions_of(const DeviceReport& d) {
   return vfio::region_table(d.bars, pciemu::ConfigSpace::kSize);
+}
+
+// The ACPI read diagnostics in the JSON report (docs/json.md).
+nlohmann::ordered_json acpi_json(const devices::AcpiDiagnostics& a) {
+  nlohmann::ordered_json j;
+  j["tables"] = nlohmann::ordered_json::array();
+  for (const auto& t : a.tables)
+    j["tables"].push_back({{"source", t.source}, {"signature", t.signature}, {"length", t.length},
+                           {"checksum_ok", t.checksum_ok}});
+  j["errors"] = a.errors;
+  j["warnings"] = a.warnings;
+  return j;
 }
 
 // Word-wraps `text` after `lead` so no line passes 80 columns.
@@ -75,91 +77,6 @@ std::string wrap(std::string_view lead, std::string_view text) {
 
 }  // namespace
 
-bool InspectReport::any_unusable() const {
-  return plan_error.has_value() || std::any_of(devices.begin(), devices.end(), [](const DeviceReport& d) {
-           return d.status == DeviceStatus::unusable;
-         });
-}
-
-Result<InspectReport> build_report(const std::vector<DeviceSpec>& specs, const PlanOptions& options) {
-  auto log = module_logger("cli");
-  const unsigned guest_numa_nodes = options.guest_numa_nodes;
-  InspectReport report;
-  report.guest_numa_nodes = guest_numa_nodes;
-  std::vector<std::vector<pciemu::GuestBar>> guest_bars;
-  for (const auto& spec : specs) {
-    auto identity = pciemu::find_identity(spec.device_id);
-    if (spec.absent_reason) {
-      DeviceReport dev{spec, identity, DeviceStatus::absent, *spec.absent_reason, {}};
-      log->info("{}: not present: {}", spec.name, dev.reason);
-      report.devices.push_back(std::move(dev));
-      continue;
-    }
-    if (!identity) return fail("device id {} of {} is not a Grace GPU nvgrace knows (R1)", hex_id(spec.device_id), spec.name);
-    DeviceReport dev{spec, *identity, DeviceStatus::fake_bars, {}, {}};
-    if (spec.passthrough_reason) {
-      dev.status = DeviceStatus::passthrough;
-      dev.reason = *spec.passthrough_reason;
-      dev.bars = pciemu::visible_bars(*identity, pciemu::Layout{true, dev.reason, {}, {}});
-      log->info("{}: passthrough: {}", spec.name, dev.reason);
-    } else if (auto layout = pciemu::compute_layout({spec.mem_base, spec.mem_size, spec.mig_hw_bug, spec.phys_addr_bits});
-               !layout) {
-      dev.status = DeviceStatus::unusable;
-      dev.reason = layout.error().message;
-    } else {
-      if (layout->passthrough) {
-        dev.status = DeviceStatus::passthrough;
-        dev.reason = layout->reason;
-        log->info("{}: passthrough: {}", spec.name, dev.reason);
-      }
-      dev.bars = pciemu::visible_bars(*identity, *layout);
-    }
-    // A GPU whose BARs alone need more 64-bit MMIO than any power-of-two
-    // window holds fits no guest (R25): unusable, with the plan's reason.
-    if (dev.status != DeviceStatus::unusable) {
-      const std::vector<std::vector<pciemu::GuestBar>> alone{dev.bars};
-      if (auto p = pciemu::plan_guest(alone, guest_numa_nodes); !p) {
-        dev.status = DeviceStatus::unusable;
-        dev.reason = fmt::format("no guest can hold its BARs: {} (R25)", p.error().message);
-      }
-    }
-    if (dev.status == DeviceStatus::unusable) {
-      log->warn("{}: unusable: {}", spec.name, dev.reason);
-    } else {
-      report.plan_members.push_back(report.devices.size());
-      guest_bars.push_back(dev.bars);
-    }
-    log->debug("{}: {} BARs visible to the guest", spec.name, dev.bars.size());
-    report.devices.push_back(std::move(dev));
-  }
-  auto plan = pciemu::plan_guest(guest_bars, guest_numa_nodes);
-  Result<pciemu::TargetPlan> target = fail("no guest plan");
-  if (plan) {
-    pciemu::TargetRequest req;
-    req.target = options.target;
-    req.libvirt_machine = options.libvirt_machine;
-    req.libvirt_version = options.libvirt_version;
-    const auto n = report.plan_members.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      pciemu::GpuSource src;
-      if (options.socket) src.socket = n == 1 ? *options.socket : fmt::format("{}.{}", *options.socket, i);
-      else src.host_bdf = report.devices[report.plan_members[i]].spec.bdf;
-      req.sources.push_back(std::move(src));
-    }
-    target = pciemu::plan_target(*plan, req);
-  }
-  if (plan && target) {
-    report.plan = std::move(*plan);
-    report.target = std::move(*target);
-  } else {
-    report.plan_error = fmt::format("the {} usable GPUs fit no guest together: {} (R25)", guest_bars.size(),
-                                    plan ? target.error().message : plan.error().message);
-    report.plan_members.clear();
-    log->warn("guest plan: {}", *report.plan_error);
-  }
-  return report;
-}
-
 nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
   using nlohmann::ordered_json;
   ordered_json devices = ordered_json::array();
@@ -167,7 +84,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     ordered_json bars = ordered_json::array();
     for (const auto& b : d.bars) {
       ordered_json jb;
-      jb["index"] = b.index;
+      jb["index"] = b.index.value();
       jb["role"] = std::string(pciemu::to_string(b.role));
       jb["host_base"] = b.mem ? ordered_json(b.mem->host_base) : ordered_json(nullptr);
       jb["length"] = b.mem ? b.mem->length : b.size;
@@ -187,7 +104,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     jd["mig_hw_bug"] = d.spec.mig_hw_bug;
     jd["mig_hw_bug_source"] = d.spec.mig_hw_bug_source;
     jd["acpi_path"] = d.spec.acpi_path ? ordered_json(*d.spec.acpi_path) : ordered_json(nullptr);
-    jd["bdf"] = d.spec.bdf ? ordered_json(*d.spec.bdf) : ordered_json(nullptr);
+    jd["bdf"] = d.spec.bdf ? ordered_json(d.spec.bdf->to_string()) : ordered_json(nullptr);
     if (d.spec.segment) jd["segment"] = *d.spec.segment;
     if (d.spec.acpi_path) jd["adr_chain"] = d.spec.adr_chain;
     if (d.spec.pxm_start || d.spec.pxm_count) {
@@ -209,13 +126,13 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
                      {"vfio_api", sv.vfio_api.empty() ? ordered_json(nullptr) : ordered_json(sv.vfio_api)},
                      {"missing", sv.missing}};
     }
-    jd["status"] = std::string(status_name(d.status));
+    jd["status"] = std::string(devices::to_string(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
     jd["bars"] = std::move(bars);
     if (regions && !d.bars.empty()) {
       ordered_json jr = ordered_json::array();
       for (const auto& reg : regions_of(d)) {
-        ordered_json e{{"index", reg.index}, {"name", std::string(region_name(reg.index))}, {"size", reg.size},
+        ordered_json e{{"index", reg.index.value()}, {"name", std::string(region_name(reg.index.value()))}, {"size", reg.size},
                        {"offset", vfio::region_offset(reg.index)}, {"flags", region_flags(reg.flags)}};
         e["sparse_mmap"] = ordered_json::array();
         for (const auto& a : reg.sparse) e["sparse_mmap"].push_back({{"offset", a.offset}, {"size", a.size}});
@@ -244,7 +161,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
   }
   ordered_json guest;
   guest["error"] = r.plan_error ? ordered_json(*r.plan_error) : ordered_json(nullptr);
-  guest["target"] = std::string(pciemu::to_string(t.target));
+  guest["target"] = std::string(t.target->name);
   guest["mmio64_bytes"] = r.plan.mmio64_bytes;
   guest["highmem_mmio_size"] = r.plan.highmem_mmio_size;
   guest["window"] = t.window;
@@ -255,8 +172,8 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
   guest["args"] = t.args;
   if (t.libvirt) {
     const auto& f = *t.libvirt;
-    guest["libvirt"] = {{"version", pciemu::to_string(f.version)},
-                        {"machine", std::string(pciemu::to_string(f.machine))},
+    guest["libvirt"] = {{"version", plan::to_string(f.version)},
+                        {"machine", std::string(plan::to_string(f.machine))},
                         {"features", f.features},
                         {"numa_cells", f.numa_cells},
                         {"memory_backing", f.memory_backing},
@@ -268,7 +185,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     guest["libvirt"] = nullptr;
   }
   ordered_json out{{"devices", std::move(devices)}, {"guest", std::move(guest)}};
-  if (r.acpi) out["acpi"] = *r.acpi;
+  if (r.acpi) out["acpi"] = acpi_json(*r.acpi);
   return out;
 }
 
@@ -281,10 +198,10 @@ std::string to_table(const InspectReport& r, bool regions) {
   if (r.acpi) {
     const auto& a = *r.acpi;
     std::string names;
-    for (const auto& t : a["tables"]) names += (names.empty() ? "" : ", ") + t["source"].get<std::string>();
-    line(wrap("ACPI: ", fmt::format("{} table(s) read ({}); {} reader error(s), {} warning(s){}", a["tables"].size(),
-                                    names, a["errors"].size(), a["warnings"].size(),
-                                    a["errors"].empty() ? "" : " - run with -v to see them")));
+    for (const auto& t : a.tables) names += (names.empty() ? "" : ", ") + t.source;
+    line(wrap("ACPI: ", fmt::format("{} table(s) read ({}); {} reader error(s), {} warning(s){}", a.tables.size(),
+                                    names, a.errors.size(), a.warnings.size(),
+                                    a.errors.empty() ? "" : " - run with -v to see them")));
     line("");
   }
   for (const auto& d : r.devices) {
@@ -317,7 +234,7 @@ std::string to_table(const InspectReport& r, bool regions) {
                          sv.vfio_api));
       for (const auto& m : sv.missing) line(wrap("  serve  missing: ", m));
     }
-    line(fmt::format("  status {}", status_name(d.status)));
+    line(fmt::format("  status {}", devices::to_string(d.status)));
     if (!d.reason.empty()) line(wrap("  reason ", d.reason));
     if (d.bars.empty()) {
       line("");
@@ -345,7 +262,7 @@ std::string to_table(const InspectReport& r, bool regions) {
         for (const auto& a : reg.sparse)
           sparse += fmt::format("{}{:#x}+{:#x} {}", sparse.empty() ? "" : " ", a.offset, a.size,
                                 reg.write_combined ? "WC" : "WB");
-        line(fmt::format("  {:<3} {:<7} {:<14} {:<16} {}", reg.index, region_name(reg.index),
+        line(fmt::format("  {:<3} {:<7} {:<14} {:<16} {}", reg.index, region_name(reg.index.value()),
                          fmt::format("{:#x}", reg.size), flags.empty() ? "-" : flags, sparse.empty() ? "-" : sparse));
       }
     }
@@ -358,10 +275,8 @@ std::string to_table(const InspectReport& r, bool regions) {
     return out;
   }
   const auto& t = r.target;
-  const bool ch = t.target == pciemu::VmmTarget::cloud_hypervisor;
-  const bool q35 = t.target == pciemu::VmmTarget::qemu_q35 ||
-                   (t.libvirt && t.libvirt->machine == pciemu::Machine::q35);
-  line(fmt::format("guest plan for {}: {} (R25)", pciemu::to_string(t.target),
+  const bool ch = t.target->segments;
+  line(fmt::format("guest plan for {}: {} (R25)", t.target->name,
                    ch ? "GPUs on PCI segments 1.." : "one PCIe root port per GPU"));
   for (std::size_t i = 0; i < p.windows.size(); ++i) {
     const auto& name = r.devices[r.plan_members[i]].spec.name;
@@ -374,16 +289,16 @@ std::string to_table(const InspectReport& r, bool regions) {
                        format_size(p.windows[i].size), p.windows[i].offset, format_size(p.windows[i].align)));
   }
   line(fmt::format("  64-bit MMIO needed: {} ({:#x} bytes)", format_size(p.mmio64_bytes), p.mmio64_bytes));
-  if (ch)
-    line("  64-bit MMIO window: cloud-hypervisor's, from the guest's physical address bits");
-  else if (q35)
+  if (t.window_kind == plan::WindowKind::vmm_chosen)
+    line(fmt::format("  64-bit MMIO window: {}'s, from the guest's physical address bits", t.target->name));
+  else if (t.window_kind == plan::WindowKind::pci_hole64_size)
     line(fmt::format("  pci-hole64-size:    {}{}", format_qemu_size(t.window),
-                     t.window > pciemu::kQ35DefaultHole64 ? " (above q35's 32G default)" : " (q35's default)"));
+                     t.window > plan::kQ35DefaultHole64 ? " (above q35's 32G default)" : " (q35's default)"));
   else
     line(fmt::format("  highmem-mmio-size:  {}{}", format_qemu_size(t.window),
-                     t.window > pciemu::kQemuDefaultHighmemMmio ? " (above QEMU's 512G default)"
+                     t.window > plan::kQemuDefaultHighmemMmio ? " (above QEMU's 512G default)"
                                                                 : " (QEMU's default suffices)"));
-  line(fmt::format("  NUMA: {} GI nodes per GPU, numbered from {}; the guest has {} nodes (0..{})", pciemu::kGiNodesPerGpu,
+  line(fmt::format("  NUMA: {} GI nodes per GPU, numbered from {}; the guest has {} nodes (0..{})", plan::kGiNodesPerGpu,
                    r.guest_numa_nodes, t.numa_nodes, t.numa_nodes - 1));
   // Linux numbers at most 2^CONFIG_NODES_SHIFT nodes and drops the rest
   // ("SRAT: Too many proximity domains"); Debian's arm64 kernels have 16.
@@ -392,7 +307,7 @@ std::string to_table(const InspectReport& r, bool regions) {
                                 "kernels allow 16.",
                                 t.numa_nodes, std::bit_width(t.numa_nodes - 1))));
   for (const auto& g : t.gpus)
-    line(fmt::format("  {} GI nodes {}{}", g.id, pciemu::format_node_list(g.gi_nodes),
+    line(fmt::format("  {} GI nodes {}{}", g.id, plan::format_node_list(g.gi_nodes),
                      g.attach.empty() ? "" : fmt::format(" ({})", g.attach)));
   if (t.libvirt) {
     line("  libvirt domain XML:");
@@ -400,12 +315,11 @@ std::string to_table(const InspectReport& r, bool regions) {
     return out;
   }
   const bool attached = std::all_of(t.gpus.begin(), t.gpus.end(), [](const auto& g) { return !g.attach.empty(); });
-  if (ch)
-    line("  cloud-hypervisor arguments:");
-  else if (attached)
-    line("  QEMU arguments:");
+  if (attached || t.target->attaches_gpus)
+    line(fmt::format("  {}:", t.target->args_title));
   else
-    line("  QEMU arguments (attach GPU i with id=dev<i>, bus=rp<i>):");
+    line(fmt::format("  {} (attach GPU i with id={}dev<i>, bus={}rp<i>):", t.target->args_title, t.target->id_prefix,
+                     t.target->id_prefix));
   for (std::size_t i = 0; i + 1 < t.args.size(); i += 2) line(fmt::format("    {} {}", t.args[i], t.args[i + 1]));
   return out;
 }

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "nvgrace/vfio/backend.hpp"
+#include "nvgrace/vfio/variant/memory.hpp"
 
 namespace nvgrace::cli {
 

@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "log.hpp"
+#include "nvgrace/log/log.hpp"
 
 #ifndef NVGRACE_VERSION
 #error "NVGRACE_VERSION is set by the build"

@@ -3,7 +3,7 @@
 #ifndef NVGRACE_GUEST_ARCH_H
 #define NVGRACE_GUEST_ARCH_H
 
-#include "protocol.h"
+#include "nvgrace/guest/protocol.h"
 
 typedef uint8_t u8;
 typedef uint16_t u16;

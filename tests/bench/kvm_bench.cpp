@@ -16,10 +16,10 @@
 #include <linux/pci_regs.h>
 #include <spdlog/sinks/null_sink.h>
 
-#include "nvgrace/pciemu/emulated.hpp"
-#include "runner/runner.hpp"
-#include "vm/kvm.hpp"
-#include "vm/memslots.hpp"
+#include "nvgrace/devices/emulated.hpp"
+#include "nvgrace/runner/runner.hpp"
+#include "nvgrace/vm/kvm.hpp"
+#include "nvgrace/vm/memslots.hpp"
 
 using namespace nvgrace;
 using Clock = std::chrono::steady_clock;
@@ -38,8 +38,8 @@ long meminfo_kib(const char* field) {
   return -1;
 }
 
-void write_cfg(vfio::VariantDevice& d, std::size_t off, std::uint32_t v) {
-  (void)d.write(7, off, std::span(reinterpret_cast<const std::uint8_t*>(&v), 4));
+void write_cfg(vfio::Function& d, std::size_t off, std::uint32_t v) {
+  (void)d.write(vfio::kConfigRegion, off, std::span(reinterpret_cast<const std::uint8_t*>(&v), 4));
 }
 
 }  // namespace
@@ -87,20 +87,30 @@ int main() {
   // BAR4 moves between 1 TiB and 2 TiB: the VM needs addresses up to 3 TiB (R32).
   auto kvm = vm::Kvm::open(3ull << 40).value();
   vm::MemslotManager slots(kvm);
-  auto emu = pciemu::make_emulated_gpu("gh200", 0).value();
-  auto backend = vfio::make_memfd_backend(emu.layout, "kvm-bench").value();
-  const auto hva = backend->range(pciemu::MemRole::usemem)->data;
-  auto dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));
+  auto emu = devices::make_emulated_device({});
+  if (!emu) {
+    fmt::print(stderr, "kvm_bench: {}\n", emu.error().error.message);
+    return 1;
+  }
+  auto& dev = emu->device;
+  // The raw side maps the same memory as the mapper maps for its slot: the
+  // memory source's own mapping of usemem, aligned alike (R24).
+  const HostVirtAddr hva(dev->memory().range(pciemu::MemRole::usemem)->data);
   auto log = std::make_shared<spdlog::logger>("bench", std::make_shared<spdlog::sinks::null_sink_mt>());
-  vm::BarMapper mapper("gpu0", slots, *dev, std::uint64_t{1} << kvm.phys_bits(), log);
-  const std::vector<vm::GuestRange> fixed{{0, 64 << 20, "RAM"}};
+  auto mapper_made = vm::BarMapper::create("gpu0", slots, *dev, GuestPhysAddr{std::uint64_t{1} << kvm.phys_bits()}, log);
+  if (!mapper_made) {
+    fmt::print(stderr, "kvm_bench: {}\n", mapper_made.error().message);
+    return 1;
+  }
+  auto& mapper = **mapper_made;
+  const std::vector<vm::GuestRange> fixed{{GuestPhysAddr{0}, 64 << 20, "RAM"}};
   const std::uint64_t len = dev->layout().usemem->length;
   // The raw ioctls use the id BarMapper's slot gets: MemslotManager hands
   // out the lowest free id, 0 in this fresh VM, and KVM's cost is not the
   // same for every id (arm64, nested: id 32766 measured ~7 us cheaper than 0
   // to create). Each side deletes its slot before the other creates one.
   constexpr std::uint32_t raw_slot = 0;
-  const auto hva_u = reinterpret_cast<std::uint64_t>(hva);
+  const GuestPhysAddr tib1{1ull << 40}, tib2{2ull << 40};
   auto seconds = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
 
   // 3a: creating BAR4's memslot (gh200: a 128 GiB BAR over 95 GiB of usemem)
@@ -119,9 +129,9 @@ int main() {
   };
   auto create_raw = [&] {
     auto t0 = Clock::now();
-    (void)kvm.set_user_memory_region(raw_slot, 1ull << 40, len, hva_u, 0);
+    (void)kvm.set_user_memory_region(raw_slot, tib1, len, hva, 0);
     raw_create = std::min(raw_create, seconds(t0));
-    (void)kvm.set_user_memory_region(raw_slot, 0, 0, 0, 0);
+    (void)kvm.set_user_memory_region(raw_slot, GuestPhysAddr{}, 0, HostVirtAddr{}, 0);
   };
   for (int rep = 0; rep < kCreates; ++rep) {  // which goes first alternates
     if (rep % 2 == 0) { create_ours(); create_raw(); }
@@ -147,11 +157,11 @@ int main() {
   double hot = 1e9, cold = 1e9;
   for (int rep = 0; rep < 2000; ++rep) hot = std::min(hot, idle_sync());
   for (int rep = 0; rep < kCreates; ++rep) {
-    if (auto ok = kvm.set_user_memory_region(raw_slot + 1, 2ull << 40, 2u << 20, hva_u, 0); !ok) {
+    if (auto ok = kvm.set_user_memory_region(raw_slot + 1, tib2, 2u << 20, hva, 0); !ok) {
       fmt::print(stderr, "kvm_bench: {}\n", ok.error().message);
       return 1;
     }
-    (void)kvm.set_user_memory_region(raw_slot + 1, 0, 0, 0, 0);
+    (void)kvm.set_user_memory_region(raw_slot + 1, GuestPhysAddr{}, 0, HostVirtAddr{}, 0);
     cold = std::min(cold, idle_sync());
   }
   write_cfg(*dev, PCI_COMMAND, 0);
@@ -178,15 +188,14 @@ int main() {
   write_cfg(*dev, PCI_COMMAND, 0);
   mapper.sync(fixed, {});
   for (int rep = 0; rep < 2; ++rep) {
-    (void)kvm.set_user_memory_region(raw_slot, 1ull << 40, len, hva_u, 0);
+    (void)kvm.set_user_memory_region(raw_slot, tib1, len, hva, 0);
     auto t0 = Clock::now();
     for (int i = 0; i < kMoves; ++i) {
-      (void)kvm.set_user_memory_region(raw_slot, 0, 0, 0, 0);
-      (void)kvm.set_user_memory_region(raw_slot, (std::uint64_t{1} << 40) * static_cast<std::uint64_t>(1 + (i + 1) % 2),
-                                       len, hva_u, 0);
+      (void)kvm.set_user_memory_region(raw_slot, GuestPhysAddr{}, 0, HostVirtAddr{}, 0);
+      (void)kvm.set_user_memory_region(raw_slot, (i + 1) % 2 ? tib2 : tib1, len, hva, 0);
     }
     raw = std::min(raw, seconds(t0) / kMoves);
-    (void)kvm.set_user_memory_region(raw_slot, 0, 0, 0, 0);
+    (void)kvm.set_user_memory_region(raw_slot, GuestPhysAddr{}, 0, HostVirtAddr{}, 0);
   }
   fmt::print("BAR4 relocation, 95 GiB memslot, best of 2 x {} moves:\n", kMoves);
   fmt::print("  config writes + BarMapper::sync: {:10.3f} ms\n", ours * 1e3);

@@ -7,8 +7,8 @@
 
 #include <fmt/format.h>
 
-#include "nvgrace/pciemu/emulated.hpp"
-#include "nvgrace/vfio/device.hpp"
+#include "nvgrace/devices/emulated.hpp"
+#include "nvgrace/vfio/variant/variant.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 using namespace nvgrace;
@@ -33,33 +33,32 @@ double best_gib_s(F&& body) {
 }  // namespace
 
 int main() {
-  auto gpu = *pciemu::make_emulated_gpu("gh200", 0);
-  auto backend = vfio::make_memfd_backend(gpu.layout, "bench");
-  if (!backend) {
-    fmt::print(stderr, "{}\n", backend.error().message);
+  auto emu = devices::make_emulated_device({});
+  if (!emu) {
+    fmt::print(stderr, "{}\n", emu.error().error.message);
     return 1;
   }
-  auto dev = std::move(*vfio::VariantDevice::create(std::move(gpu.config), gpu.layout, std::move(*backend)));
-  std::uint8_t* mem = dev->backend().range(pciemu::MemRole::usemem)->data;
+  auto& dev = emu->device;
+  std::uint8_t* mem = dev->memory().range(pciemu::MemRole::usemem)->data;
   std::memset(mem, 0x5A, kSpan);  // fault the span in
   std::vector<std::uint8_t> buf(kAccess, 0xA5);
 
   const double read_memcpy = best_gib_s([&](std::uint64_t off) { std::memcpy(buf.data(), mem + off, kAccess); });
-  const double read_dev = best_gib_s([&](std::uint64_t off) { (void)dev->read(4, off, buf); });
+  const double read_dev = best_gib_s([&](std::uint64_t off) { (void)dev->read(RegionIndex{4}, off, buf); });
   const double write_memcpy = best_gib_s([&](std::uint64_t off) { std::memcpy(mem + off, buf.data(), kAccess); });
-  const double write_dev = best_gib_s([&](std::uint64_t off) { (void)dev->write(4, off, buf); });
+  const double write_dev = best_gib_s([&](std::uint64_t off) { (void)dev->write(RegionIndex{4}, off, buf); });
 
   constexpr int kCalls = 200000;
   std::size_t sink = 0;
   auto t0 = Clock::now();
   for (int i = 0; i < kCalls; ++i) {
-    auto r = dev->region(4);
+    auto r = dev->region(RegionIndex{4});
     sink += vfio::encode_region_info(*r, 4096).size();
   }
   const double info_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / kCalls;
   t0 = Clock::now();
   std::vector<std::uint8_t> small(4);
-  for (int i = 0; i < kCalls; ++i) sink += *dev->read(7, 0x20, small);
+  for (int i = 0; i < kCalls; ++i) sink += *dev->read(RegionIndex{7}, 0x20, small);
   const double cfg_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / kCalls;
 
   fmt::print("1 MiB accesses over a 64 MiB span of BAR4 (memfd backend), best of 5 x 2 GiB:\n");

@@ -14,11 +14,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nvgrace/pciemu/emulated.hpp"
+#include "nvgrace/devices/emulated.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/user/session.hpp"
-#include "nvgrace/vfio/device.hpp"
-#include "serve/server.hpp"
+#include "nvgrace/vfio/variant/variant.hpp"
+#include "nvgrace/serve/server.hpp"
 #include "vfio_user_client.hpp"
 
 using namespace nvgrace;
@@ -44,9 +44,7 @@ struct Rw {
 
 int main() {
   spdlog::set_level(spdlog::level::warn);
-  auto emu = pciemu::make_emulated_gpu("gh200", 0).value();
-  auto backend = vfio::make_memfd_backend(emu.layout, "bench").value();
-  auto dev = std::move(*vfio::VariantDevice::create(std::move(emu.config), emu.layout, std::move(backend)));
+  auto dev = std::move(devices::make_emulated_device({}).value().device);
   const std::string path = fmt::format("/tmp/nvgrace-bench-{}.sock", getpid());
   std::vector<serve::ServedDevice> devices;
   devices.push_back({path, std::move(dev), false});

@@ -35,7 +35,7 @@ struct Server {
   std::string name;
   std::string path;
   std::uint32_t region = 0;
-  nvgrace::vfio::UniqueFd fd;
+  nvgrace::sys::UniqueFd fd;
   std::string broken;  // why this server can no longer be measured (its stream is out of step)
 };
 

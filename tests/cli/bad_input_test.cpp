@@ -14,7 +14,7 @@
 #include "nvgrace/common/size.hpp"
 #include "columns.hpp"
 #include "run_nvgrace.hpp"
-#include "runner/runner.hpp"
+#include "nvgrace/runner/runner.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -182,12 +182,12 @@ TEST_CASE("bad input: GPUs that fit no guest together leave the plan empty with 
   spec.mem_size = std::uint64_t{1} << 62;
   spec.mig_hw_bug_source = "flag";
   spec.name = "gpu0";
-  auto one = nvgrace::cli::build_report({spec}, {}).value();
+  auto one = nvgrace::devices::build_report({spec}, {}).value();
   CHECK_FALSE(one.plan_error.has_value());
   CHECK_FALSE(one.any_unusable());
   auto spec2 = spec;
   spec2.name = "gpu1";
-  auto two = nvgrace::cli::build_report({spec, spec2}, {}).value();
+  auto two = nvgrace::devices::build_report({spec, spec2}, {}).value();
   REQUIRE(two.plan_error.has_value());
   CHECK(two.plan_error->find("the 2 usable GPUs fit no guest together") != std::string::npos);
   CHECK(two.any_unusable());

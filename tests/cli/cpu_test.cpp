@@ -1,5 +1,5 @@
 // `nvgrace cpu`: the CPU model table as a user reads it (R34-R36). The model
-// arithmetic itself is tested in tests/pciemu/cpu_model_test.cpp; the check
+// arithmetic itself is tested in tests/cpu/model_test.cpp; the check
 // against a host's KVM runs in the arm64 e2e guest.
 #include <catch2/catch.hpp>
 

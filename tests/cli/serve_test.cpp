@@ -148,7 +148,7 @@ TEST_CASE("serve: a live socket is never taken over, and SIGTERM removes only th
 TEST_CASE("serve: a stale socket (nobody listening) is replaced") {
   const auto sock = temp_path("stale.sock");
   {
-    nvgrace::vfio::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));
+    nvgrace::sys::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::memcpy(a.sun_path, sock.c_str(), sock.size());

@@ -7,7 +7,8 @@
 # trixie-backports sources, the mirror apt already uses), nothing installed:
 # only each package's vmlinuz is kept, cached outside the clone in
 # ${NVGRACE_CACHE:-/var/cache/nvgrace}/arm64-kernels-<key>/, keyed by the
-# package names and versions, under a lock so parallel CTest runs fetch once.
+# package names and versions, under a lock so parallel CTest runs fetch once
+# (a superseded entry is removed when a new one is fetched).
 # $1/arm64-kernels (in the build tree) links to it.
 #   arm64-kernels.sh OUT
 # Prints the kernels, then exit 0; 77 (CTest: skipped) with the reason when
@@ -15,7 +16,7 @@
 set -uo pipefail
 out=$(realpath -m "$1")
 root=$out/root
-cache=${NVGRACE_CACHE:-/var/cache/nvgrace}
+. "$(dirname "$(realpath "$0")")/cache.sh"
 skip() { echo "e2e: skipped: $*"; exit 77; }
 [ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
 in_root() { chroot "$root" "$@"; }
@@ -67,6 +68,7 @@ if [ ! -f "$dir/stamp" ]; then
   printf 'backports %s %s\n16k %s %s\n' "$bpo" "$bpo_v" "$k16" "$k16_v" > "$dir/versions"
   touch "$dir/stamp"
   echo "e2e: arm64 kernels fetched in $(( $(date +%s) - start )) s into $dir"
+  cache_prune arm64-kernels "$key"
 fi
 flock -u 9
 ln -sfn "$dir" "$out/arm64-kernels"

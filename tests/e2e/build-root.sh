@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Builds, once per machine, the end-to-end test root: a Debian trixie minbase
-# with QEMU from trixie-backports (11.x has the vfio-user-pci device), UEFI
+# with QEMU from trixie-backports (11.x has the vfio-user-pci device; libelf-dev
+# comes from there too, to match the libelf QEMU pulls in), UEFI
 # for arm64 guests (qemu-efi-aarch64: the guest gets ACPI tables), libvirt's
 # schemas, virsh and its QEMU driver (virt-xml-validate, domxml-to-native),
-# the arm64 cross toolchain and linux-source for
-# build-guest-kernel-arm64.sh, plus Debian's cloud kernels and busybox-static
-# for amd64 and arm64 and an initramfs for each. The root is cached outside
-# the clone, in ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by
-# this script's contents, so a later CI run on the same machine reuses it;
-# $1/root (in the build tree) links to it. Packages come from the mirror apt
+# the toolchains and kernel sources build-kernel.sh builds the test kernels
+# from (gcc for amd64 and arm64, trixie's linux-source-6.12 and
+# trixie-backports' linux-source-7.3), dtc for device trees, plus Debian's
+# cloud kernels and busybox-static for amd64 and arm64 and an initramfs for
+# each. The root is cached outside the clone, in
+# ${NVGRACE_CACHE:-/var/cache/nvgrace}/e2e-root-<key>, keyed by this script's
+# contents, so a later CI run on the same machine reuses it, and a root of an
+# older key is removed when a new one is built (tests/e2e/cache.sh); $1/root
+# (in the build tree) links to it. Packages come from the mirror apt
 # already uses (scripts/apt-mirror). Exit 77 (CTest: skipped) when the root
 # cannot be built here, with the reason.
 set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
-cache=${NVGRACE_CACHE:-/var/cache/nvgrace}
+. "$here/cache.sh"
 key=$(sha256sum "$0" | cut -c1-16)
 root=$cache/e2e-root-$key
 stamp=$root.stamp
@@ -32,11 +36,12 @@ if [ ! -f "$stamp" ]; then
   chroot "$root" dpkg --add-architecture arm64
   chroot "$root" apt-get update -qq > "$out/apt.log" 2>&1 || skip "apt-get update in the root failed"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends -t trixie-backports \
-    qemu-system-x86 qemu-system-arm >> "$out/apt.log" 2>&1 || skip "installing QEMU from trixie-backports failed"
+    qemu-system-x86 qemu-system-arm linux-source-7.3 libelf-dev >> "$out/apt.log" 2>&1 \
+    || skip "installing QEMU, linux-source-7.3 and libelf-dev from trixie-backports failed"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
-    qemu-efi-aarch64 libvirt-clients libvirt-daemon-driver-qemu \
+    qemu-efi-aarch64 libvirt-clients libvirt-daemon-driver-qemu device-tree-compiler \
     gcc libc6-dev gcc-aarch64-linux-gnu make bc flex bison xz-utils linux-source-6.12 \
-    >> "$out/apt.log" 2>&1 || skip "installing UEFI, libvirt or the kernel toolchain in the root failed"
+    >> "$out/apt.log" 2>&1 || skip "installing UEFI, libvirt, dtc or the kernel toolchain in the root failed"
   mkdir -p "$root/debs"
   for arch in amd64 arm64; do
     img=$(chroot "$root" apt-cache depends "linux-image-cloud-$arch:$arch" | sed -n 's/.*Depends: \(linux-image-[0-9][^ ]*\)/\1/p' | head -1)
@@ -46,6 +51,7 @@ if [ ! -f "$stamp" ]; then
   chroot "$root" qemu-system-x86_64 -device help 2>/dev/null | grep -q vfio-user-pci || skip "this QEMU has no vfio-user-pci device"
   touch "$stamp"
   echo "e2e: root built in $(( $(date +%s) - start )) s ($(du -sh "$root" | cut -f1)) at $root"
+  cache_prune e2e-root "$key"
 fi
 [ -L "$out/root" ] || rm -rf "$out/root"  # a root built in the tree by an older harness
 ln -sfn "$root" "$out/root"

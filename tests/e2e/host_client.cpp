@@ -42,7 +42,7 @@
 #include "vfio_user_client.hpp"
 
 namespace user = nvgrace::vfio::user;
-using nvgrace::vfio::UniqueFd;
+using nvgrace::sys::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -201,7 +201,9 @@ class UserTransport final : public Transport {
 class DirectTransport final : public Transport {
  public:
   DirectTransport(const std::string& bdf, nvgrace::vfio::host::VfioApi api) {
-    auto v = nvgrace::vfio::host::open_vfio({bdf, api, "/sys", "/dev"});
+    auto parsed = nvgrace::Bdf::parse(bdf);
+    if (!parsed) die(parsed.error().message);
+    auto v = nvgrace::vfio::host::open_vfio({*parsed, api, "/sys", "/dev"});
     if (!v) die(v.error().message);
     vfio_ = std::move(*v);
     auto cfg = nvgrace::vfio::decode_region_info(*vfio_.device->region_info(VFIO_PCI_CONFIG_REGION_INDEX));
@@ -209,7 +211,7 @@ class DirectTransport final : public Transport {
   }
   ~DirectTransport() override {
     if (bar0_) ::munmap(bar0_, bar0_size_);
-    for (auto& [iova, m] : maps_) (void)vfio_.iommu->unmap(iova, m.second);
+    for (auto& [iova, m] : maps_) (void)vfio_.iommu->unmap(nvgrace::Iova{iova}, m.second);
   }
   volatile std::uint8_t* bar0() override {
     if (bar0_) return static_cast<volatile std::uint8_t*>(bar0_);
@@ -229,13 +231,13 @@ class DirectTransport final : public Transport {
     return v;
   }
   bool dma_map(std::uint64_t iova, const Memory& m, std::string& why) override {
-    auto r = vfio_.iommu->map(iova, m.size, m.data, true, true);
+    auto r = vfio_.iommu->map(nvgrace::Iova{iova}, m.size, nvgrace::HostVirtAddr(m.data), true, true);
     why = r ? "" : r.error().message;
     if (r) maps_.emplace_back(iova, std::make_pair(m.data, m.size));
     return r.has_value();
   }
   bool dma_unmap(std::uint64_t iova, std::uint64_t size, std::string& why) override {
-    auto r = vfio_.iommu->unmap(iova, size);
+    auto r = vfio_.iommu->unmap(nvgrace::Iova{iova}, size);
     why = r ? "" : r.error().message;
     std::erase_if(maps_, [&](const auto& e) { return e.first == iova; });
     return r.has_value();

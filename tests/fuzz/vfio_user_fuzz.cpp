@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "nvgrace/pciemu/emulated.hpp"
-#include "nvgrace/vfio/device.hpp"
+#include "nvgrace/vfio/variant/variant.hpp"
 #include "nvgrace/vfio/user/session.hpp"
 
 namespace {

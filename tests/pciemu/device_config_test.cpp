@@ -86,7 +86,7 @@ TEST_CASE("R12 acceptance: all-ones to 0x20 and 0x24 of a gh200 reads back the 1
   wr(c, 0x24, 4, 0xFFFFFFFF);
   CHECK(rd(c, 0x20, 4) == 0x0000000C);
   CHECK(rd(c, 0x24, 4) == 0xFFFFFFE0);
-  CHECK(c.bar(4)->sizing);
+  CHECK(c.bar(BarIndex{4})->sizing);
 }
 
 TEST_CASE("R12: a probe of 0xFFFFFFF0 (address bits only) reads back the same size mask") {
@@ -112,7 +112,7 @@ TEST_CASE("the Linux sizing sequence finds every BAR's size and restores it (R11
     wr(c, 0x24, 4, 0x00000400);
     wr(c, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
     for (const auto& bar : c.params().bars) {
-      CHECK(linux_size_bar(c, bar.index) == bar.size);
+      CHECK(linux_size_bar(c, bar.index.value()) == bar.size);
       CHECK_FALSE(c.bar(bar.index)->sizing);
     }
     CHECK(c.memory_decode());
@@ -121,14 +121,14 @@ TEST_CASE("the Linux sizing sequence finds every BAR's size and restores it (R11
 
 TEST_CASE("R11: fake BAR sizes follow the layout on every profile") {
   auto gh = test::make_gpu("gh200");
-  CHECK(gh.bar(2)->size == 1 * GiB);
-  CHECK(gh.bar(2)->role == BarRole::resmem);
-  CHECK(gh.bar(4)->size == 128 * GiB);
-  CHECK(gh.bar(0)->size == 16 * MiB);
+  CHECK(gh.bar(BarIndex{2})->size == 1 * GiB);
+  CHECK(gh.bar(BarIndex{2})->role == BarRole::resmem);
+  CHECK(gh.bar(BarIndex{4})->size == 128 * GiB);
+  CHECK(gh.bar(BarIndex{0})->size == 16 * MiB);
   auto gb = test::make_gpu("gb200");
-  CHECK(gb.bar(2)->role == BarRole::device);  // R10
-  CHECK(gb.bar(2)->size == 256 * GiB);
-  CHECK(gb.bar(4)->size == 256 * GiB);
+  CHECK(gb.bar(BarIndex{2})->role == BarRole::device);  // R10
+  CHECK(gb.bar(BarIndex{2})->size == 256 * GiB);
+  CHECK(gb.bar(BarIndex{4})->size == 256 * GiB);
 }
 
 TEST_CASE("R13: 1-, 2- and 4-byte writes anywhere inside the BAR window store the written bytes") {
@@ -138,7 +138,7 @@ TEST_CASE("R13: 1-, 2- and 4-byte writes anywhere inside the BAR window store th
   wr(c, 0x25, 2, 0x3456);
   wr(c, 0x24, 1, 0xE0);
   CHECK(rd(c, 0x24, 4) == 0x123456E0);
-  CHECK(c.bar(4)->address == 0x123456E000000000ull);
+  CHECK(c.bar(BarIndex{4})->address == 0x123456E000000000ull);
   // BAR2 (1 GiB): bits 30-31 of the low dword are writable.
   wr(c, 0x1B, 1, 0xFF);
   CHECK(rd(c, 0x18, 4) == 0xC000000C);
@@ -146,7 +146,7 @@ TEST_CASE("R13: 1-, 2- and 4-byte writes anywhere inside the BAR window store th
   CHECK(rd(c, 0x18, 4) == 0x4000000C);
   wr(c, 0x1C, 2, 0xBEEF);
   wr(c, 0x1E, 2, 0xDEAD);
-  CHECK(c.bar(2)->address == 0xDEADBEEF40000000ull);
+  CHECK(c.bar(BarIndex{2})->address == 0xDEADBEEF40000000ull);
   // The flag byte ignores writes.
   wr(c, 0x18, 1, 0x00);
   CHECK((rd(c, 0x18, 1) & 0x0F) == 0x0C);
@@ -223,23 +223,23 @@ TEST_CASE("R14: reset clears the fake BARs and restores power-on values") {
   wr(c, 0x1C, 4, 0x80);
   wr(c, 0x24, 4, 0x100);
   wr(c, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
-  REQUIRE(c.bar(2)->address != 0);
+  REQUIRE(c.bar(BarIndex{2})->address != 0);
   c.reset();
   for (std::size_t off = PCI_BASE_ADDRESS_0; off <= PCI_BASE_ADDRESS_5; off += 4) CHECK((rd(c, off, 4) & ~0xFu) == 0);
-  CHECK(c.bar(2)->address == 0);
-  CHECK(c.bar(4)->address == 0);
+  CHECK(c.bar(BarIndex{2})->address == 0);
+  CHECK(c.bar(BarIndex{4})->address == 0);
   CHECK_FALSE(c.memory_decode());
   check_chains(c);
 }
 
 TEST_CASE("unused BARs read 0 and ignore writes") {
-  auto cfg = DeviceConfig::build({0x2342, 0x10de, 0x16eb, true, {{4, BarRole::usemem, 1 * GiB, std::nullopt}}, 0, std::nullopt});
+  auto cfg = DeviceConfig::build({0x2342, 0x10de, 0x16eb, true, {{BarIndex{4}, BarRole::usemem, 1 * GiB, std::nullopt}}, 0, std::nullopt});
   REQUIRE(cfg.has_value());
   for (std::size_t off : {0x10u, 0x14u, 0x18u, 0x1Cu}) {
     wr(*cfg, off, 4, 0xFFFFFFFF);
     CHECK(rd(*cfg, off, 4) == 0);
   }
-  CHECK_FALSE(cfg->bar(0));
+  CHECK_FALSE(cfg->bar(BarIndex{0}));
   wr(*cfg, 0x20, 4, 0xFFFFFFFF);
   CHECK(rd(*cfg, 0x20, 4) == 0xC000000C);
 }
@@ -272,17 +272,17 @@ TEST_CASE("R2: the emulated DVSEC says Hopper has the MIG bug and Blackwell does
 TEST_CASE("R21: BAR state distinguishes a size probe from a placed address") {
   auto c = test::make_gpu("gh200");
   wr(c, 0x24, 4, 0xFFFFFFFF);
-  CHECK(c.bar(4)->sizing);
+  CHECK(c.bar(BarIndex{4})->sizing);
   wr(c, 0x24, 4, 0x00000080);
-  CHECK_FALSE(c.bar(4)->sizing);
-  CHECK(c.bar(4)->address == 0x8000000000ull);
+  CHECK_FALSE(c.bar(BarIndex{4})->sizing);
+  CHECK(c.bar(BarIndex{4})->address == 0x8000000000ull);
   // One half probed alone is a placement, not a probe: BAR2's low half
   // all-ones with the high half 0 decodes at 0xC0000000.
   wr(c, 0x18, 4, 0xFFFFFFFF);
-  CHECK_FALSE(c.bar(2)->sizing);
-  CHECK(c.bar(2)->address == 0xC0000000ull);
+  CHECK_FALSE(c.bar(BarIndex{2})->sizing);
+  CHECK(c.bar(BarIndex{2})->address == 0xC0000000ull);
   wr(c, 0x1C, 4, 0xFFFFFFFF);
-  CHECK(c.bar(2)->sizing);
+  CHECK(c.bar(BarIndex{2})->sizing);
 }
 
 namespace {
@@ -293,7 +293,7 @@ void check_placement(DeviceConfig& c, unsigned index, std::uint64_t size, std::u
   const std::size_t lo = PCI_BASE_ADDRESS_0 + 4 * index;
   wr(c, lo, 4, static_cast<std::uint32_t>(address));
   wr(c, lo + 4, 4, static_cast<std::uint32_t>(address >> 32));
-  const auto bar = c.bar(index);
+  const auto bar = c.bar(BarIndex{index});
   REQUIRE(bar.has_value());
   const std::uint64_t probe = ~(size - 1);  // every writable address bit set
   if (bar->address != address || bar->sizing != (address == probe))
@@ -338,7 +338,7 @@ TEST_CASE("R21 property: only a BAR reading all-ones in both halves is a size pr
       const std::uint64_t size = std::uint64_t{1} << bits;
       DeviceConfigParams p;
       p.device_id = 0x2342;
-      p.bars.push_back({index, BarRole::usemem, size, std::nullopt});
+      p.bars.push_back({BarIndex{index}, BarRole::usemem, size, std::nullopt});
       auto c = DeviceConfig::build(p);
       REQUIRE(c.has_value());
       for (auto a : placements(size, seed)) {
@@ -352,7 +352,7 @@ TEST_CASE("R21 property: only a BAR reading all-ones in both halves is a size pr
     auto c = test::make_gpu(profile);
     for (const auto& b : c.params().bars)
       for (auto a : placements(b.size, seed)) {
-        check_placement(c, b.index, b.size, a);
+        check_placement(c, b.index.value(), b.size, a);
         ++checked;
       }
   }
@@ -364,8 +364,8 @@ TEST_CASE("R21: the 1 GiB BAR2 at 0x180c0000000 that four GH200 get is a placeme
   wr(c, 0x18, 4, 0xC0000000);
   wr(c, 0x1C, 4, 0x180);
   CHECK(rd(c, 0x18, 4) == 0xC000000C);
-  CHECK_FALSE(c.bar(2)->sizing);
-  CHECK(c.bar(2)->address == 0x180c0000000ull);
+  CHECK_FALSE(c.bar(BarIndex{2})->sizing);
+  CHECK(c.bar(BarIndex{2})->address == 0x180c0000000ull);
 }
 
 TEST_CASE("accesses with a bad width or past 4 KiB are refused with EINVAL") {

@@ -25,7 +25,7 @@ TEST_CASE("R1: real BARs as seen on hosts") {
   auto gb = find_identity(0x2941)->real_bars;
   REQUIRE(gb.size() == 2);
   CHECK(gb[0].size == 64 * MiB);
-  CHECK(gb[1].index == 2);
+  CHECK(gb[1].index == BarIndex{2});
   CHECK(gb[1].size == 256 * GiB);
 }
 

@@ -24,13 +24,13 @@ TEST_CASE("R10 worked example: 96 GiB with the MIG bug") {
   auto l = ok(0x400000000000, 96 * GiB, true);
   REQUIRE(l.usemem);
   REQUIRE(l.resmem);
-  CHECK(l.usemem->bar_index == 4);
+  CHECK(l.usemem->bar_index == BarIndex{4});
   CHECK(l.usemem->host_base == 0x400000000000);
   CHECK(l.usemem->length == 95 * GiB);
   CHECK(l.usemem->bar_size == 128 * GiB);
   CHECK(l.usemem->tail() == 33 * GiB);
   CHECK(l.usemem->cacheable);
-  CHECK(l.resmem->bar_index == 2);
+  CHECK(l.resmem->bar_index == BarIndex{2});
   CHECK(l.resmem->host_base == 0x400000000000 + 95 * GiB);
   CHECK(l.resmem->length == 1 * GiB);
   CHECK(l.resmem->bar_size == 1 * GiB);

@@ -10,9 +10,10 @@
 #include <fstream>
 
 #include "nvgrace/pciemu/layout.hpp"
-#include "nvgrace/vfio/backend.hpp"
-#include "nvgrace/vfio/fd.hpp"
-#include "nvgrace/vfio/host/host_device.hpp"
+#include "nvgrace/vfio/variant/memory.hpp"
+#include "nvgrace/sys/fd.hpp"
+#include "nvgrace/vfio/host/devmem.hpp"
+#include "nvgrace/vfio/host/function.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 
 using namespace nvgrace;
@@ -50,32 +51,6 @@ TEST_CASE("memfd backend: one sparse memfd with usemem then resmem in a 1 GiB-al
   CHECK(::lseek(use.fd, 0, SEEK_END) == static_cast<off_t>(96 * GiB));
 }
 
-TEST_CASE("Mapping: a length that is no whole number of pages keeps its last page and gives back the rest") {
-  // Pages are the system's (64 KiB on many Grace hosts), never assumed 4 KiB.
-  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  const auto mapped = [](const void* p) {  // mincore: 0 for the page of a mapped byte, -1/ENOMEM if unmapped
-    unsigned char v = 0;
-    return ::mincore(const_cast<void*>(p), 1, &v);
-  };
-  for (const std::uint64_t length : {page + 1, 3 * page - 1}) {
-    auto m = Mapping::map(-1, 0, length, 2 * MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE).value();
-    REQUIRE(reinterpret_cast<std::uintptr_t>(m.data()) % (2 * MiB) == 0);
-    m.data()[length - 1] = 1;
-    const auto* end = m.data() + align_up(length, page).value();
-    CHECK(mapped(end - page) == 0);
-    // The 2 MiB of alignment reserved past the end are unmapped, not left
-    // behind (munmap of an address inside a page fails).
-    errno = 0;
-    const int past = mapped(end);
-    const int err = errno;
-    CHECK(past == -1);
-    CHECK(err == ENOMEM);
-    const void* at = m.data();
-    m.reset();
-    CHECK(mapped(at) == -1);
-  }
-}
-
 TEST_CASE("file backend: data lands in the file at the device-memory offset") {
   const auto path = std::filesystem::temp_directory_path() / ("nvgrace-file-backend-" + std::to_string(getpid()));
   auto layout = *pciemu::compute_layout({0, 3 * GiB / 2, true});  // 512 MiB usemem + 1 GiB resmem
@@ -94,7 +69,7 @@ TEST_CASE("file backend: data lands in the file at the device-memory offset") {
 }
 
 TEST_CASE("devmem backend: a missing device is a clear error and passthrough layouts have nothing to back") {
-  auto r = make_devmem_backend(gh200_layout(), "/nonexistent/mem");
+  auto r = host::make_devmem_backend(gh200_layout(), "/nonexistent/mem");
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().err == ENOENT);
   CHECK(r.error().message.find("needs root") != std::string::npos);
@@ -105,14 +80,14 @@ TEST_CASE("devmem backend: a missing device is a clear error and passthrough lay
 
 TEST_CASE("host VFIO: the model's region info decodes back and compares equal") {
   auto layout = gh200_layout();
-  std::vector<RegionDesc> model{{4, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
+  std::vector<RegionDesc> model{{RegionIndex{4}, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
                                  {{0, 95 * GiB}}, false}};
   auto host = decode_region_info(encode_region_info(model[0], 4096)).value();
   CHECK(compare_regions(model, {host}).empty());
 }
 
 TEST_CASE("host VFIO: mismatches in size, flags and sparse areas are each reported") {
-  RegionDesc m{4, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
+  RegionDesc m{RegionIndex{4}, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP,
                {{0, 95 * GiB}}, false};
   RegionDesc h = m;
   h.size = 64 * GiB;
@@ -128,7 +103,7 @@ TEST_CASE("host VFIO: mismatches in size, flags and sparse areas are each report
 }
 
 TEST_CASE("host VFIO: capability chains from the kernel are parsed defensively") {
-  RegionDesc r{4, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP, {{0, 95 * GiB}}, false};
+  RegionDesc r{RegionIndex{4}, 128 * GiB, VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP, {{0, 95 * GiB}}, false};
   auto good = encode_region_info(r, 4096);
   // An unknown capability first, pointing at the sparse one.
   std::vector<std::uint8_t> chained(good.begin(), good.begin() + sizeof(vfio_region_info));

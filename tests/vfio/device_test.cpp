@@ -36,23 +36,23 @@ TEST_CASE("device info: PCI and RESET, 9 regions, 5 IRQ indexes") {
 
 TEST_CASE("R16: region 4 is 128 GiB with one 95 GiB sparse area, region 2 is 1 GiB, 3 and 5 are empty") {
   auto d = test::make_device("gh200");
-  auto r4 = d->region(4).value();
+  auto r4 = d->region(RegionIndex{4}).value();
   CHECK(r4.size == 0x2000000000);
   CHECK(r4.flags == (VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE | VFIO_REGION_INFO_FLAG_MMAP));
   REQUIRE(r4.sparse.size() == 1);
   CHECK(r4.sparse[0].offset == 0);
   CHECK(r4.sparse[0].size == 0x17C0000000);
-  CHECK(d->region(2)->size == 0x40000000);
-  CHECK(d->region(2)->write_combined);
-  CHECK(d->region(3)->size == 0);
-  CHECK(d->region(5)->size == 0);
-  CHECK(d->region(7)->size == 4096);
-  CHECK(d->region(9).error().err == EINVAL);
+  CHECK(d->region(RegionIndex{2})->size == 0x40000000);
+  CHECK(d->region(RegionIndex{2})->write_combined);
+  CHECK(d->region(RegionIndex{3})->size == 0);
+  CHECK(d->region(RegionIndex{5})->size == 0);
+  CHECK(d->region(RegionIndex{7})->size == 4096);
+  CHECK(d->region(RegionIndex{9}).error().err == EINVAL);
 }
 
 TEST_CASE("R16: region info bytes follow struct vfio_region_info and the sparse-mmap capability") {
   auto d = test::make_device("gh200");
-  const auto r4 = d->region(4).value();
+  const auto r4 = d->region(RegionIndex{4}).value();
   // Too small for the capability: the bare struct, CAPS set, argsz raised, cap_offset 0.
   auto small = encode_region_info(r4, sizeof(vfio_region_info));
   REQUIRE(small.size() == sizeof(vfio_region_info));
@@ -63,7 +63,7 @@ TEST_CASE("R16: region info bytes follow struct vfio_region_info and the sparse-
   CHECK((info.flags & VFIO_REGION_INFO_FLAG_CAPS) != 0);
   CHECK(info.cap_offset == 0);
   CHECK(info.size == kBar4);
-  CHECK(info.offset == region_offset(4));
+  CHECK(info.offset == region_offset(RegionIndex{4}));
   // vfio-user's convention: the same short reply, CAPS clear, argsz still raised.
   auto short_user = encode_region_info(r4, sizeof(vfio_region_info), std::nullopt, ShortReply::caps_flag_clear);
   vfio_region_info user_info{};
@@ -89,7 +89,7 @@ TEST_CASE("R16: region info bytes follow struct vfio_region_info and the sparse-
   CHECK(back.region.sparse.at(0).size == kUse);
   CHECK(back.cap_ids == std::vector<std::uint16_t>{VFIO_REGION_INFO_CAP_SPARSE_MMAP});
   // A region without areas has no capability at all.
-  auto cfg = encode_region_info(d->region(7).value(), 1024);
+  auto cfg = encode_region_info(d->region(RegionIndex{7}).value(), 1024);
   CHECK(cfg.size() == sizeof(vfio_region_info));
   std::memcpy(&info, cfg.data(), sizeof info);
   CHECK((info.flags & VFIO_REGION_INFO_FLAG_CAPS) == 0);
@@ -98,102 +98,102 @@ TEST_CASE("R16: region info bytes follow struct vfio_region_info and the sparse-
 TEST_CASE("R17: reads and writes land in the backing memory at the right offsets") {
   auto d = test::make_device("gh200");
   auto pattern = bytes({0xDE, 0xAD, 0xBE, 0xEF});
-  REQUIRE(d->write(4, 0x1000, pattern).value() == 4);
-  REQUIRE(d->write(2, 0x10, pattern).value() == 4);
-  const auto use = d->backend().range(pciemu::MemRole::usemem).value();
-  const auto res = d->backend().range(pciemu::MemRole::resmem).value();
+  REQUIRE(d->write(RegionIndex{4}, 0x1000, pattern).value() == 4);
+  REQUIRE(d->write(RegionIndex{2}, 0x10, pattern).value() == 4);
+  const auto use = d->memory().range(pciemu::MemRole::usemem).value();
+  const auto res = d->memory().range(pciemu::MemRole::resmem).value();
   CHECK(std::memcmp(use.data + 0x1000, pattern.data(), 4) == 0);
   CHECK(std::memcmp(res.data + 0x10, pattern.data(), 4) == 0);
   CHECK(res.fd == use.fd);
   CHECK(res.fd_offset == kUse);  // resmem follows usemem in one memfd, as on the host (R9)
   std::vector<std::uint8_t> out(4);
-  REQUIRE(d->read(4, 0x1000, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{4}, 0x1000, out).value() == 4);
   CHECK(out == pattern);
 }
 
 TEST_CASE("R17: an access straddling the memory length reads memory then 0xFF, and drops the tail of a write") {
   auto d = test::make_device("gh200");
-  REQUIRE(d->write(4, kUse - 4, bytes({1, 2, 3, 4, 5, 6, 7, 8})).value() == 8);
+  REQUIRE(d->write(RegionIndex{4}, kUse - 4, bytes({1, 2, 3, 4, 5, 6, 7, 8})).value() == 8);
   CHECK(d->dropped_writes() == 4);
   std::vector<std::uint8_t> out(8);
-  REQUIRE(d->read(4, kUse - 4, out).value() == 8);
+  REQUIRE(d->read(RegionIndex{4}, kUse - 4, out).value() == 8);
   CHECK(out == bytes({1, 2, 3, 4, 0xFF, 0xFF, 0xFF, 0xFF}));
   std::vector<std::uint8_t> tail(16);
-  REQUIRE(d->read(4, kUse + 0x1234, tail).value() == 16);
+  REQUIRE(d->read(RegionIndex{4}, kUse + 0x1234, tail).value() == 16);
   for (auto b : tail) CHECK(b == 0xFF);
 }
 
 TEST_CASE("R17: offset at or past the BAR size is EINVAL and an access past it is cut short") {
   auto d = test::make_device("gh200");
   std::vector<std::uint8_t> out(16);
-  CHECK(d->read(4, kBar4, out).error().err == EINVAL);
-  CHECK(d->read(4, ~0ull, out).error().err == EINVAL);
-  CHECK(d->read(4, ~0ull - 7, out).error().err == EINVAL);
-  CHECK(d->write(4, kBar4 + 1, out).error().err == EINVAL);
-  CHECK(d->read(4, kBar4 - 4, out).value() == 4);
-  CHECK(d->write(2, GiB - 2, out).value() == 2);
-  CHECK(d->read(3, 0, out).error().err == EINVAL);  // size-0 regions
-  CHECK(d->read(5, 0, out).error().err == EINVAL);
-  CHECK(d->read(6, 0, out).error().err == EINVAL);
-  CHECK(d->read(9, 0, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{4}, kBar4, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{4}, ~0ull, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{4}, ~0ull - 7, out).error().err == EINVAL);
+  CHECK(d->write(RegionIndex{4}, kBar4 + 1, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{4}, kBar4 - 4, out).value() == 4);
+  CHECK(d->write(RegionIndex{2}, GiB - 2, out).value() == 2);
+  CHECK(d->read(RegionIndex{3}, 0, out).error().err == EINVAL);  // size-0 regions
+  CHECK(d->read(RegionIndex{5}, 0, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{6}, 0, out).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{9}, 0, out).error().err == EINVAL);
 }
 
 TEST_CASE("R17: zero-length accesses succeed with 0 inside a region and fail past it") {
   auto d = test::make_device("gh200");
   std::vector<std::uint8_t> none;
-  CHECK(d->read(4, 0, none).value() == 0);
-  CHECK(d->write(4, kBar4 - 1, none).value() == 0);
-  CHECK(d->read(4, kBar4, none).error().err == EINVAL);
+  CHECK(d->read(RegionIndex{4}, 0, none).value() == 0);
+  CHECK(d->write(RegionIndex{4}, kBar4 - 1, none).value() == 0);
+  CHECK(d->read(RegionIndex{4}, kBar4, none).error().err == EINVAL);
 }
 
 TEST_CASE("R18: mmap is limited to the memory length and overflow-checked") {
   auto d = test::make_device("gh200");
-  auto ok = d->mmap(4, 0, kUse).value();
+  auto ok = d->mmap(RegionIndex{4}, 0, kUse).value();
   CHECK(ok.fd >= 0);
   CHECK(ok.fd_offset == 0);
   CHECK(ok.cache == CacheMode::write_back);
-  auto res = d->mmap(2, 0x1000, 0x1000).value();
+  auto res = d->mmap(RegionIndex{2}, 0x1000, 0x1000).value();
   CHECK(res.fd_offset == kUse + 0x1000);
   CHECK(res.cache == CacheMode::write_combined);  // R19
-  CHECK(d->mmap(4, 0, kUse + 1).error().err == EINVAL);
-  CHECK(d->mmap(4, kUse, 0x1000).error().err == EINVAL);
-  CHECK(d->mmap(4, 0x1000, ~0ull).error().err == EINVAL);  // offset + length wraps
-  CHECK(d->mmap(4, ~0ull, 2).error().err == EINVAL);
-  CHECK(d->mmap(4, 0, 0).error().err == EINVAL);
-  CHECK(d->mmap(0, 0, 0x1000).error().err == EINVAL);
-  CHECK(d->mmap(7, 0, 0x100).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{4}, 0, kUse + 1).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{4}, kUse, 0x1000).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{4}, 0x1000, ~0ull).error().err == EINVAL);  // offset + length wraps
+  CHECK(d->mmap(RegionIndex{4}, ~0ull, 2).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{4}, 0, 0).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{0}, 0, 0x1000).error().err == EINVAL);
+  CHECK(d->mmap(RegionIndex{7}, 0, 0x100).error().err == EINVAL);
 }
 
 TEST_CASE("R10: a GB200 has no resmem and its real BAR2 is trapped and reads all-ones") {
   auto d = test::make_device("gb200");
-  CHECK_FALSE(d->backend().range(pciemu::MemRole::resmem));
-  CHECK(d->region(2)->sparse.empty());
-  CHECK(d->mmap(2, 0, 0x1000).error().err == EINVAL);
+  CHECK_FALSE(d->memory().range(pciemu::MemRole::resmem));
+  CHECK(d->region(RegionIndex{2})->sparse.empty());
+  CHECK(d->mmap(RegionIndex{2}, 0, 0x1000).error().err == EINVAL);
   std::vector<std::uint8_t> out(4);
-  CHECK(d->read(2, 0, out).value() == 4);
+  CHECK(d->read(RegionIndex{2}, 0, out).value() == 4);
   CHECK(out == bytes({0xFF, 0xFF, 0xFF, 0xFF}));
-  CHECK(d->region(4)->sparse.at(0).size == 186 * GiB);
+  CHECK(d->region(RegionIndex{4})->sparse.at(0).size == 186 * GiB);
 }
 
 TEST_CASE("the config region is the emulated config space and reset zeroes the fake BARs (R14)") {
   auto d = test::make_device("gh200");
   std::vector<std::uint8_t> out(8);
-  REQUIRE(d->read(7, 0, out).value() == 8);
+  REQUIRE(d->read(RegionIndex{7}, 0, out).value() == 8);
   CHECK(out == bytes({0xde, 0x10, 0x42, 0x23, 0x00, 0x00, 0x10, 0x00}));
-  REQUIRE(d->write(7, 0x20, bytes({0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF})).value() == 8);
-  REQUIRE(d->read(7, 0x20, out).value() == 8);
+  REQUIRE(d->write(RegionIndex{7}, 0x20, bytes({0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF})).value() == 8);
+  REQUIRE(d->read(RegionIndex{7}, 0x20, out).value() == 8);
   CHECK(out == bytes({0x0C, 0x00, 0x00, 0x00, 0xE0, 0xFF, 0xFF, 0xFF}));
-  REQUIRE(d->write(7, 0x24, bytes({0x00, 0x01, 0x00, 0x00})).value() == 4);
-  REQUIRE(d->write(7, 0x04, bytes({0x02, 0x00})).value() == 2);
+  REQUIRE(d->write(RegionIndex{7}, 0x24, bytes({0x00, 0x01, 0x00, 0x00})).value() == 4);
+  REQUIRE(d->write(RegionIndex{7}, 0x04, bytes({0x02, 0x00})).value() == 2);
   CHECK(d->memory_decode());
   CHECK(d->bar_states()[2].address == 0x10000000000ull);
   // A 3-byte access splits into 2 + 1 and crosses nothing it should not.
   std::vector<std::uint8_t> three(3);
-  REQUIRE(d->read(7, 0x00, three).value() == 3);
+  REQUIRE(d->read(RegionIndex{7}, 0x00, three).value() == 3);
   CHECK(three == bytes({0xde, 0x10, 0x42}));
-  CHECK(d->read(7, 4095, out).value() == 1);  // clipped at 4 KiB
+  CHECK(d->read(RegionIndex{7}, 4095, out).value() == 1);  // clipped at 4 KiB
   d->reset();
-  REQUIRE(d->read(7, 0x20, out).value() == 8);
+  REQUIRE(d->read(RegionIndex{7}, 0x20, out).value() == 8);
   CHECK(out == bytes({0x0C, 0, 0, 0, 0, 0, 0, 0}));
   CHECK_FALSE(d->memory_decode());
 }
@@ -201,74 +201,79 @@ TEST_CASE("the config region is the emulated config space and reset zeroes the f
 TEST_CASE("R20: BAR0 status registers read 0xFF once ready and other BAR0 registers store writes until reset") {
   auto d = test::make_device("gh200");
   std::vector<std::uint8_t> out(4);
-  REQUIRE(d->read(0, kC2cLinkStatusReg, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{0}, kC2cLinkStatusReg, out).value() == 4);
   CHECK(out == bytes({0xFF, 0, 0, 0}));
-  REQUIRE(d->read(0, kHbmTrainingStatusReg, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{0}, kHbmTrainingStatusReg, out).value() == 4);
   CHECK(out == bytes({0xFF, 0, 0, 0}));
-  REQUIRE(d->write(0, 0x100, bytes({1, 2, 3, 4})).value() == 4);
-  REQUIRE(d->read(0, 0x100, out).value() == 4);
+  REQUIRE(d->write(RegionIndex{0}, 0x100, bytes({1, 2, 3, 4})).value() == 4);
+  REQUIRE(d->read(RegionIndex{0}, 0x100, out).value() == 4);
   CHECK(out == bytes({1, 2, 3, 4}));
   d->reset();
-  REQUIRE(d->read(0, 0x100, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{0}, 0x100, out).value() == 4);
   CHECK(out == bytes({0, 0, 0, 0}));
 }
 
 TEST_CASE("R20: the first memory access waits for readiness, polling") {
   auto d = test::make_device("gh200", {200ms, 10ms, 5000ms});
   std::vector<std::uint8_t> out(4);
-  REQUIRE(d->read(0, kC2cLinkStatusReg, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{0}, kC2cLinkStatusReg, out).value() == 4);
   CHECK(out[0] == 0);  // not ready yet
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(d->read(4, 0, out).value() == 4);
+  REQUIRE(d->read(RegionIndex{4}, 0, out).value() == 4);
   const auto waited = std::chrono::steady_clock::now() - t0;
   CHECK(waited >= 150ms);
   CHECK(waited < 4000ms);
   const auto t1 = std::chrono::steady_clock::now();
-  REQUIRE(d->read(4, 0, out).value() == 4);  // checked once, not again
+  REQUIRE(d->read(RegionIndex{4}, 0, out).value() == 4);  // checked once, not again
   CHECK(std::chrono::steady_clock::now() - t1 < 100ms);
 }
 
 TEST_CASE("R20: a GPU that never gets ready fails the access with ETIME and a clear message") {
   auto d = test::make_device("gh200", {std::chrono::hours(1), 20ms, 100ms});
   std::vector<std::uint8_t> out(4);
-  auto r = d->read(4, 0, out);
+  auto r = d->read(RegionIndex{4}, 0, out);
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().err == ETIME);
   CHECK(r.error().message.find("GPU not ready after") == 0);
   CHECK(r.error().message.find("BAR0+0x1498 (C2C link) = 0x0") != std::string::npos);
-  CHECK(d->mmap(4, 0, 4096).error().err == ETIME);
+  CHECK(d->mmap(RegionIndex{4}, 0, 4096).error().err == ETIME);
   // Config space and BAR0 do not wait.
-  CHECK(d->read(7, 0, out).value() == 4);
+  CHECK(d->read(RegionIndex{7}, 0, out).value() == 4);
 }
 
 TEST_CASE("R20: reset re-arms the readiness check") {
   auto d = test::make_device("gh200", {150ms, 10ms, 5000ms});
   std::vector<std::uint8_t> out(4);
-  REQUIRE(d->read(4, 0, out).has_value());
+  REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());
   d->reset();
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(d->read(4, 0, out).has_value());
+  REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());
   CHECK(std::chrono::steady_clock::now() - t0 >= 100ms);
 }
 
 namespace {
 // A GB300 whose config space has a CXL Device DVSEC (R31), Memory_Active_Timeout code `code`.
-std::unique_ptr<VariantDevice> make_cxl_device(ReadinessOptions r, std::uint8_t code = 0) {
+std::unique_ptr<Variant> make_cxl_device(test::Readiness r, std::uint8_t code = 0) {
   auto gpu = pciemu::make_emulated_gpu("gb300", 0);
   REQUIRE(gpu.has_value());
-  auto params = gpu->config.params();
+  auto params = gpu->host;
   params.cxl_active_timeout = code;
-  auto cfg = pciemu::DeviceConfig::build(params);
-  REQUIRE(cfg.has_value());
+  auto fn = emulated::EmulatedFunction::create(params, {r.ready_after, r.active_after});
+  REQUIRE(fn.has_value());
   auto backend = make_memfd_backend(gpu->layout, "cxl");
   REQUIRE(backend.has_value());
-  auto d = VariantDevice::create(std::move(*cfg), gpu->layout, std::move(*backend), r);
+  VariantOptions o;
+  o.layout = gpu->layout;
+  o.memory = std::move(*backend);
+  o.device_id = gpu->profile.device_id;
+  o.ready = {r.poll_interval, r.timeout};
+  auto d = Variant::create(std::move(*fn), std::move(o));
   REQUIRE(d.has_value());
   return std::move(*d);
 }
-std::uint32_t cxl_word(VariantDevice& d) {
+std::uint32_t cxl_word(Variant& d) {
   std::vector<std::uint8_t> w(4);
-  REQUIRE(d.read(7, pciemu::cfg::kCxlDvsecCap + pciemu::kCxlRange1SizeLow, w).value() == 4);
+  REQUIRE(d.read(kConfigRegion, pciemu::cfg::kCxlDvsecCap + pciemu::kCxlRange1SizeLow, w).value() == 4);
   return static_cast<std::uint32_t>(w[0] | w[1] << 8 | w[2] << 16 | w[3] << 24);
 }
 }  // namespace
@@ -279,7 +284,7 @@ TEST_CASE("R31: with a CXL Device DVSEC, readiness is MEM_INFO_VALID then MEM_AC
   CHECK(pciemu::decode_cxl_range_size_low(cxl_word(*d)).active_timeout == 16s);
   std::vector<std::uint8_t> out(4);
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(d->read(4, 0, out).has_value());
+  REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());
   CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
   CHECK((cxl_word(*d) & 3) == 3);
   d->reset();  // re-armed, like R20
@@ -290,13 +295,13 @@ TEST_CASE("R31: MEM_INFO_VALID must come within 1 s, MEM_ACTIVE within the timeo
   auto late_valid = make_cxl_device({1500ms, 10ms, 30000ms, 0ms}, 4);
   std::vector<std::uint8_t> out(4);
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = late_valid->read(4, 0, out);
+  auto r = late_valid->read(RegionIndex{4}, 0, out);
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().err == ETIME);
   CHECK(r.error().message.find("MEM_INFO_VALID not set (R31)") != std::string::npos);
   CHECK(std::chrono::steady_clock::now() - t0 < 1400ms);  // gave up at 1 s, not at the 30 s of R20
   auto late_active = make_cxl_device({0ms, 10ms, 30000ms, 1500ms}, 0);  // code 0: 1 s
-  auto a = late_active->read(4, 0, out);
+  auto a = late_active->read(RegionIndex{4}, 0, out);
   REQUIRE_FALSE(a.has_value());
   CHECK(a.error().message.find("MEM_ACTIVE not set (R31)") != std::string::npos);
 }

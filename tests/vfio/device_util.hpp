@@ -1,24 +1,34 @@
-// Builds emulated variant devices for the vfio tests.
+// Builds emulated variant devices for the vfio tests, as nvgrace serve does
+// (devices/emulated.hpp): the variant over the emulated host function.
 #pragma once
 
 #include <catch2/catch.hpp>
 
-#include "nvgrace/pciemu/emulated.hpp"
-#include "nvgrace/vfio/device.hpp"
+#include <chrono>
+
+#include "nvgrace/devices/emulated.hpp"
 
 namespace test {
 
-inline std::unique_ptr<nvgrace::vfio::VariantDevice> make_device(const char* profile_name,
-                                                                 nvgrace::vfio::ReadinessOptions r = {}) {
+// When the emulated GPU turns ready and how the variant waits for it, in one
+// aggregate: {ready_after, poll_interval, timeout, active_after}.
+struct Readiness {
+  std::chrono::milliseconds ready_after{0};
+  std::chrono::milliseconds poll_interval{1000};
+  std::chrono::milliseconds timeout{30000};
+  std::chrono::milliseconds active_after{0};
+};
+
+inline std::unique_ptr<nvgrace::vfio::Variant> make_device(const char* profile_name, Readiness r = {}) {
   using namespace nvgrace;
-  auto gpu = pciemu::make_emulated_gpu(profile_name, 0);
-  REQUIRE(gpu.has_value());
-  auto backend = vfio::make_memfd_backend(gpu->layout, profile_name);
-  REQUIRE(backend.has_value());
-  auto dev = vfio::VariantDevice::create(std::move(gpu->config), gpu->layout, std::move(*backend), r);
-  INFO((dev ? std::string() : dev.error().message));
+  devices::EmulatedOptions o;
+  o.profile = profile_name;
+  o.timing = {r.ready_after, r.active_after};
+  o.ready = {r.poll_interval, r.timeout};
+  auto dev = devices::make_emulated_device(o);
+  INFO((dev ? std::string() : dev.error().error.message));
   REQUIRE(dev.has_value());
-  return std::move(*dev);
+  return std::move(dev->device);
 }
 
 }  // namespace test

@@ -17,9 +17,10 @@
 #include <map>
 
 #include "nvgrace/pciemu/layout.hpp"
-#include "nvgrace/vfio/host/host_device.hpp"
+#include "nvgrace/vfio/host/function.hpp"
 #include "nvgrace/vfio/host/pci_host.hpp"
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/variant/variant.hpp"
 #include "nvgrace/vfio/wire.hpp"
 
 using namespace nvgrace;
@@ -129,20 +130,21 @@ struct FakeVfio final : VfioDeviceIo {
 };
 
 struct FakeIommu final : Iommu {
-  DmaLimits lim{0x1000 | 0x200000, 4, {{0, 0xfedfffff}, {0xfef00000, 0xffffffffffffull}}, true};
+  DmaLimits lim{0x1000 | 0x200000, 4, {{Iova{0}, Iova{0xfedfffff}}, {Iova{0xfef00000}, Iova{0xffffffffffffull}}}, true};
   struct Map {
-    std::uint64_t iova, size;
-    const void* vaddr;
+    Iova iova;
+    std::uint64_t size;
+    HostVirtAddr vaddr;
     bool r, w;
   };
   std::vector<Map> maps;
   std::string_view api() const override { return "type1"; }
   const DmaLimits& limits() const override { return lim; }
-  Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool r, bool w) override {
+  Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
     maps.push_back({iova, size, vaddr, r, w});
     return {};
   }
-  Result<void> unmap(std::uint64_t iova, std::uint64_t size) override {
+  Result<void> unmap(Iova iova, std::uint64_t size) override {
     auto it = std::find_if(maps.begin(), maps.end(), [&](const Map& m) { return m.iova == iova && m.size == size; });
     if (it == maps.end()) return fail_errno(ENOENT, "no map");
     maps.erase(it);
@@ -156,43 +158,56 @@ pciemu::Layout stand_in_layout() { return *pciemu::compute_layout({0x20000000, 0
 struct Served {
   FakeVfio* vfio = nullptr;
   FakeIommu* iommu = nullptr;
-  std::unique_ptr<HostDevice> dev;
+  HostFunction* host = nullptr;      // the function under the variant
+  Variant* variant = nullptr;        // set with fake BARs
+  std::unique_ptr<Function> dev;     // what a client is served
 };
 
-Result<std::unique_ptr<HostDevice>> try_serve(std::unique_ptr<FakeVfio> f, bool fake_bars, FakeVfio** vp,
-                                              FakeIommu** ip, ReadinessCheck readiness = ReadinessCheck::skip) {
+// A real function as devices/host.cpp serves one: the host function, with
+// the variant over it when there are fake BARs (reset waits for readiness,
+// decode turned on for the BAR0 reads).
+Result<std::unique_ptr<Function>> try_serve(std::unique_ptr<FakeVfio> f, bool fake_bars, Served& s,
+                                            ReadinessCheck readiness = ReadinessCheck::skip, bool mmap = true) {
   auto iommu = std::make_unique<FakeIommu>();
-  *vp = f.get();
-  *ip = iommu.get();
-  HostDeviceOptions o;
+  s.vfio = f.get();
+  s.iommu = iommu.get();
+  auto fn = HostFunction::create(OpenedVfio{std::move(f), std::move(iommu)}, "0000:00:03.0");
+  if (!fn) return fail(fn.error());
+  s.host = fn->get();
+  if (!fake_bars) return std::unique_ptr<Function>(std::move(*fn));
+  VariantOptions o;
   o.name = "0000:00:03.0";
   o.device_id = 0x2342;
   o.readiness = readiness;
-  o.ready = {0ms, 1ms, 200ms, 0ms};
-  if (fake_bars) {
-    o.layout = stand_in_layout();
-    o.backend = std::move(*make_memfd_backend(*o.layout, "host-test"));
-  }
-  return HostDevice::create(OpenedVfio{std::move(f), std::move(iommu)}, std::move(o));
+  o.ready = {1ms, 200ms};
+  o.reset_wait = ResetWait::eager;
+  o.decode_for_readiness = true;
+  o.mmap_fake_bars = mmap;
+  o.layout = stand_in_layout();
+  o.memory = std::move(*make_memfd_backend(o.layout, "host-test"));
+  auto v = Variant::create(std::move(*fn), std::move(o));
+  if (!v) return fail(v.error());
+  s.variant = v->get();
+  return std::unique_ptr<Function>(std::move(*v));
 }
 
 Served serve(bool fake_bars = true, std::unique_ptr<FakeVfio> f = std::make_unique<FakeVfio>(),
              ReadinessCheck readiness = ReadinessCheck::skip) {
   Served s;
-  auto d = try_serve(std::move(f), fake_bars, &s.vfio, &s.iommu, readiness);
+  auto d = try_serve(std::move(f), fake_bars, s, readiness);
   INFO((d ? std::string() : d.error().message));
   REQUIRE(d.has_value());
   s.dev = std::move(*d);
   return s;
 }
 
-std::uint32_t rd(VfioDevice& d, std::uint64_t off, std::size_t width = 4) {
+std::uint32_t rd(Function& d, std::uint64_t off, std::size_t width = 4) {
   std::uint32_t v = 0;
-  REQUIRE(d.read(VFIO_PCI_CONFIG_REGION_INDEX, off, std::span(reinterpret_cast<std::uint8_t*>(&v), width)).value() == width);
+  REQUIRE(d.read(RegionIndex{VFIO_PCI_CONFIG_REGION_INDEX}, off, std::span(reinterpret_cast<std::uint8_t*>(&v), width)).value() == width);
   return v;
 }
-void wr(VfioDevice& d, std::uint64_t off, std::uint32_t v, std::size_t width = 4) {
-  REQUIRE(d.write(VFIO_PCI_CONFIG_REGION_INDEX, off, std::span(reinterpret_cast<const std::uint8_t*>(&v), width))
+void wr(Function& d, std::uint64_t off, std::uint32_t v, std::size_t width = 4) {
+  REQUIRE(d.write(RegionIndex{VFIO_PCI_CONFIG_REGION_INDEX}, off, std::span(reinterpret_cast<const std::uint8_t*>(&v), width))
               .value() == width);
 }
 
@@ -221,12 +236,12 @@ TEST_CASE("host R26: config space is the device's except the fake BAR2/BAR4 regi
 TEST_CASE("host R13: an access spanning the device's BAR1 bytes and the fake BAR2 goes to both, byte by byte") {
   auto s = serve();
   std::uint8_t in[8] = {0x11, 0x22, 0x33, 0x44, 0x00, 0x00, 0x00, 0x40};  // 0x14..0x1B
-  REQUIRE(s.dev->write(VFIO_PCI_CONFIG_REGION_INDEX, PCI_BASE_ADDRESS_1, in).value() == 8);
+  REQUIRE(s.dev->write(RegionIndex{VFIO_PCI_CONFIG_REGION_INDEX}, PCI_BASE_ADDRESS_1, in).value() == 8);
   CHECK(s.vfio->config[PCI_BASE_ADDRESS_1] == 0x11);  // BAR1's bytes reached the device
   CHECK(s.vfio->config[PCI_BASE_ADDRESS_2 + 3] == 0);  // BAR2's did not
   CHECK(rd(*s.dev, PCI_BASE_ADDRESS_2) == 0x4000000C);
   std::uint8_t out[8];
-  REQUIRE(s.dev->read(VFIO_PCI_CONFIG_REGION_INDEX, PCI_BASE_ADDRESS_1, out).value() == 8);
+  REQUIRE(s.dev->read(RegionIndex{VFIO_PCI_CONFIG_REGION_INDEX}, PCI_BASE_ADDRESS_1, out).value() == 8);
   CHECK(out[0] == 0x11);
   CHECK(out[4] == 0x0C);
   CHECK(out[7] == 0x40);
@@ -234,7 +249,7 @@ TEST_CASE("host R13: an access spanning the device's BAR1 bytes and the fake BAR
 
 TEST_CASE("host R27: the device's own BARs are the kernel's regions, mapped through the device fd") {
   auto s = serve();
-  auto bar0 = s.dev->region_info(0).value();
+  auto bar0 = s.dev->region_info(RegionIndex{0}).value();
   CHECK(bar0.fd == s.vfio->fd());
   CHECK(std::vector<std::uint8_t>(bar0.bytes.begin(), bar0.bytes.end()) == *s.vfio->region_info(0));
   auto d0 = decode_region_info(bar0.bytes).value();
@@ -242,74 +257,65 @@ TEST_CASE("host R27: the device's own BARs are the kernel's regions, mapped thro
   CHECK(d0.cap_ids == std::vector<std::uint16_t>{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE});
   // REGION_READ/WRITE of BAR0 are pread/pwrite on the device fd.
   const std::uint32_t v = 0xA5A5A5A5;
-  REQUIRE(s.dev->write(0, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&v), 4)).value() == 4);
+  REQUIRE(s.dev->write(RegionIndex{0}, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&v), 4)).value() == 4);
   CHECK(s.vfio->bar0[0x100] == 0xA5);
   // The fake BARs replace regions 2 and 4 (R16), with the backend's fd.
-  auto bar4 = s.dev->region_info(4).value();
+  auto bar4 = s.dev->region_info(RegionIndex{4}).value();
   auto d4 = decode_region_info(bar4.bytes).value();
   CHECK(d4.region.size == 512 * MiB);
   REQUIRE(d4.region.sparse.size() == 1);
   CHECK(d4.region.sparse[0].size == 512 * MiB);
   CHECK(bar4.fd != s.vfio->fd());
-  auto d2 = decode_region_info(s.dev->region_info(2)->bytes).value();
+  auto d2 = decode_region_info(s.dev->region_info(RegionIndex{2})->bytes).value();
   CHECK(d2.region.size == GiB);
-  CHECK(decode_region_info(s.dev->region_info(3)->bytes)->region.size == 0);
-  CHECK(decode_region_info(s.dev->region_info(5)->bytes)->region.size == 0);
+  CHECK(decode_region_info(s.dev->region_info(RegionIndex{3})->bytes)->region.size == 0);
+  CHECK(decode_region_info(s.dev->region_info(RegionIndex{5})->bytes)->region.size == 0);
   // R17 on the fake BAR: the tail of resmem's BAR reads all-ones... resmem
   // fills its 1 GiB BAR exactly; usemem fills its 512 MiB exactly too.
   std::vector<std::uint8_t> out(8);
-  CHECK(s.dev->read(4, 512 * MiB, out).error().err == EINVAL);
-  CHECK(s.dev->read(4, 512 * MiB - 4, out).value() == 4);
+  CHECK(s.dev->read(RegionIndex{4}, 512 * MiB, out).error().err == EINVAL);
+  CHECK(s.dev->read(RegionIndex{4}, 512 * MiB - 4, out).value() == 4);
 }
 
 TEST_CASE("host R27: a device whose MSI-X table or PBA is in a BAR that a fake BAR replaces is refused") {
-  FakeVfio* v = nullptr;
-  FakeIommu* i = nullptr;
-  auto in_bar4 = try_serve(std::make_unique<FakeVfio>(0x4000, 4), true, &v, &i);
+  Served s;
+  auto in_bar4 = try_serve(std::make_unique<FakeVfio>(0x4000, 4), true, s);
   REQUIRE_FALSE(in_bar4.has_value());
   CHECK(in_bar4.error().message.find("MSI-X table is in BAR4, which the fake usemem BAR replaces (R27)") !=
         std::string::npos);
-  auto in_bar3 = try_serve(std::make_unique<FakeVfio>(0x4000, 3), true, &v, &i);  // BAR2's upper half
+  auto in_bar3 = try_serve(std::make_unique<FakeVfio>(0x4000, 3), true, s);  // BAR2's upper half
   REQUIRE_FALSE(in_bar3.has_value());
   CHECK(in_bar3.error().message.find("BAR3, which the fake resmem BAR replaces") != std::string::npos);
   // A 64-bit BAR1 would have BAR2 as its upper half.
   auto f = std::make_unique<FakeVfio>();
   f->config[PCI_BASE_ADDRESS_0] = 0;
   f->config[PCI_BASE_ADDRESS_1] = PCI_BASE_ADDRESS_MEM_TYPE_64;
-  auto straddle = try_serve(std::move(f), true, &v, &i);
+  auto straddle = try_serve(std::move(f), true, s);
   REQUIRE_FALSE(straddle.has_value());
   CHECK(straddle.error().message.find("BAR1 is a 64-bit BAR whose upper half is BAR2") != std::string::npos);
   // Without fake BARs the same device is plain passthrough (R5).
-  auto plain = try_serve(std::make_unique<FakeVfio>(0x4000, 4), false, &v, &i);
+  auto plain = try_serve(std::make_unique<FakeVfio>(0x4000, 4), false, s);
   CHECK(plain.has_value());
 }
 
 TEST_CASE("host: with mmap_fake_bars off the client gets no fd for the fake BARs, only REGION_READ/WRITE") {
-  auto f = std::make_unique<FakeVfio>();
-  auto iommu = std::make_unique<FakeIommu>();
-  HostDeviceOptions o;
-  o.name = "0000:00:03.0";
-  o.device_id = 0x2342;
-  o.readiness = ReadinessCheck::skip;
-  o.layout = stand_in_layout();
-  o.backend = std::move(*make_memfd_backend(*o.layout, "host-test"));
-  o.mmap_fake_bars = false;
-  auto d = HostDevice::create(OpenedVfio{std::move(f), std::move(iommu)}, std::move(o)).value();
-  auto bar4 = d->region_info(4).value();
+  Served s;
+  auto d = try_serve(std::make_unique<FakeVfio>(), true, s, ReadinessCheck::skip, false).value();
+  auto bar4 = d->region_info(RegionIndex{4}).value();
   CHECK(bar4.fd == -1);
   auto dec = decode_region_info(bar4.bytes).value();
   CHECK((dec.region.flags & VFIO_REGION_INFO_FLAG_MMAP) == 0);
   CHECK(dec.region.sparse.empty());
   CHECK(dec.region.size == 512 * MiB);
   const std::uint64_t v = 42;
-  CHECK(d->write(4, 0x10, std::span(reinterpret_cast<const std::uint8_t*>(&v), 8)).value() == 8);
+  CHECK(d->write(RegionIndex{4}, 0x10, std::span(reinterpret_cast<const std::uint8_t*>(&v), 8)).value() == 8);
 }
 
 TEST_CASE("host R5: without fake BARs everything is the device's, BAR2/BAR4 config bytes included") {
   auto s = serve(false);
   wr(*s.dev, PCI_BASE_ADDRESS_2, 0x12345678);
   CHECK(s.vfio->config[PCI_BASE_ADDRESS_2] == 0x78);
-  CHECK(decode_region_info(s.dev->region_info(4)->bytes)->region.size == 0);
+  CHECK(decode_region_info(s.dev->region_info(RegionIndex{4})->bytes)->region.size == 0);
 }
 
 TEST_CASE("host R28: DMA maps the client's memory into this process, then into the IOMMU at the IOVA") {
@@ -317,18 +323,18 @@ TEST_CASE("host R28: DMA maps the client's memory into this process, then into t
   const int memfd = ::memfd_create("client-ram", MFD_CLOEXEC);
   REQUIRE(::ftruncate(memfd, 4 * MiB) == 0);
   REQUIRE(::pwrite(memfd, "guest", 5, 2 * MiB) == 5);
-  REQUIRE(s.dev->dma_map({0x100000, 2 * MiB, memfd, 2 * MiB, true, true}).has_value());
+  REQUIRE(s.dev->dma_map({Iova{0x100000}, 2 * MiB, memfd, 2 * MiB, true, true}).has_value());
   REQUIRE(s.iommu->maps.size() == 1);
   const auto& m = s.iommu->maps[0];
-  CHECK(m.iova == 0x100000);
+  CHECK(m.iova == Iova{0x100000});
   CHECK(m.size == 2 * MiB);
-  CHECK(std::memcmp(m.vaddr, "guest", 5) == 0);  // the mapping the IOMMU pins is the client's memory
-  CHECK(s.dev->dma_mappings() == 1);
-  CHECK(s.dev->dma_map({0x400000, 2 * MiB, -1, 0, true, true}).error().err == EINVAL);  // no fd (R28)
-  CHECK(s.dev->dma_unmap(0x100000, 4 * MiB).error().err == ENOENT);  // not exactly what was mapped
-  REQUIRE(s.dev->dma_unmap(0x100000, 2 * MiB).has_value());
+  CHECK(std::memcmp(m.vaddr.ptr(), "guest", 5) == 0);  // the mapping the IOMMU pins is the client's memory
+  CHECK(s.host->dma_mappings() == 1);
+  CHECK(s.dev->dma_map({Iova{0x400000}, 2 * MiB, -1, 0, true, true}).error().err == EINVAL);  // no fd (R28)
+  CHECK(s.dev->dma_unmap(Iova{0x100000}, 4 * MiB).error().err == ENOENT);  // not exactly what was mapped
+  REQUIRE(s.dev->dma_unmap(Iova{0x100000}, 2 * MiB).has_value());
   CHECK(s.iommu->maps.empty());
-  CHECK(s.dev->dma_mappings() == 0);
+  CHECK(s.host->dma_mappings() == 0);
   ::close(memfd);
 }
 
@@ -356,7 +362,7 @@ TEST_CASE("host reset: VFIO_DEVICE_RESET, fake BARs zeroed (R14), then R20 on th
   auto f = std::make_unique<FakeVfio>(0x40000);  // big enough for the R20 registers
   f->ready_after_reads = 6;
   auto s = serve(true, std::move(f), ReadinessCheck::automatic);
-  CHECK(s.dev->readiness_rule().find("R20") == 0);
+  CHECK(s.variant->readiness_rule().find("R20") == 0);
   wr(*s.dev, PCI_BASE_ADDRESS_4, 0x40000000);
   REQUIRE(s.dev->reset().has_value());
   CHECK(s.vfio->resets == 1);
@@ -372,12 +378,12 @@ TEST_CASE("host reset: VFIO_DEVICE_RESET, fake BARs zeroed (R14), then R20 on th
 
 TEST_CASE("host R20: a stand-in whose BAR0 lacks the registers says so unless readiness is skipped") {
   auto s = serve(true, std::make_unique<FakeVfio>(0x4000), ReadinessCheck::automatic);
-  auto r = s.dev->region_info(4);
+  auto r = s.dev->region_info(RegionIndex{4});
   REQUIRE_FALSE(r.has_value());
   CHECK(r.error().message.find("has no readiness registers") != std::string::npos);
   auto skip = serve(true, std::make_unique<FakeVfio>(0x4000), ReadinessCheck::skip);
-  CHECK(skip.dev->region_info(4).has_value());
-  CHECK(skip.dev->readiness_rule() == "skipped");
+  CHECK(skip.dev->region_info(RegionIndex{4}).has_value());
+  CHECK(skip.variant->readiness_rule() == "skipped");
 }
 
 TEST_CASE("host R31: a device with a CXL Device DVSEC is waited for through it") {
@@ -388,8 +394,8 @@ TEST_CASE("host R31: a device with a CXL Device DVSEC is waited for through it")
   std::memcpy(&f->config[0x104], &h1, 4);
   std::memcpy(&f->config[0x100 + 0x1C], &word, 4);
   auto s = serve(true, std::move(f), ReadinessCheck::automatic);
-  CHECK(s.dev->readiness_rule() == "R31 (CXL Device DVSEC at 0x100)");
-  CHECK(s.dev->region_info(4).has_value());  // BAR0 too small for R20, but R31 decides
+  CHECK(s.variant->readiness_rule() == "R31 (CXL Device DVSEC at 0x100)");
+  CHECK(s.dev->region_info(RegionIndex{4}).has_value());  // BAR0 too small for R20, but R31 decides
   const std::uint32_t not_valid = 0;
   std::memcpy(&s.vfio->config[0x100 + 0x1C], &not_valid, 4);
   auto r = s.dev->reset();
@@ -416,7 +422,7 @@ TEST_CASE("host: what the host says about a function, and what serving it needs"
     fs::create_directory_symlink(d, sys / "kernel/iommu_groups/7/devices" / bdf);
   };
   device("0000:00:03.0", "nvme");
-  auto st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  auto st = probe_pci_host(sys, dev, *Bdf::parse("0000:00:03.0")).value();
   CHECK(st.vendor == 0x1b36);
   CHECK(st.driver == "nvme");
   CHECK(st.iommu_group == 7u);
@@ -433,7 +439,7 @@ TEST_CASE("host: what the host says about a function, and what serving it needs"
   fs::create_directories(sys / "bus/pci/drivers/vfio-pci");
   fs::create_directory_symlink(sys / "bus/pci/drivers/vfio-pci", sys / "bus/pci/devices/0000:00:03.0/driver");
   device("0000:00:03.1", "e1000e");
-  st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  st = probe_pci_host(sys, dev, *Bdf::parse("0000:00:03.0")).value();
   CHECK_FALSE(st.group_viable());
   CHECK(st.group_members_text() == "0000:00:03.0 (vfio-pci), 0000:00:03.1 (e1000e)");
   // The nodes of the group API exist and open: ready with "group".
@@ -442,7 +448,7 @@ TEST_CASE("host: what the host says about a function, and what serving it needs"
   std::ofstream(dev / "vfio/vfio") << "";
   std::ofstream(dev / "vfio/7") << "";
   std::ofstream(dev / "mem") << "";
-  st = probe_pci_host(sys, dev, "0000:00:03.0").value();
+  st = probe_pci_host(sys, dev, *Bdf::parse("0000:00:03.0")).value();
   r = serve_readiness(st, dev, true);
   INFO((r.missing.empty() ? std::string() : r.missing[0]));
   CHECK(r.ready);

@@ -17,13 +17,14 @@
 #include "device_util.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/user/session.hpp"
-#include "serve/server.hpp"
+#include "nvgrace/serve/server.hpp"
 
 #include <fmt/format.h>
 #include "vfio_user_client.hpp"
 
 using namespace nvgrace;
 using namespace nvgrace::vfio;
+using nvgrace::sys::UniqueFd;
 namespace user = nvgrace::vfio::user;
 
 namespace {
@@ -104,7 +105,7 @@ user::Header header(const Reply& r) {
 std::span<const std::uint8_t> payload(const Reply& r) { return std::span(r.bytes).subspan(16); }
 
 struct Negotiated {
-  std::unique_ptr<VariantDevice> dev = test::make_device("gh200");
+  std::unique_ptr<Variant> dev = test::make_device("gh200");
   user::Session s{*dev};
   user::ReplyBuffer out;
   explicit Negotiated(const std::vector<std::uint8_t>& version = version_payload()) {
@@ -328,7 +329,7 @@ TEST_CASE("vfio-user: GET_REGION_INFO sends the memfd and its offset, with the s
   REQUIRE(d.region.sparse.size() == 1);
   CHECK(d.region.sparse[0].size == GiB);
   REQUIRE(full.fds.size() == 1);
-  CHECK(full.fds[0] == n.dev->backend().range(pciemu::MemRole::resmem)->fd);
+  CHECK(full.fds[0] == n.dev->memory().range(pciemu::MemRole::resmem)->fd);
   auto cfg = n.send(user::kDeviceGetRegionInfo, argsz_index(32, 7));
   CHECK(cfg.fds.empty());
   CHECK(header(n.send(user::kDeviceGetRegionInfo, argsz_index(32, 9))).error == EINVAL);

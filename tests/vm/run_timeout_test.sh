@@ -1,18 +1,18 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # --timeout bounds the whole of `nvgrace run`, set-up included: eight GB300
 # take far longer than a second (each 512 GiB BAR4 is a large memslot: about
 # 12 s here), so `--timeout 1` must stop the run, exit 1, and say so in one
 # line on stderr; a run that finished would exit 0 without the line. The time
-# it took is printed, not asserted (a loaded machine stretches it). Exit 77
-# (skipped) without a usable /dev/kvm.
-set -uo pipefail
+# it took is printed, not asserted (a loaded machine stretches it). POSIX sh:
+# tests/vm/kvm_run.sh may run it in a busybox guest with nested KVM.
+#   run_timeout_test.sh NVGRACE
 nvgrace=$1
-err=$(mktemp); trap 'rm -f "$err"' EXIT
-start=$(date +%s%N)
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+start=$(date +%s)
 "$nvgrace" run --timeout 1 --profile gb300 --count 8 > /dev/null 2> "$err"
 rc=$?
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-[ $rc = 77 ] && { cat "$err"; exit 77; }
+secs=$(( $(date +%s) - start ))
 lines=$(grep -c '^nvgrace: ' "$err")
-echo "exit $rc after $ms ms; stderr: $(grep '^nvgrace: ' "$err")"
+echo "exit $rc after about $secs s; stderr: $(grep '^nvgrace: ' "$err")"
 [ $rc = 1 ] && [ "$lines" = 1 ] && grep -q '^nvgrace: run: --timeout: 1 s passed' "$err"

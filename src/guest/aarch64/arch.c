@@ -10,7 +10,7 @@
  * without writeback: only those give KVM a valid syndrome (ESR ISV=1) to
  * turn into an MMIO exit. */
 #include "../arch.h"
-#include "layout.h"
+#include "nvgrace/guest/aarch64/layout.h"
 
 /* TCR_EL1: 48-bit VA in TTBR0 (T0SZ 16), 4 KiB granule, write-back
  * inner-shareable walks, TTBR1 walks off (EPD1), TG1 4 KiB; IPS is filled in

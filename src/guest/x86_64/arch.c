@@ -4,7 +4,7 @@
  * this project's CI machine's paravirtual KVM); reaches the config space
  * through 0xCF8/0xCFC and reports on I/O ports. */
 #include "../arch.h"
-#include "layout.h"
+#include "nvgrace/guest/x86_64/layout.h"
 
 __asm__(".section .text.entry\n"
         ".global _start\n"

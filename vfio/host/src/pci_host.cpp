@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 
 #include "nvgrace/acpi/sysfs.hpp"
-#include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/sys/fd.hpp"
 
 namespace nvgrace::vfio::host {
 namespace fs = std::filesystem;
@@ -28,7 +28,7 @@ bool is_vfio_driver(const std::string& d) { return d == kVfioPciDriver || d == k
 
 // Whether `p` opens read-write, and if not, why.
 std::optional<std::string> open_problem(const fs::path& p) {
-  UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+  sys::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
   if (fd) return std::nullopt;
   return fmt::format("{}: {}", p.string(), std::strerror(errno));
 }
@@ -58,8 +58,8 @@ std::string PciHostState::bind_advice() const {
                      bdf, driver, override_cmd, bdf, bdf, bdf);
 }
 
-Result<PciHostState> probe_pci_host(const fs::path& sysfs, const fs::path& dev, const std::string& bdf) {
-  const fs::path dir = sysfs / "bus/pci/devices" / bdf;
+Result<PciHostState> probe_pci_host(const fs::path& sysfs, const fs::path& dev, const Bdf& bdf) {
+  const fs::path dir = sysfs / "bus/pci/devices" / bdf.to_string();
   std::error_code ec;
   if (!fs::exists(dir, ec)) return fail_errno(ENOENT, "no PCI device {} under {}", bdf, (sysfs / "bus/pci/devices").string());
   PciHostState st;

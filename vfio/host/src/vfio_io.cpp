@@ -20,8 +20,8 @@ namespace {
 
 std::uint64_t page_size() { return static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)); }
 
-Result<UniqueFd> open_node(const fs::path& p, const char* what) {
-  UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+Result<sys::UniqueFd> open_node(const fs::path& p, const char* what) {
+  sys::UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd) {
     const int e = errno;
     if (e == EACCES || e == EPERM)
@@ -39,7 +39,7 @@ std::string attach_hint(int err) {
 
 class KernelVfioDevice final : public VfioDeviceIo {
  public:
-  explicit KernelVfioDevice(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit KernelVfioDevice(sys::UniqueFd fd) : fd_(std::move(fd)) {}
   int fd() const override { return fd_.get(); }
 
   Result<DeviceInfo> info() override {
@@ -102,13 +102,13 @@ class KernelVfioDevice final : public VfioDeviceIo {
   }
 
  private:
-  UniqueFd fd_;
+  sys::UniqueFd fd_;
 };
 
 // The legacy API: a container with the type1v2 IOMMU and the device's group.
 class Type1Iommu final : public Iommu {
  public:
-  Type1Iommu(UniqueFd container, UniqueFd group) : container_(std::move(container)), group_(std::move(group)) {}
+  Type1Iommu(sys::UniqueFd container, sys::UniqueFd group) : container_(std::move(container)), group_(std::move(group)) {}
   std::string_view api() const override { return "type1"; }
   const DmaLimits& limits() const override { return limits_; }
 
@@ -140,7 +140,7 @@ class Type1Iommu final : public Iommu {
             const std::size_t r = at + sizeof cap + i * sizeof(vfio_iova_range);
             if (r + sizeof(vfio_iova_range) > buf.size()) break;
             const auto range = wire::load<vfio_iova_range>(buf, r);
-            limits_.iova_ranges.push_back({range.start, range.end});
+            limits_.iova_ranges.push_back({Iova{range.start}, Iova{range.end}});
           }
         } else if (hdr.id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL &&
                    at + sizeof(vfio_iommu_type1_info_dma_avail) <= buf.size()) {
@@ -153,22 +153,22 @@ class Type1Iommu final : public Iommu {
     return fail_errno(EMSGSIZE, "VFIO_IOMMU_GET_INFO keeps growing");
   }
 
-  Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool r, bool w) override {
+  Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
     vfio_iommu_type1_dma_map m{};
     m.argsz = sizeof m;
     m.flags = (r ? VFIO_DMA_MAP_FLAG_READ : 0u) | (w ? VFIO_DMA_MAP_FLAG_WRITE : 0u);
-    m.vaddr = reinterpret_cast<std::uint64_t>(vaddr);
-    m.iova = iova;
+    m.vaddr = vaddr.value();
+    m.iova = iova.value();
     m.size = size;
     if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &m) != 0)
       return fail_errno(errno, "VFIO_IOMMU_MAP_DMA {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
     return {};
   }
 
-  Result<void> unmap(std::uint64_t iova, std::uint64_t size) override {
+  Result<void> unmap(Iova iova, std::uint64_t size) override {
     vfio_iommu_type1_dma_unmap u{};
     u.argsz = sizeof u;
-    u.iova = iova;
+    u.iova = iova.value();
     u.size = size;
     if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0)
       return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
@@ -178,15 +178,15 @@ class Type1Iommu final : public Iommu {
   }
 
  private:
-  UniqueFd container_;
-  UniqueFd group_;
+  sys::UniqueFd container_;
+  sys::UniqueFd group_;
   DmaLimits limits_;
 };
 
 // The iommufd API: the device bound to /dev/iommu, an IOAS attached to it.
 class IommufdIoas final : public Iommu {
  public:
-  IommufdIoas(UniqueFd iommufd, std::uint32_t ioas) : iommufd_(std::move(iommufd)), ioas_(ioas) {}
+  IommufdIoas(sys::UniqueFd iommufd, std::uint32_t ioas) : iommufd_(std::move(iommufd)), ioas_(ioas) {}
   std::string_view api() const override { return "iommufd"; }
   const DmaLimits& limits() const override { return limits_; }
 
@@ -203,31 +203,31 @@ class IommufdIoas final : public Iommu {
     if (!ranges.empty() && ::ioctl(iommufd_.get(), IOMMU_IOAS_IOVA_RANGES, &q) != 0)
       return fail_errno(errno, "IOMMU_IOAS_IOVA_RANGES: {}", std::strerror(errno));
     for (std::size_t i = 0; i < std::min<std::size_t>(q.num_iovas, ranges.size()); ++i)
-      limits_.iova_ranges.push_back({ranges[i].start, ranges[i].last});
+      limits_.iova_ranges.push_back({Iova{ranges[i].start}, Iova{ranges[i].last}});
     limits_.pgsizes = std::max<std::uint64_t>(page_size(), q.out_iova_alignment);
     limits_.needs_fd = true;
     return {};
   }
 
-  Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool r, bool w) override {
+  Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
     iommu_ioas_map m{};
     m.size = sizeof m;
     m.flags = IOMMU_IOAS_MAP_FIXED_IOVA | (r ? static_cast<std::uint32_t>(IOMMU_IOAS_MAP_READABLE) : 0u) |
               (w ? static_cast<std::uint32_t>(IOMMU_IOAS_MAP_WRITEABLE) : 0u);
     m.ioas_id = ioas_;
-    m.user_va = reinterpret_cast<std::uint64_t>(vaddr);
+    m.user_va = vaddr.value();
     m.length = size;
-    m.iova = iova;
+    m.iova = iova.value();
     if (::ioctl(iommufd_.get(), IOMMU_IOAS_MAP, &m) != 0)
       return fail_errno(errno, "IOMMU_IOAS_MAP {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
     return {};
   }
 
-  Result<void> unmap(std::uint64_t iova, std::uint64_t size) override {
+  Result<void> unmap(Iova iova, std::uint64_t size) override {
     iommu_ioas_unmap u{};
     u.size = sizeof u;
     u.ioas_id = ioas_;
-    u.iova = iova;
+    u.iova = iova.value();
     u.length = size;
     if (::ioctl(iommufd_.get(), IOMMU_IOAS_UNMAP, &u) != 0)
       return fail_errno(errno, "IOMMU_IOAS_UNMAP {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
@@ -235,7 +235,7 @@ class IommufdIoas final : public Iommu {
   }
 
  private:
-  UniqueFd iommufd_;
+  sys::UniqueFd iommufd_;
   std::uint32_t ioas_;
   DmaLimits limits_;
 };
@@ -292,9 +292,9 @@ Result<OpenedVfio> open_group(const VfioOpenOptions& o, const PciHostState& st) 
     return fail_errno(errno, "VFIO_GROUP_SET_CONTAINER: {}", std::strerror(errno));
   if (::ioctl(cfd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0)
     return fail_errno(errno, "VFIO_SET_IOMMU(type1v2): {}{}", std::strerror(errno), attach_hint(errno));
-  const int dfd = ::ioctl(group->get(), VFIO_GROUP_GET_DEVICE_FD, o.bdf.c_str());
+  const int dfd = ::ioctl(group->get(), VFIO_GROUP_GET_DEVICE_FD, o.bdf.to_string().c_str());
   if (dfd < 0) return fail_errno(errno, "VFIO_GROUP_GET_DEVICE_FD({}): {}", o.bdf, std::strerror(errno));
-  UniqueFd dev(dfd);
+  sys::UniqueFd dev(dfd);
   auto iommu = std::make_unique<Type1Iommu>(std::move(*container), std::move(*group));
   if (auto ok = iommu->query(); !ok) return fail(ok.error());
   return OpenedVfio{std::make_unique<KernelVfioDevice>(std::move(dev)), std::move(iommu)};

@@ -78,7 +78,7 @@ Outcome Session::done(const Header& h, ReplyBuffer& out) {
   return Outcome::reply;
 }
 
-Outcome Session::handle(std::span<const std::uint8_t> msg, std::span<UniqueFd> fds, ReplyBuffer& out) {
+Outcome Session::handle(std::span<const std::uint8_t> msg, std::span<sys::UniqueFd> fds, ReplyBuffer& out) {
   log_.clear();
   if (msg.size() < sizeof(Header)) return violation("short message of {} bytes", msg.size());
   const auto h = load<Header>(msg, 0);
@@ -157,7 +157,7 @@ Outcome Session::version(const Header& h, std::span<const std::uint8_t> p, Reply
 }
 
 // R28: DMA_MAP brings the client's memory into the device's address space.
-Outcome Session::dma_map(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out) {
+Outcome Session::dma_map(const Header& h, std::span<const std::uint8_t> p, std::span<sys::UniqueFd> fds, ReplyBuffer& out) {
   if (p.size() < sizeof(DmaMapRequest)) return refuse(h, out, EINVAL, "DMA_MAP payload of {} bytes, need 32", p.size());
   const auto m = load<DmaMapRequest>(p, 0);
   if (m.argsz < sizeof m) return refuse(h, out, EINVAL, "DMA_MAP argsz {} smaller than the request", m.argsz);
@@ -176,7 +176,7 @@ Outcome Session::dma_map(const Header& h, std::span<const std::uint8_t> p, std::
                   m.address, m.size);
   if (!lim.iova_ranges.empty() &&
       std::none_of(lim.iova_ranges.begin(), lim.iova_ranges.end(),
-                   [&](const IovaRange& r) { return m.address >= r.start && *end - 1 <= r.last; }))
+                   [&](const IovaRange& r) { return m.address >= r.start.value() && *end - 1 <= r.last.value(); }))
     return refuse(h, out, EINVAL, "DMA_MAP {:#x}+{:#x} lies outside the IOMMU's usable IOVA ranges (R28)", m.address,
                   m.size);
   for (const auto& d : dma_)
@@ -185,7 +185,7 @@ Outcome Session::dma_map(const Header& h, std::span<const std::uint8_t> p, std::
                     d.address, d.size);
   if (dma_.size() >= lim.max_maps)
     return refuse(h, out, ENOSPC, "DMA_MAP: {} mappings exist, the announced max_dma_maps", dma_.size());
-  const DmaMapping mapping{m.address, m.size, fds.empty() ? -1 : fds[0].get(), m.offset,
+  const DmaMapping mapping{Iova{m.address}, m.size, fds.empty() ? -1 : fds[0].get(), m.offset,
                            (m.flags & VFIO_DMA_MAP_FLAG_READ) != 0, (m.flags & VFIO_DMA_MAP_FLAG_WRITE) != 0};
   if (auto ok = device_.dma_map(mapping); !ok)
     return refuse(h, out, ok.error().err, "DMA_MAP {:#x}+{:#x}: {}", m.address, m.size, ok.error().message);
@@ -207,7 +207,7 @@ Outcome Session::dma_unmap(const Header& h, std::span<const std::uint8_t> p, Rep
     if (u.address != 0 || u.size != 0)
       return refuse(h, out, EINVAL, "DMA_UNMAP of all mappings needs address and size 0");
     const std::size_t n = dma_.size();
-    for (const auto& d : dma_) (void)device_.dma_unmap(d.address, d.size);
+    for (const auto& d : dma_) (void)device_.dma_unmap(Iova{d.address}, d.size);
     dma_.clear();
     note("DMA_UNMAP all: {} mapping(s)", n);
   } else {
@@ -216,7 +216,7 @@ Outcome Session::dma_unmap(const Header& h, std::span<const std::uint8_t> p, Rep
                                  [&](const DmaRegion& d) { return d.address == u.address && d.size == u.size; });
     if (it == dma_.end())
       return refuse(h, out, ENOENT, "no DMA mapping is exactly {:#x}+{:#x}", u.address, u.size);
-    if (auto ok = device_.dma_unmap(u.address, u.size); !ok)
+    if (auto ok = device_.dma_unmap(Iova{u.address}, u.size); !ok)
       return refuse(h, out, ok.error().err, "DMA_UNMAP {:#x}+{:#x}: {}", u.address, u.size, ok.error().message);
     dma_.erase(it);
     note("DMA_UNMAP {:#x}+{:#x}", u.address, u.size);
@@ -260,7 +260,7 @@ Outcome Session::region_info(const Header& h, std::span<const std::uint8_t> p, R
   if (argsz < sizeof(vfio_region_info))
     return refuse(h, out, EINVAL, "GET_REGION_INFO argsz {} is smaller than the {}-byte struct", argsz,
                   sizeof(vfio_region_info));
-  auto view = device_.region_info(index);
+  auto view = device_.region_info(RegionIndex{index});
   if (!view) return refuse(h, out, view.error().err ? view.error().err : EINVAL, "{}", view.error().message);
   const auto bytes = view->bytes;
   const bool fd_allowed = client_max_fds_ >= 1;
@@ -315,7 +315,7 @@ Outcome Session::irq_info(const Header& h, std::span<const std::uint8_t> p, Repl
 
 // R29: exactly one data type and one action; the eventfds (one per interrupt,
 // or none to de-assign) go straight to the device.
-Outcome Session::set_irqs(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out) {
+Outcome Session::set_irqs(const Header& h, std::span<const std::uint8_t> p, std::span<sys::UniqueFd> fds, ReplyBuffer& out) {
   if (p.size() < sizeof(SetIrqsRequest)) return refuse(h, out, EINVAL, "SET_IRQS payload of {} bytes, need 20", p.size());
   const auto s = load<SetIrqsRequest>(p, 0);
   if (s.argsz < sizeof s) return refuse(h, out, EINVAL, "SET_IRQS argsz {} is smaller than the request", s.argsz);
@@ -377,7 +377,7 @@ Outcome Session::region_access(const Header& h, std::span<const std::uint8_t> p,
   if (h.command == kRegionWrite) {
     if (p.size() - sizeof a != a.count)
       return refuse(h, out, EINVAL, "REGION_WRITE carries {} bytes, count says {}", p.size() - sizeof a, a.count);
-    auto n = device_.write(a.region, a.offset, p.subspan(sizeof a, a.count));
+    auto n = device_.write(RegionIndex{a.region}, a.offset, p.subspan(sizeof a, a.count));
     if (!n) return refuse(h, out, n.error().err ? n.error().err : EIO, "{}", n.error().message);
     out.begin(h);
     out.append(RegionAccess{a.offset, a.region, static_cast<std::uint32_t>(*n)});
@@ -390,7 +390,7 @@ Outcome Session::region_access(const Header& h, std::span<const std::uint8_t> p,
   auto* head = out.extend(sizeof a);
   auto* data = out.extend(a.count);
   if (!head || !data) return refuse(h, out, ENOMEM, "no room for {} bytes in the reply buffer", a.count);
-  auto n = device_.read(a.region, a.offset, std::span(data, a.count));
+  auto n = device_.read(RegionIndex{a.region}, a.offset, std::span(data, a.count));
   if (!n) return refuse(h, out, n.error().err ? n.error().err : EIO, "{}", n.error().message);
   const RegionAccess r{a.offset, a.region, static_cast<std::uint32_t>(*n)};
   std::memcpy(head, &r, sizeof r);
@@ -409,7 +409,7 @@ Outcome Session::device_reset(const Header& h, ReplyBuffer& out) {
 Teardown Session::teardown() {
   Teardown t;
   for (const auto& d : dma_) {
-    if (auto ok = device_.dma_unmap(d.address, d.size); !ok)
+    if (auto ok = device_.dma_unmap(Iova{d.address}, d.size); !ok)
       t.errors.push_back(fmt::format("DMA unmap {:#x}+{:#x}: {}", d.address, d.size, ok.error().message));
     ++t.dma_unmapped;
   }

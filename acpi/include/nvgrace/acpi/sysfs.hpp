@@ -9,11 +9,12 @@
 #include <vector>
 
 #include "nvgrace/common/result.hpp"
+#include "nvgrace/common/types.hpp"
 
 namespace nvgrace::acpi {
 
 struct PciFunction {
-  std::string bdf;                       // "0009:01:00.0"
+  Bdf bdf;
   std::optional<std::uint16_t> vendor;   // <bdf>/vendor
   std::optional<std::uint16_t> device;   // <bdf>/device
   std::optional<std::string> acpi_path;  // <bdf>/firmware_node/path
@@ -25,11 +26,8 @@ struct PciFunction {
 // the 16-bit id, or nullopt when the file is missing or holds anything else.
 [[nodiscard]] std::optional<std::uint16_t> read_sysfs_id(const std::filesystem::path& p);
 
-// "0009:01:00.0" stays; "01:00.0" becomes "0000:01:00.0". Anything else is an error.
-[[nodiscard]] Result<std::string> normalize_bdf(std::string_view text);
-
 // Reads <root>/bus/pci/devices/<bdf>/...
-[[nodiscard]] Result<PciFunction> read_pci_function(const std::filesystem::path& sysfs_root, const std::string& bdf);
+[[nodiscard]] Result<PciFunction> read_pci_function(const std::filesystem::path& sysfs_root, const Bdf& bdf);
 
 // Every function under <root>/bus/pci/devices with the given vendor id.
 [[nodiscard]] Result<std::vector<PciFunction>> list_pci_functions(const std::filesystem::path& sysfs_root,

@@ -11,7 +11,7 @@
 
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/pciemu/config_space.hpp"
-#include "nvgrace/pciemu/guest_plan.hpp"
+#include "nvgrace/pciemu/bars.hpp"
 
 namespace nvgrace::pciemu {
 
@@ -44,7 +44,7 @@ struct DeviceConfigParams {
 
 // One BAR as the guest has programmed it.
 struct BarState {
-  unsigned index = 0;
+  BarIndex index;
   BarRole role = BarRole::device;
   std::uint64_t size = 0;
   std::uint64_t address = 0;  // what the BAR decodes now (flag bits removed)
@@ -84,7 +84,7 @@ class DeviceConfig {
 
   [[nodiscard]] bool memory_decode() const;
   [[nodiscard]] BarStates bars() const;
-  [[nodiscard]] std::optional<BarState> bar(unsigned index) const;
+  [[nodiscard]] std::optional<BarState> bar(BarIndex index) const;
 
   [[nodiscard]] const ConfigSpace& space() const { return space_; }
   [[nodiscard]] ConfigSpace& space() { return space_; }

@@ -9,6 +9,7 @@
 
 #include "nvgrace/common/checked.hpp"
 #include "nvgrace/common/result.hpp"
+#include "nvgrace/common/types.hpp"
 
 namespace nvgrace::pciemu {
 
@@ -16,8 +17,8 @@ namespace nvgrace::pciemu {
 inline constexpr std::uint64_t kResmemSize = 1 * GiB;
 inline constexpr std::uint64_t kMemblockSize = 512 * MiB;
 // R11.
-inline constexpr unsigned kResmemBarIndex = 2;
-inline constexpr unsigned kUsememBarIndex = 4;
+inline constexpr BarIndex kResmemBarIndex{2};
+inline constexpr BarIndex kUsememBarIndex{4};
 
 enum class MemRole { usemem, resmem };
 
@@ -26,7 +27,7 @@ enum class MemRole { usemem, resmem };
 // One fake BAR and the device memory behind it.
 struct MemRegion {
   MemRole role = MemRole::usemem;
-  unsigned bar_index = 0;
+  BarIndex bar_index;
   std::uint64_t host_base = 0;  // host physical address of the first byte
   std::uint64_t length = 0;     // bytes of real memory behind the BAR
   std::uint64_t bar_size = 0;   // power of two >= length

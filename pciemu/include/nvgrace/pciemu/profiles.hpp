@@ -1,5 +1,6 @@
-// Built-in emulated devices. Sizes are representative of shipping parts, not
-// read from one specific board (docs/profiles.md).
+// Built-in emulated devices: a device id of the identity table
+// (identity.hpp) with a memory size. Sizes are representative of shipping
+// parts, not read from one specific board (docs/profiles.md).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@ struct Profile {
   std::string_view name;
   std::uint16_t device_id = 0;
   std::uint64_t mem_size = 0;      // coherent device memory, as _DSD would report it
-  std::uint16_t subsystem_vendor = 0;
+  std::uint16_t subsystem_vendor = 0;  // the identity's (identity.hpp)
   std::uint16_t subsystem_id = 0;
 };
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nvgrace/common/result.hpp"
+#include "nvgrace/common/types.hpp"
 
 namespace nvgrace::vfio::host {
 
@@ -23,7 +24,7 @@ inline constexpr std::string_view kNvgraceGpuDriver = "nvgrace_gpu_vfio_pci";
 inline constexpr std::string_view kVfioPciDriver = "vfio-pci";
 
 struct PciHostState {
-  std::string bdf;
+  Bdf bdf;
   std::optional<std::uint16_t> vendor, device;
   std::string driver;                                             // empty: no driver bound
   std::optional<unsigned> iommu_group;                            // <bdf>/iommu_group
@@ -40,7 +41,7 @@ struct PciHostState {
 };
 
 [[nodiscard]] Result<PciHostState> probe_pci_host(const std::filesystem::path& sysfs, const std::filesystem::path& dev,
-                                                  const std::string& bdf);
+                                                  const Bdf& bdf);
 
 // Whether `serve --host` can open the function, and what is missing (R26):
 // the driver, a viable group, a VFIO API whose nodes open, and - when the

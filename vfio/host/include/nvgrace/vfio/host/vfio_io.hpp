@@ -19,8 +19,9 @@
 #include <vector>
 
 #include "nvgrace/common/result.hpp"
-#include "nvgrace/vfio/fd.hpp"
-#include "nvgrace/vfio/vfio_device.hpp"
+#include "nvgrace/common/types.hpp"
+#include "nvgrace/sys/fd.hpp"
+#include "nvgrace/vfio/function.hpp"
 
 namespace nvgrace::vfio::host {
 
@@ -50,16 +51,16 @@ class Iommu {
   [[nodiscard]] virtual std::string_view api() const = 0;  // "iommufd" or "type1"
   [[nodiscard]] virtual const DmaLimits& limits() const = 0;
   // Maps [iova, iova + size) to this process's memory at `vaddr`.
-  [[nodiscard]] virtual Result<void> map(std::uint64_t iova, std::uint64_t size, const void* vaddr, bool readable,
+  [[nodiscard]] virtual Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool readable,
                                          bool writable) = 0;
-  virtual Result<void> unmap(std::uint64_t iova, std::uint64_t size) = 0;
+  virtual Result<void> unmap(Iova iova, std::uint64_t size) = 0;
 };
 
 enum class VfioApi { automatic, cdev, group };
 [[nodiscard]] std::string_view to_string(VfioApi api);
 
 struct VfioOpenOptions {
-  std::string bdf;  // "0000:00:03.0"
+  Bdf bdf;
   VfioApi api = VfioApi::automatic;
   std::filesystem::path sysfs = "/sys";
   std::filesystem::path dev = "/dev";

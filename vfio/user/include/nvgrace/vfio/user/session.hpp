@@ -1,5 +1,6 @@
 // The vfio-user protocol (QEMU docs/interop/vfio-user.rst), server side: one
-// client's session with one device (VfioDevice: emulated or real).
+// client's session with one device (any vfio::Function: the variant over an
+// emulated or a real function, or a function as it is).
 //
 // handle() turns one complete message (header + payload + the fds that came
 // with it) into a reply written in place into a ReplyBuffer, nothing (a
@@ -23,10 +24,10 @@
 #include <string>
 #include <vector>
 
-#include "nvgrace/vfio/fd.hpp"
+#include "nvgrace/sys/fd.hpp"
 #include "nvgrace/vfio/user/protocol.hpp"
 #include "nvgrace/vfio/user/reply.hpp"
-#include "nvgrace/vfio/vfio_device.hpp"
+#include "nvgrace/vfio/function.hpp"
 
 namespace nvgrace::vfio::user {
 
@@ -59,14 +60,14 @@ struct Teardown {
 
 class Session {
  public:
-  explicit Session(VfioDevice& device) : device_(device) {}
+  explicit Session(Function& device) : device_(device) {}
   ~Session() { (void)teardown(); }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   // `message`: exactly header.msg_size bytes. `fds`: received with it; the
   // session moves out the ones it keeps, the caller closes the rest.
-  [[nodiscard]] Outcome handle(std::span<const std::uint8_t> message, std::span<UniqueFd> fds, ReplyBuffer& out);
+  [[nodiscard]] Outcome handle(std::span<const std::uint8_t> message, std::span<sys::UniqueFd> fds, ReplyBuffer& out);
 
   // R30: every DMA mapping removed, every interrupt disabled. Idempotent.
   Teardown teardown();
@@ -93,16 +94,16 @@ class Session {
   Outcome done(const Header& h, ReplyBuffer& out);
 
   Outcome version(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
-  Outcome dma_map(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out);
+  Outcome dma_map(const Header& h, std::span<const std::uint8_t> p, std::span<sys::UniqueFd> fds, ReplyBuffer& out);
   Outcome dma_unmap(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
   Outcome device_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
   Outcome region_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
   Outcome irq_info(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
-  Outcome set_irqs(const Header& h, std::span<const std::uint8_t> p, std::span<UniqueFd> fds, ReplyBuffer& out);
+  Outcome set_irqs(const Header& h, std::span<const std::uint8_t> p, std::span<sys::UniqueFd> fds, ReplyBuffer& out);
   Outcome region_access(const Header& h, std::span<const std::uint8_t> p, ReplyBuffer& out);
   Outcome device_reset(const Header& h, ReplyBuffer& out);
 
-  VfioDevice& device_;
+  Function& device_;
   bool negotiated_ = false;
   bool detail_ = false;
   std::string log_;

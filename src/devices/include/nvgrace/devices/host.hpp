@@ -1,0 +1,48 @@
+// Real devices bound to vfio-pci, assembled for serving (R3-R6, R26-R31):
+// each --host function is found in the host's ACPI tables and sysfs, opened
+// through VFIO (vfio/host), and given the variant (vfio/variant) over its
+// GPU memory - or, where the kernel's nvgrace-gpu already holds it, served
+// with the kernel's own regions once they match the model (R16). Which
+// memory path a GPU gets is decided here, not by a command.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/vfio/function.hpp"
+#include "nvgrace/vfio/host/vfio_io.hpp"
+
+namespace nvgrace::devices {
+
+struct HostQuery {
+  std::vector<std::string> bdfs;  // as given (--host)
+  vfio::host::VfioApi api = vfio::host::VfioApi::automatic;
+  std::optional<std::uint16_t> assume_device_id;  // a stand-in device (tests): readiness skipped
+  bool mmap_fake_bars = true;
+  std::filesystem::path acpi = "/sys/firmware/acpi/tables";
+  std::filesystem::path sysfs = "/sys";
+  std::filesystem::path dev = "/dev";
+};
+
+// Why a device cannot be served, in one line that names what is wrong.
+struct HostRefusal {
+  bool usage = true;  // the command line asks for what cannot be had here; false: the device is unusable
+  std::string line;
+};
+
+struct HostDevice {
+  Bdf bdf;
+  std::unique_ptr<vfio::Function> device;  // the variant, or the function as it is
+  std::string ids;                         // "1b36:0010 as 0x2342": what it is (and stands in for)
+  std::string how;                         // "through VFIO cdev (iommufd); <memory>; readiness <rule>"
+  std::vector<std::string> warnings;       // for the log (passthrough, a stand-in)
+};
+
+[[nodiscard]] expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuery& q);
+
+}  // namespace nvgrace::devices

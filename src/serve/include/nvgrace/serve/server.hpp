@@ -1,0 +1,84 @@
+// A vfio-user server: one UNIX socket per device, one client at a time per
+// socket, each client served by its own thread (Connection). The main loop
+// only accepts, refuses second clients, reaps finished connections and stops
+// on request or signal.
+//
+// When a client leaves - cleanly, mid-message, by a protocol violation, or
+// killed - its session is torn down: every DMA mapping removed and every
+// interrupt disabled (R30); a device served with reset_on_disconnect (a real
+// device) is then reset before the next client is accepted. An emulated
+// device keeps its state otherwise (vfio-user.rst, "Client Disconnection").
+//
+// Thread-safety: run() is the only loop; stop() may be called from any thread
+// or a signal context (it writes an eventfd).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/sys/fd.hpp"
+#include "nvgrace/vfio/function.hpp"
+
+namespace nvgrace::serve {
+
+struct ServedDevice {
+  std::string socket_path;
+  std::unique_ptr<vfio::Function> device;
+  bool reset_on_disconnect = false;  // R30: a real device is reset between clients
+};
+
+// Who may connect: the socket file's mode and, when set, its group (so that,
+// for example, libvirt's qemu user can connect through a shared group).
+struct SocketAccess {
+  unsigned mode = 0600;
+  std::optional<gid_t> group;
+};
+
+class Server {
+ public:
+  // Binds every socket. A path that exists is replaced only when it is a
+  // stale socket (a connect is refused); a socket that answers is in use
+  // (EADDRINUSE), anything else is not ours (EEXIST). Nothing is left bound
+  // when one of the sockets fails.
+  [[nodiscard]] static Result<std::unique_ptr<Server>> create(std::vector<ServedDevice> devices,
+                                                             SocketAccess access = {});
+  ~Server();
+
+  // Serves until stop() or SIGINT/SIGTERM/SIGHUP (when `handle_signals`),
+  // then ends every connection (tearing each down, R30), and removes the
+  // socket files it created - only those: a path now holding another file
+  // (same name, other inode) is left.
+  Result<void> run(bool handle_signals);
+  void stop();
+
+  [[nodiscard]] std::uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
+  [[nodiscard]] vfio::Function& device(std::size_t i) { return *devices_[i].device; }
+
+ private:
+  Server() = default;
+  struct Slot;
+  void finish(Slot& slot);
+  std::vector<ServedDevice> devices_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  sys::UniqueFd stop_fd_;
+  sys::UniqueFd reap_fd_;  // a connection thread ended
+  std::atomic<std::uint64_t> messages_{0};
+};
+
+// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that a signal
+// arriving while the server is being built waits for run(handle_signals=true)
+// to handle it - and the sockets are removed - instead of killing the
+// process with its sockets left behind. Call it first thing.
+void block_shutdown_signals();
+
+// Socket path of device i when serving `count` devices on `base`: the base
+// itself for one device, else "<base>.<i>".
+[[nodiscard]] std::string socket_path(const std::string& base, unsigned i, unsigned count);
+
+}  // namespace nvgrace::serve

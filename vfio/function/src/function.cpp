@@ -1,0 +1,67 @@
+#include "nvgrace/vfio/function.hpp"
+
+#include <linux/pci_regs.h>
+
+#include <cstring>
+
+#include "nvgrace/vfio/region_info.hpp"
+
+namespace nvgrace::vfio {
+
+Result<std::uint32_t> config_read(Function& f, ConfigOffset offset, std::size_t width) {
+  if (width != 1 && width != 2 && width != 4) return fail_errno(EINVAL, "config read of width {}", width);
+  std::uint32_t v = 0;
+  auto n = f.read(kConfigRegion, offset.value(), std::span(reinterpret_cast<std::uint8_t*>(&v), width));
+  if (!n) return fail(n.error());
+  if (*n != width) return fail_errno(EIO, "config read of {} bytes at {:#x} returned {}", width, offset, *n);
+  return v;
+}
+
+Result<void> config_write(Function& f, ConfigOffset offset, std::size_t width, std::uint32_t value) {
+  if (width != 1 && width != 2 && width != 4) return fail_errno(EINVAL, "config write of width {}", width);
+  auto n = f.write(kConfigRegion, offset.value(), std::span(reinterpret_cast<const std::uint8_t*>(&value), width));
+  if (!n) return fail(n.error());
+  if (*n != width) return fail_errno(EIO, "config write of {} bytes at {:#x} took {}", width, offset, *n);
+  return {};
+}
+
+Result<std::vector<std::uint64_t>> region_sizes(Function& f) {
+  std::vector<std::uint64_t> sizes;
+  for (unsigned i = 0; i < f.info().num_regions; ++i) {
+    auto view = f.region_info(RegionIndex{i});
+    if (!view) return fail(view.error().context(fmt::format("region {} info", i)));
+    auto d = decode_region_info(view->bytes);
+    if (!d) return fail(d.error().context(fmt::format("region {} info", i)));
+    sizes.push_back(d->region.size);
+  }
+  return sizes;
+}
+
+Result<DecodeState> read_decode_state(Function& f, std::span<const std::uint64_t> bar_sizes) {
+  // COMMAND, then the six BAR registers in one read: what a VMM does after
+  // every config write the guest makes (R21).
+  std::uint16_t cmd = 0;
+  if (auto n = f.read(kConfigRegion, PCI_COMMAND, std::span(reinterpret_cast<std::uint8_t*>(&cmd), 2)); !n)
+    return fail(n.error());
+  std::uint32_t regs[kBarCount] = {};
+  if (auto n = f.read(kConfigRegion, PCI_BASE_ADDRESS_0, std::span(reinterpret_cast<std::uint8_t*>(regs), sizeof regs));
+      !n)
+    return fail(n.error());
+  DecodeState s;
+  s.memory_decode = (cmd & PCI_COMMAND_MEMORY) != 0;
+  for (unsigned i = 0; i + 1 < kBarCount && i < bar_sizes.size(); ++i) {
+    const std::uint64_t size = bar_sizes[i];
+    const std::uint32_t lo = regs[i];
+    if (size == 0 || (lo & PCI_BASE_ADDRESS_SPACE_IO) ||
+        (lo & PCI_BASE_ADDRESS_MEM_TYPE_MASK) != PCI_BASE_ADDRESS_MEM_TYPE_64)
+      continue;
+    const std::uint64_t raw = lo | static_cast<std::uint64_t>(regs[i + 1]) << 32;
+    const std::uint64_t address = raw & ~std::uint64_t{0xF};
+    const std::uint64_t writable = ~(size - 1) & ~std::uint64_t{0xF};
+    s.bars.push_back({BarIndex{i}, pciemu::BarRole::device, size, address, (raw & writable) == writable});
+    ++i;  // the upper half
+  }
+  return s;
+}
+
+}  // namespace nvgrace::vfio
