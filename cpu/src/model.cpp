@@ -738,4 +738,31 @@ std::map<std::string, std::uint64_t, std::less<>> register_values(const Resolved
   return out;
 }
 
+std::vector<const Model*> ancestry(std::string_view name) {
+  std::vector<const Model*> out;
+  while (!name.empty()) {
+    const Model* found = nullptr;
+    for (const auto& m : models())
+      if (m.name == name) found = &m;
+    if (!found) break;
+    out.insert(out.begin(), found);
+    name = found->parent;
+  }
+  return out;
+}
+
+std::string set_by(const std::vector<const Model*>& models, const ResolvedModel& m, const Field& f) {
+  std::optional<std::uint64_t> prev;
+  std::string by;
+  for (const auto* model : models) {
+    auto r = resolve(model->name);
+    const auto v = r ? r->value(f) : std::nullopt;
+    if (v != prev) {
+      by = std::string(model->name);
+      prev = v;
+    }
+  }
+  return prev == m.value(f) ? by : "option";
+}
+
 }  // namespace nvgrace::cpu

@@ -29,36 +29,6 @@ std::string hex_or(const std::optional<std::uint64_t>& v, std::string_view none)
   return v ? fmt::format("{:#x}", *v) : std::string(none);
 }
 
-// The models from the root down to `name`.
-std::vector<const cpu::Model*> chain(std::string_view name) {
-  std::vector<const cpu::Model*> out;
-  while (!name.empty()) {
-    const cpu::Model* found = nullptr;
-    for (const auto& m : cpu::models())
-      if (m.name == name) found = &m;
-    if (!found) break;
-    out.insert(out.begin(), found);
-    name = found->parent;
-  }
-  return out;
-}
-
-// The model in the chain (root first) where field `f` took its final value;
-// "option" when a feat_ override on the command line gave it.
-std::string set_by(const std::vector<const cpu::Model*>& models, const cpu::ResolvedModel& m, const cpu::Field& f) {
-  std::optional<std::uint64_t> prev;
-  std::string by;
-  for (const auto* model : models) {
-    auto r = cpu::resolve(model->name);
-    const auto v = r ? r->value(f) : std::nullopt;
-    if (v != prev) {
-      by = std::string(model->name);
-      prev = v;
-    }
-  }
-  return prev == m.value(f) ? by : "option";
-}
-
 class CpuCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
@@ -120,13 +90,13 @@ class CpuCommand final : public Command {
   }
 
   int show(const cpu::ResolvedModel& m) {
-    const auto models = chain(m.name);
+    const auto models = cpu::ancestry(m.name);
     if (json_) {
       nlohmann::ordered_json fields = nlohmann::ordered_json::array();
       for (const auto* f : m.set_fields)
         fields.push_back({{"register", f->reg}, {"field", f->name}, {"shift", f->shift}, {"width", f->width},
                           {"signed", f->is_signed}, {"policy", cpu::policy_name(f->policy)},
-                          {"value", *m.value(*f)}, {"set_by", set_by(models, m, *f)}});
+                          {"value", *m.value(*f)}, {"set_by", cpu::set_by(models, m, *f)}});
       nlohmann::ordered_json j{{"model", m.name}, {"spec", m.spec}, {"midr", hex_or(m.midr, "host")},
                                {"sve_bits", vls_text(m.sve, "host")}, {"fields", std::move(fields)}};
       std::cout << j.dump(2) << '\n';
@@ -141,7 +111,7 @@ class CpuCommand final : public Command {
     std::cout << fmt::format("  {:<18} {:<10} {:>6}  {:<20} {}\n", "register", "field", "value", "policy", "set by");
     for (const auto* f : m.set_fields)
       std::cout << fmt::format("  {:<18} {:<10} {:>6}  {:<20} {}\n", f->reg, f->name, fmt::format("{:#x}", *m.value(*f)),
-                               cpu::policy_name(f->policy), set_by(models, m, *f));
+                               cpu::policy_name(f->policy), cpu::set_by(models, m, *f));
     return kExitOk;
   }
 

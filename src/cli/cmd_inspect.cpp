@@ -166,22 +166,22 @@ class InspectCommand final : public Command {
         if (opt->empty()) return usage_error("{} is required with --device-id/--mem-base/--mem-size", opt->get_name());
       auto id = parse_device_id();
       if (!id) return usage_error("--device-id: {}", id.error().message);
-      const auto identity = *pciemu::find_identity(*id);
       auto base = parse_size(mem_base_text_);
       if (!base) return usage_error("--mem-base: {}", base.error().message);
       auto size = parse_size(mem_size_text_);
       if (!size) return usage_error("--mem-size: {}", size.error().message);
-      specs.push_back(make_spec("gpu0", std::nullopt, *id, *base, *size, forced, identity.generation));
+      auto spec = devices::spec_from_numbers("gpu0", *id, *base, *size, forced, phys_bits_);
+      if (!spec) return usage_error("--device-id: {}", spec.error().message);
+      specs.push_back(std::move(*spec));
       return kExitOk;
     }
     const unsigned n = count_.value_or(1);
     for (unsigned c = 0; c < n; ++c) {
       for (const auto& name : profiles_) {
-        const auto profile = *pciemu::find_profile(name);  // checked by CLI::IsMember
-        const auto identity = *pciemu::find_identity(profile.device_id);
         const auto index = static_cast<unsigned>(specs.size());
-        specs.push_back(make_spec(fmt::format("gpu{}", index), std::string(profile.name), profile.device_id,
-                                  pciemu::emulated_mem_base(index), profile.mem_size, forced, identity.generation));
+        auto spec = devices::spec_from_profile(fmt::format("gpu{}", index), name, index, forced, phys_bits_);
+        if (!spec) return usage_error("--profile: {}", spec.error().message);  // names are checked by CLI::IsMember
+        specs.push_back(std::move(*spec));
       }
     }
     return kExitOk;
@@ -239,20 +239,6 @@ class InspectCommand final : public Command {
     if (auto as_hex = parse_id16("0x" + device_id_text_); as_hex && pciemu::find_identity(*as_hex))
       hint = fmt::format("; did you mean 0x{}?", device_id_text_);
     return fail("{} ({}) is not a Grace GPU nvgrace knows (R1){}", device_id_text_, hex_id(*id), hint);
-  }
-
-  DeviceSpec make_spec(std::string name, std::optional<std::string> profile, std::uint16_t id, std::uint64_t base,
-                       std::uint64_t size, std::optional<bool> forced, pciemu::Generation gen) const {
-    DeviceSpec s;
-    s.name = std::move(name);
-    s.profile = std::move(profile);
-    s.device_id = id;
-    s.mem_base = base;
-    s.mem_size = size;
-    s.mig_hw_bug = forced.value_or(pciemu::mig_bug_expected(gen));
-    s.mig_hw_bug_source = forced ? "flag" : "device-id";
-    s.phys_addr_bits = phys_bits_;
-    return s;
   }
 
   CLI::App* cmd_ = nullptr;

@@ -133,6 +133,13 @@ struct FieldCheck {
 // writable and safe per policy; the MIDR and the vector lengths likewise.
 [[nodiscard]] std::vector<FieldCheck> check_model(const ResolvedModel& m, const HostView& host);
 
+// The models from the root of `name`'s inheritance down to it (neoverse-v2-v1,
+// grace-v1); empty for an unknown name.
+[[nodiscard]] std::vector<const Model*> ancestry(std::string_view name);
+// Which model of `models` (root first) gave field `f` the value it has in
+// `m`; "option" when a feat_ override of the spec gave it.
+[[nodiscard]] std::string set_by(const std::vector<const Model*>& models, const ResolvedModel& m, const Field& f);
+
 // The register values to write with KVM_SET_ONE_REG: the host's value with
 // the model's fields replaced, for each register whose value changes
 // (MIDR_EL1 included when the model's differs from the host's). A register

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "nvgrace/common/result.hpp"
 #include "nvgrace/common/types.hpp"
 
 namespace nvgrace::devices {
@@ -47,5 +48,16 @@ struct DeviceSpec {
   // is then 0 unless --device-id gave one.
   std::optional<std::string> absent_reason;
 };
+
+// A GPU described by its numbers (--device-id, --mem-base, --mem-size): the
+// MIG bug is `forced_mig_bug` where given, else what the device id implies
+// (R2). Fails for a device id that is no Grace GPU (R1).
+[[nodiscard]] Result<DeviceSpec> spec_from_numbers(std::string name, std::uint16_t device_id, std::uint64_t mem_base,
+                                                   std::uint64_t mem_size, std::optional<bool> forced_mig_bug,
+                                                   unsigned phys_addr_bits);
+// The index-th GPU of a built-in profile, as an emulated host has it: its
+// memory at emulated_mem_base(index) (docs/profiles.md).
+[[nodiscard]] Result<DeviceSpec> spec_from_profile(std::string name, std::string_view profile, unsigned index,
+                                                   std::optional<bool> forced_mig_bug, unsigned phys_addr_bits);
 
 }  // namespace nvgrace::devices
