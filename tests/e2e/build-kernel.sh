@@ -10,12 +10,14 @@
 #   x86_64 6.12   trixie's linux-source-6.12      -> bzImage
 #   arm64  7.3    trixie-backports' linux-source-7.3 -> Image
 # Every option of the fragment is checked to be in the final .config, so a
-# dependency Kconfig dropped fails the build instead of a test later.
+# dependency Kconfig dropped fails the build instead of a test later; an
+# option this version's Kconfig does not define at all (VFIO_PCI_MMAP is gone
+# by 7.x) is named in build-info instead.
 #
 # The kernel is cached outside the clone in
 # ${NVGRACE_CACHE:-/var/cache/nvgrace}/kernel-<arch>-<version>-<key>/ (the
-# image, its .config, the build log and build-info), <key> hashing this
-# script, the fragment and the exact source package version; a kernel of an
+# image, its .config, the build log and build-info), <key> hashing the
+# recipe below, the fragment and the exact source package version; a kernel of an
 # older key is removed when a new one is built (tests/e2e/cache.sh). One
 # build per key at a time (parallel CTest runs wait on a lock).
 # OUT/kernel-<arch>-<version> links to the entry. Prints the image's path.
@@ -43,7 +45,10 @@ pkg=linux-source-$series
 src=$root/usr/src/$pkg.tar.xz
 [ -f "$src" ] || skip "the root has no $pkg (build-root.sh installs linux-source-6.12 and -7.3)"
 version=$(chroot "$root" dpkg-query -W -f='${Version}' "$pkg") || skip "the root does not know $pkg's version"
-key=$( { cat "$0" "$fragment"; echo "$pkg=$version"; } | sha256sum | cut -c1-16)
+# How the kernel is made from the source and the fragment; change it (and
+# the version at its end) whenever the commands below change what is built.
+recipe="allnoconfig + KCONFIG_ALLCONFIG fragment; make $target; KBUILD_BUILD_USER/HOST nvgrace, timestamp 0; r1"
+key=$( { echo "$recipe"; cat "$fragment"; echo "$pkg=$version"; } | sha256sum | cut -c1-16)
 kind=kernel-$arch-$series
 dir=$cache/$kind-$key
 mkdir -p "$cache" "$out"
@@ -67,10 +72,14 @@ if ! chroot "$root" sh -c "cd /tmp/$kind-build && export ${kmake[*]} KBUILD_BUIL
 fi
 # Every line of the fragment must have survived Kconfig's dependencies:
 # CONFIG_X=v as it is, "# CONFIG_X is not set" as unset.
-lost=()
+lost=() undefined=()
+defined() { grep -rqE "^[[:space:]]*(menu)?config ${1#CONFIG_}\b" --include='Kconfig*' "$work"; }
 while IFS= read -r line; do
   case $line in
-    CONFIG_*) grep -qxF "$line" "$work/.config" || lost+=("$line (have: $(grep -E "^(# )?${line%%=*}[= ]" "$work/.config" || echo absent))") ;;
+    CONFIG_*)
+      grep -qxF "$line" "$work/.config" && continue
+      if defined "${line%%=*}"; then lost+=("$line (have: $(grep -E "^(# )?${line%%=*}[= ]" "$work/.config" || echo absent))")
+      else undefined+=("${line%%=*}"); fi ;;
     "# CONFIG_"*" is not set") o=${line#\# }; o=${o%% *}; grep -q "^$o=" "$work/.config" && lost+=("$o must be off") ;;
   esac
 done < "$fragment"
@@ -79,7 +88,8 @@ end=$(date +%s)
 mkdir -p "$dir.new"
 cp "$work/$image" "$dir.new/$target" && cp "$work/.config" "$dir.new/config" && cp "$log" "$dir.new/build.log" \
   || fail "copying the result"
-echo "$pkg=$version arch=$arch unpack=$((unpacked - start))s build=$((end - unpacked))s cpus=$(nproc)" > "$dir.new/build-info"
+{ echo "$pkg=$version arch=$arch unpack=$((unpacked - start))s build=$((end - unpacked))s cpus=$(nproc)"
+  ((${#undefined[@]} == 0)) || echo "not in $pkg's Kconfig (left out): ${undefined[*]}"; } > "$dir.new/build-info"
 mv "$dir.new" "$dir" && rm -rf "$work"
 echo "build-kernel: $arch $series built in $((end - start)) s: $(cat "$dir/build-info")" >&2
 cache_prune "$kind" "$key"

@@ -19,7 +19,10 @@ set -uo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
 . "$here/cache.sh"
-key=$(sha256sum "$0" | cut -c1-16)
+# The key covers what goes into the root: this script up to the marker below
+# (what follows it only links the root into the build tree and unpacks
+# kernels and busybox there).
+key=$(sed '/^# -- the root is built: link and unpack --$/,$d' "$0" | sha256sum | cut -c1-16)
 root=$cache/e2e-root-$key
 stamp=$root.stamp
 skip() { echo "e2e: skipped: $*"; exit 77; }
@@ -53,13 +56,16 @@ if [ ! -f "$stamp" ]; then
   echo "e2e: root built in $(( $(date +%s) - start )) s ($(du -sh "$root" | cut -f1)) at $root"
   cache_prune e2e-root "$key"
 fi
+# -- the root is built: link and unpack --
 [ -L "$out/root" ] || rm -rf "$out/root"  # a root built in the tree by an older harness
 ln -sfn "$root" "$out/root"
 touch "$out/root.stamp"
 # Kernels and initramfs (cheap; rebuilt when init.sh changes).
 for arch in amd64 arm64; do
   work=$out/$arch
-  if [ ! -f "$root/vmlinuz-$arch" ] || [ "$here/init.sh" -nt "$root/initrd-$arch.gz" ]; then
+  # (Also where this build tree has no unpacked kernel and busybox yet: the
+  # harness takes modules and busybox from OUT/<arch>.)
+  if [ ! -f "$root/vmlinuz-$arch" ] || [ "$here/init.sh" -nt "$root/initrd-$arch.gz" ] || [ ! -d "$work/busybox" ]; then
     rm -rf "$work"; mkdir -p "$work/initrd/bin" "$work/initrd/proc" "$work/initrd/sys" "$work/initrd/dev"
     dpkg-deb -x "$(ls "$root"/debs/linux-image-[0-9]*_"$arch".deb)" "$work/kernel"
     dpkg-deb -x "$(ls "$root"/debs/busybox-static_*_"$arch".deb)" "$work/busybox"

@@ -7,7 +7,7 @@
 # machine options, firmware, memory, kernel, console and the two -device
 # vfio-user-pci lines with the ids and root ports the plan names.
 #   run-gi.sh OUT NVGRACE SCENARIO
-#   SCENARIO: aarch64 (virt, UEFI, the guest kernel build-guest-kernel-arm64.sh makes)
+#   SCENARIO: aarch64 (virt, UEFI, the arm64 7.3 test kernel build-kernel.sh makes)
 #             x86_64 (q35, SeaBIOS, Debian's cloud kernel)
 #             aarch64-debian-kernel (Debian's arm64 kernel: at most 16 NUMA
 #             nodes, so one GI node is dropped - the reason for the first)
@@ -21,8 +21,10 @@ check_label=$scenario
 
 count=2
 case $scenario in
-  aarch64) target=qemu-virt; kernel=/vmlinuz-arm64-numa
-    [ -f "$root$kernel" ] || skip "the arm64 guest kernel was not built (see the e2e kernel test)" ;;
+  aarch64) target=qemu-virt; kernel=/nvg/gi-Image-arm64
+    [ -f "$out/kernel-arm64-7.3/Image" ] || skip "the arm64 test kernel was not built (see the e2e kernel test)"
+    # QEMU runs chrooted in the root: the kernel goes there.
+    mkdir -p "$root/nvg" && cp "$out/kernel-arm64-7.3/Image" "$root$kernel" ;;
   aarch64-debian-kernel) target=qemu-virt; kernel=/vmlinuz-arm64 ;;
   x86_64) target=qemu-q35; kernel=/vmlinuz-amd64 ;;
   *) echo "unknown scenario $scenario"; exit 2 ;;

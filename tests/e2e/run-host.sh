@@ -5,7 +5,7 @@
 # the project's own vfio-user client (tests/e2e/host_client.cpp).
 #   run-host.sh OUT NVGRACE CLIENT API [SCENARIO]
 #   API: group (type1, Debian's stock kernel and its modules) | cdev (iommufd,
-#        the kernel tests/e2e/build-kernel.sh builds, cached)
+#        the x86_64 6.12 kernel tests/e2e/build-kernel.sh builds, cached)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
@@ -30,8 +30,8 @@ case $api in
     done ;;
   cdev)
     # Built once per machine by build-kernel.sh (the e2e kernel test), which
-    # links its cached bzImage here.
-    kernel=$out/kernel-iommufd/bzImage
+    # links its cache entry here.
+    kernel=$out/kernel-x86_64-6.12/bzImage
     [ -f "$kernel" ] || { echo "e2e: skipped: no iommufd kernel (see the e2e kernel test)"; exit 77; } ;;
   *) echo "run-host.sh: API must be group or cdev"; exit 2 ;;
 esac

@@ -119,7 +119,9 @@ if [ "$arch" = aarch64 ]; then
         -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")"
         -append "console=ttyAMA0 panic=-1 loglevel=4 $append")
 else
-  qemu=(qemu-system-x86_64 -M q35 -cpu "qemu64,+svm,+npt$cpu" -m "$mem" -smp 1
+  # phys-bits=48: qemu64 has 40, a 1 TiB guest physical space, and the
+  # runner puts the 64-bit BAR window at 1 TiB (as big GPUs need).
+  qemu=(qemu-system-x86_64 -M q35 -cpu "qemu64,+svm,+npt,phys-bits=48$cpu" -m "$mem" -smp 1
         -nographic -no-reboot -nic none
         -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")"
         -append "console=ttyS0 panic=-1 loglevel=4 $append")
