@@ -14,6 +14,8 @@ for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1b36:0x0010 ] && dev=$d
 done
 [ -n "$dev" ] || { say "FAIL no NVMe device"; poweroff -f; }
+say "CLOCK nested $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" \
+    "$(dmesg | grep -oE '(tsc|clocksource|lapic|APIC)[^]]*(unstable|Refined|Detected|deadline|timer)[^]]*' | head -4 | tr '\n' ';')"
 say "DEVICE $(basename "$dev") driver $(basename "$(readlink "$dev/driver")")"
 i=0
 while read -r start end flags; do

@@ -7,6 +7,11 @@
 #   API: group (type1, Debian's stock kernel and its modules) | cdev (iommufd,
 #        the x86_64 6.12 kernel tests/e2e/build-kernel.sh builds, cached)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
+#             | nested (QEMU inside the guest as the client, under KVM)
+# For experiments on the nested scenario: NVG_L1_APPEND adds to the outer
+# guest's kernel command line, NVG_L2_APPEND (comma-separated) to the nested
+# guest's, NVG_L2_CPU is the nested guest's -cpu (default host,-tsc-deadline),
+# NVG_NESTED_TIMEOUT bounds the nested QEMU (seconds, default 300).
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); client=$(realpath "$3"); api=$4; scenario=${5:-main}
@@ -68,7 +73,7 @@ timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64,+s
   -device nvme,serial=NVGSERIAL02,drive=d1,addr=0x4,msix-exclusive-bar=on \
   -acpitable file="$(in_root "$work/ssdt.aml")" \
   -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
-  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.api=$api nvg.scenario=$scenario" \
+  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.api=$api nvg.scenario=$scenario nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
   > "$work/console.log" 2>&1
 qrc=$?
 secs=$(echo "$(date +%s.%N) - $start" | bc)
