@@ -105,23 +105,9 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
   auto props = parse_dsd(*dsd);
   g.problems.insert(g.problems.end(), props.problems.begin(), props.problems.end());
 
-  struct Field {
-    const char* name;
-    std::optional<std::uint64_t> GpuMemoryProperties::*member;
-  };
-  static constexpr Field fields[] = {
-      {"nvidia,gpu-mem-base-pa", &GpuMemoryProperties::mem_base_pa},
-      {"nvidia,gpu-mem-size", &GpuMemoryProperties::mem_size},
-      {"nvidia,gpu-mem-pxm-start", &GpuMemoryProperties::mem_pxm_start},
-      {"nvidia,gpu-mem-pxm-count", &GpuMemoryProperties::mem_pxm_count},
-      {"nvidia,egm-base-pa", &GpuMemoryProperties::egm_base_pa},
-      {"nvidia,egm-size", &GpuMemoryProperties::egm_size},
-      {"nvidia,egm-pxm", &GpuMemoryProperties::egm_pxm},
-      {"nvidia,egm-retired-pages-data-base", &GpuMemoryProperties::egm_retired_pages_data_base},
-  };
   std::set<std::string_view> present;  // mistyped ones too: they are reported as such, not as missing
   for (const auto& prop : props.properties) {
-    for (const auto& f : fields) {
+    for (const auto& f : kGpuMemoryFields) {
       if (prop.name != f.name) continue;
       present.insert(f.name);
       if (const auto* i = prop.value.integer())
@@ -131,7 +117,7 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
     }
   }
   // R5: the two properties the layout needs.
-  for (std::string_view required : {"nvidia,gpu-mem-base-pa", "nvidia,gpu-mem-size"})
+  for (std::string_view required : kRequiredGpuMemoryProperties)
     if (!present.count(required)) g.problems.push_back(fmt::format("{} is missing from _DSD", required));
   return g;
 }
@@ -139,7 +125,10 @@ GpuNode describe_node(const Namespace& ns, const Path& path) {
 std::vector<GpuNode> find_gpus(const Namespace& ns) {
   std::vector<GpuNode> out;
   for (const auto& [key, obj] : ns.objects) {
-    if (obj.kind != ObjectKind::device) continue;
+    // A Scope too: an SSDT read without the DSDT that defines its device
+    // (as `nvgrace firmware` writes one for a VMM's slot device) opens the
+    // device as an implicit scope.
+    if (obj.kind != ObjectKind::device && obj.kind != ObjectKind::scope) continue;
     const Value* dsd = ns.child_value(obj.path, "_DSD");
     if (!dsd) continue;
     auto props = parse_dsd(*dsd);

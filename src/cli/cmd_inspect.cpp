@@ -55,7 +55,8 @@ class InspectCommand final : public Command {
                                "for several GPUs, as serve names them)")
                   ->type_name("PATH");
     cmd_->add_option("--acpi", acpi_, "ACPI tables: a directory like /sys/firmware/acpi/tables, acpidump text, "
-                     "or .aml/.dat files (repeatable; each file at most 32 MiB)")->type_name("PATH");
+                     "or .aml/.dat files (repeatable; each file at most 32 MiB); none: a host booted with a device tree, whose "
+                     "GPUs are described on their DT nodes (sysfs of_node)")->type_name("PATH");
     sysfs_ = cmd_->add_option("--sysfs", sysfs_root_, "sysfs root for BDF -> ACPI node, device id and config (R6)")
                  ->type_name("ROOT");
     cmd_->add_option("--device", bdfs_, "Only this PCI device, e.g. 0009:01:00.0 (repeatable; needs --sysfs)")
@@ -195,8 +196,9 @@ class InspectCommand final : public Command {
       return usage_error("--host conflicts with --acpi, --sysfs and --dev: it means --acpi /sys/firmware/acpi/tables "
                          "--sysfs /sys --dev /dev");
     devices::AcpiQuery q;
-    if (host_) q.tables.emplace_back("/sys/firmware/acpi/tables");
-    for (const auto& a : acpi_) q.tables.emplace_back(a);
+    auto tables = devices::acpi_table_paths(host_ ? std::vector<std::string>{devices::kLiveAcpiTables} : acpi_);
+    if (!tables) return usage_error("{}", tables.error().message);
+    q.tables = std::move(*tables);
     if (host_) q.sysfs = "/sys";
     else if (!sysfs_->empty()) q.sysfs = sysfs_root_;
     if (host_) q.dev = "/dev";

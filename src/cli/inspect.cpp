@@ -104,6 +104,7 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
     jd["mig_hw_bug"] = d.spec.mig_hw_bug;
     jd["mig_hw_bug_source"] = d.spec.mig_hw_bug_source;
     jd["acpi_path"] = d.spec.acpi_path ? ordered_json(*d.spec.acpi_path) : ordered_json(nullptr);
+    if (d.spec.dt_node) jd["dt_node"] = *d.spec.dt_node;
     jd["bdf"] = d.spec.bdf ? ordered_json(d.spec.bdf->to_string()) : ordered_json(nullptr);
     if (d.spec.segment) jd["segment"] = *d.spec.segment;
     if (d.spec.acpi_path) jd["adr_chain"] = d.spec.adr_chain;
@@ -220,6 +221,7 @@ std::string to_table(const InspectReport& r, bool regions) {
       line(fmt::format("  acpi   {} (segment {}, _ADR {})", *d.spec.acpi_path, d.spec.segment.value_or(0),
                        adr.empty() ? "-" : adr));
     }
+    if (d.spec.dt_node) line(fmt::format("  dt     {}", *d.spec.dt_node));
     if (d.spec.bdf) line(fmt::format("  pci    {}", *d.spec.bdf));
     if (d.spec.pxm_start && d.spec.pxm_count)
       line(fmt::format("  numa   PXM {}..{} ({} memory partitions)", *d.spec.pxm_start,

@@ -33,8 +33,23 @@ std::string join(const std::vector<std::string>& v) {
 
 }  // namespace
 
+Result<std::vector<std::filesystem::path>> acpi_table_paths(const std::vector<std::string>& args) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& a : args) {
+    if (a == "none") {
+      if (args.size() > 1) return fail("--acpi none stands alone: it says the host has no ACPI tables");
+      return out;
+    }
+    std::error_code ec;
+    if (a == kLiveAcpiTables && !std::filesystem::exists(a, ec)) return out;  // a device-tree host
+    out.emplace_back(a);
+  }
+  return out;
+}
+
 Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
-  auto loaded = acpi::load_tables(q.tables);
+  acpi::LoadedTables none;
+  auto loaded = q.tables.empty() ? Result<acpi::LoadedTables>(std::move(none)) : acpi::load_tables(q.tables);
   if (!loaded) return fail(loaded.error().context("--acpi"));
   const auto ns = acpi::read_namespace(loaded->tables);
 
@@ -84,6 +99,7 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
         if (it != candidates.end()) {
           it->function = std::move(f);
         } else {
+          // No ACPI node: its description may be on a device-tree node (R38).
           candidates.push_back({std::nullopt, path, std::move(f)});
         }
       }
@@ -97,11 +113,30 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
     s.phys_addr_bits = q.phys_addr_bits;
     if (c.function) s.bdf = c.function->bdf;
     std::vector<std::string> problems;
+    const acpi::PciFunction* dt = c.function && !c.path && c.function->of_node && c.function->of_has_gpu_properties
+                                      ? &*c.function
+                                      : nullptr;
     if (c.path) {
       s.acpi_path = acpi::to_string(*c.path);
       if (!ns.find(*c.path)) problems.push_back(fmt::format("ACPI node {} is not in the tables read", *s.acpi_path));
+    } else if (dt) {
+      // R38: a guest booted with a device tree finds the same properties
+      // on the function's of_node.
+      s.dt_node = *dt->of_node;
+      const auto& m = dt->of_properties;
+      s.mem_base = m.mem_base_pa.value_or(0);
+      s.mem_size = m.mem_size.value_or(0);
+      s.pxm_start = m.mem_pxm_start;
+      s.pxm_count = m.mem_pxm_count;
+      s.egm_base_pa = m.egm_base_pa;
+      s.egm_size = m.egm_size;
+      s.egm_pxm = m.egm_pxm;
+      s.egm_retired_pages_data_base = m.egm_retired_pages_data_base;
+      problems.insert(problems.end(), dt->of_problems.begin(), dt->of_problems.end());
     } else {
-      problems.push_back("sysfs gives no ACPI node (firmware_node/path) for this device (R6)");
+      problems.push_back(
+          "sysfs gives no ACPI node (firmware_node/path) and no device-tree node with nvidia,gpu-mem-* properties "
+          "(of_node) for this device (R6)");
     }
     if (c.node && ns.find(*c.path)) {
       const auto& n = *c.node;

@@ -46,7 +46,9 @@ std::string kernel_regions_differ(host::VfioDeviceIo& io, const pciemu::Layout& 
 
 expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuery& q) {
   AcpiQuery aq;
-  aq.tables = {q.acpi};
+  auto tables = acpi_table_paths({q.acpi});
+  if (!tables) return unexpected(refuse(2, tables.error().message));
+  aq.tables = std::move(*tables);
   aq.sysfs = q.sysfs;
   aq.bdfs = q.bdfs;
   aq.assume_device_id = q.assume_device_id;
@@ -91,7 +93,7 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
                            backend->describe());
     }
 
-    auto opened = host::open_vfio({bdf, q.api, q.sysfs, q.dev});
+    auto opened = host::open_vfio({bdf, q.api, q.sysfs, q.dev, q.allow_noiommu});
     if (!opened) return unexpected(refuse(2, fmt::format("--host {}: {}", bdf, opened.error().message)));
     if (kernel_variant && layout) {
       if (auto diff = kernel_regions_differ(*opened->device, *layout); !diff.empty())

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nvgrace/acpi/aml.hpp"
@@ -41,6 +42,27 @@ struct GpuMemoryProperties {
   std::optional<std::uint64_t> egm_pxm;
   std::optional<std::uint64_t> egm_retired_pages_data_base;
 };
+
+// Every property of GpuMemoryProperties with its name, in the order
+// edk2-nvidia writes them (R38): the reader matches names, the emitters
+// write in this order.
+struct GpuMemoryField {
+  std::string_view name;
+  std::optional<std::uint64_t> GpuMemoryProperties::*member;
+};
+inline constexpr std::array<GpuMemoryField, 8> kGpuMemoryFields{{
+    {"nvidia,gpu-mem-base-pa", &GpuMemoryProperties::mem_base_pa},
+    {"nvidia,gpu-mem-pxm-start", &GpuMemoryProperties::mem_pxm_start},
+    {"nvidia,gpu-mem-pxm-count", &GpuMemoryProperties::mem_pxm_count},
+    {"nvidia,gpu-mem-size", &GpuMemoryProperties::mem_size},
+    {"nvidia,egm-base-pa", &GpuMemoryProperties::egm_base_pa},
+    {"nvidia,egm-size", &GpuMemoryProperties::egm_size},
+    {"nvidia,egm-pxm", &GpuMemoryProperties::egm_pxm},
+    {"nvidia,egm-retired-pages-data-base", &GpuMemoryProperties::egm_retired_pages_data_base},
+}};
+// R5: the two a device cannot get fake BARs without.
+inline constexpr std::array<std::string_view, 2> kRequiredGpuMemoryProperties{"nvidia,gpu-mem-base-pa",
+                                                                              "nvidia,gpu-mem-size"};
 
 // A device node that describes Grace GPU memory.
 struct GpuNode {

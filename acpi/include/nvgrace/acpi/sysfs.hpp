@@ -1,5 +1,7 @@
-// PCI functions as Linux sysfs shows them, and their ACPI nodes (R6). Reads
-// files under a configurable root so tests can use a fake tree.
+// PCI functions as Linux sysfs shows them, and their firmware nodes (R6):
+// the ACPI node (firmware_node) or, on a guest booted with a device tree,
+// the DT node (of_node) with its properties. Reads files under a
+// configurable root so tests can use a fake tree.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nvgrace/acpi/gpu.hpp"
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/common/types.hpp"
 
@@ -18,6 +21,13 @@ struct PciFunction {
   std::optional<std::uint16_t> vendor;   // <bdf>/vendor
   std::optional<std::uint16_t> device;   // <bdf>/device
   std::optional<std::string> acpi_path;  // <bdf>/firmware_node/path
+  // <bdf>/of_node: the device-tree node's path (e.g. /pcie@10000000/gpu@3),
+  // and the GPU memory properties it carries (R38: the _DSD names, each a
+  // 64-bit big-endian value, as device_property_read_u64 reads them).
+  std::optional<std::string> of_node;
+  GpuMemoryProperties of_properties;
+  bool of_has_gpu_properties = false;  // any nvidia,gpu-mem-* property at all
+  std::vector<std::string> of_problems;  // a property Linux could not read as a u64, a required one missing
   std::vector<std::uint8_t> config;      // <bdf>/config (256 bytes unprivileged, 4 KiB as root)
   std::string config_error;              // why config is empty, when it is
 };

@@ -15,8 +15,17 @@
 
 namespace nvgrace::devices {
 
+// Where a live host's ACPI tables are.
+inline constexpr const char* kLiveAcpiTables = "/sys/firmware/acpi/tables";
+
+// The --acpi arguments as table paths. "none" (alone) is a host without ACPI
+// tables, booted with a device tree: the GPUs are described on their
+// device-tree nodes (R38); so is the live default kLiveAcpiTables where the
+// host has no such folder. Errors name the flag.
+[[nodiscard]] Result<std::vector<std::filesystem::path>> acpi_table_paths(const std::vector<std::string>& args);
+
 struct AcpiQuery {
-  std::vector<std::filesystem::path> tables;   // --acpi
+  std::vector<std::filesystem::path> tables;   // --acpi; empty: no ACPI (a device-tree host)
   std::optional<std::filesystem::path> sysfs;  // --sysfs
   std::optional<std::filesystem::path> dev;    // --dev (or /dev with --host): check what `serve --host` needs
   std::vector<std::string> bdfs;               // --device (empty: every GPU), as given

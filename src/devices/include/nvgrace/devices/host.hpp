@@ -27,6 +27,9 @@ struct HostQuery {
   std::filesystem::path acpi = "/sys/firmware/acpi/tables";
   std::filesystem::path sysfs = "/sys";
   std::filesystem::path dev = "/dev";
+  // Serve a device in a no-IOMMU group (--vfio-noiommu): not isolated, and
+  // no DMA mapping can be made for it (config and region semantics only).
+  bool allow_noiommu = false;
 };
 
 // Why a device cannot be served, in one line that names what is wrong.

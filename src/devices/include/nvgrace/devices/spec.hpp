@@ -24,8 +24,9 @@ struct DeviceSpec {
   std::string mig_hw_bug_source;       // "flag", "device-id", "config"
   unsigned phys_addr_bits = 64;
 
-  // From ACPI and sysfs (R3-R6), when the GPU was found there.
+  // From ACPI (or a device tree) and sysfs (R3-R6, R38), when the GPU was found there.
   std::optional<std::string> acpi_path;
+  std::optional<std::string> dt_node;  // the device-tree node, where the description came from a device tree (R38)
   std::optional<Bdf> bdf;
   std::optional<std::uint64_t> segment;
   std::vector<std::uint64_t> adr_chain;
