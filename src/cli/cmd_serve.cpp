@@ -44,6 +44,16 @@ class ServeCommand final : public Command {
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
         ->type_name("PATH")->required();
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
+    cmd_->add_option("--view", view_,
+                     "guest: the GPU as the variant gives it to a guest, with fake BAR2/BAR4 over its memory (R10-R20). "
+                     "host: the physical function as a Grace host sees it before any variant driver - real BARs, "
+                     "readiness registers, no memory behind a BAR (R37); describe its memory with `nvgrace firmware` "
+                     "and a guest's own nvgrace-gpu driver binds to it (docs/emulated-host.md)")
+        ->check(CLI::IsMember({"guest", "host"}))->type_name("VIEW")->capture_default_str();
+    cmd_->add_option("--ready-after", ready_after_ms_,
+                     "Emulated GPUs turn ready (R20 registers, or the CXL DVSEC's bits, R31) this long after start and "
+                     "after each reset")
+        ->check(integer_in(0, 600000, "milliseconds"))->type_name("MS")->capture_default_str();
     cmd_->add_option("--count", count_, "Number of GPUs")->check(integer_in(1, 16))->type_name("N")->capture_default_str();
     cmd_->add_option("--mem-size", mem_size_text_, "Device memory size instead of the profile's, e.g. 0x17E4F00000")
         ->type_name("SIZE");
@@ -64,6 +74,9 @@ class ServeCommand final : public Command {
     cmd_->add_option("--vfio-api", vfio_api_, "How --host devices are opened: cdev (iommufd), group (type1), or auto "
                                               "(cdev where the kernel has it)")
         ->check(CLI::IsMember({"auto", "cdev", "group"}))->type_name("API")->capture_default_str();
+    cmd_->add_flag("--vfio-noiommu", noiommu_,
+                   "With --host: accept a device in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1). Nothing "
+                   "isolates its DMA and no DMA mapping can be made: for config and region semantics only (tests)");
     cmd_->add_option("--assume-device-id", assume_text_,
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
                      "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
@@ -71,7 +84,8 @@ class ServeCommand final : public Command {
     cmd_->add_flag("--no-fake-bar-mmap", no_fake_bar_mmap_,
                    "With --host: do not send the client /dev/mem for the fake BARs (an fd that maps physical memory); "
                    "they are reached through REGION_READ/WRITE only. See docs/host.md, security");
-    cmd_->add_option("--acpi", acpi_, "ACPI tables for --host devices")->type_name("PATH")->capture_default_str();
+    cmd_->add_option("--acpi", acpi_, "ACPI tables for --host devices; none (or no such folder at the default): "
+                                       "a device-tree host, whose GPUs are described on their DT nodes")->type_name("PATH")->capture_default_str();
     cmd_->add_option("--sysfs", sysfs_, "sysfs root for --host devices")->type_name("ROOT")->capture_default_str();
     return cmd_;
   }
@@ -91,6 +105,8 @@ class ServeCommand final : public Command {
     }
     if (!host_->empty()) return serve_host(access);
     if (no_fake_bar_mmap_) return usage_error("--no-fake-bar-mmap goes with --host");
+    if (noiommu_) return usage_error("--vfio-noiommu goes with --host");
+    if (view_ == "host") return serve_host_view(access);
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
       auto v = parse_size(mem_size_text_);
@@ -104,6 +120,7 @@ class ServeCommand final : public Command {
       eo.profile = profile_;
       eo.index = i;
       eo.mem_size = mem_size;
+      eo.timing.ready_after = std::chrono::milliseconds(ready_after_ms_);
       if (!memory_file_.empty()) eo.memory_file = serve::socket_path(memory_file_, i, count_);
       auto emu = devices::make_emulated_device(eo);
       if (!emu) {
@@ -123,9 +140,32 @@ class ServeCommand final : public Command {
   }
 
  private:
+  // --view host: the emulated physical function alone (R37).
+  int serve_host_view(const serve::SocketAccess& access) {
+    for (const auto* opt : {"--mem-size", "--memory-file"})
+      if (!cmd_->get_option(opt)->empty())
+        return usage_error("--view host conflicts with {}: the host view has no GPU memory behind a BAR (R37); "
+                           "give the size to `nvgrace firmware`", opt);
+    std::vector<serve::ServedDevice> devices;
+    std::vector<std::string> lines;
+    for (unsigned i = 0; i < count_; ++i) {
+      devices::EmulatedOptions eo;
+      eo.profile = profile_;
+      eo.index = i;
+      eo.timing.ready_after = std::chrono::milliseconds(ready_after_ms_);
+      auto fn = devices::make_emulated_function(eo);
+      if (!fn) return failure("serve", "{}", fn.error().message);
+      const auto path = serve::socket_path(socket_, i, count_);
+      lines.push_back(fmt::format("serving {} gpu{} on {} (host view: {:04x}:{:04x}, real BARs only)", profile_, i,
+                                  path, pciemu::kNvidiaVendorId, fn->gpu.profile.device_id));
+      devices.push_back({path, std::move(fn->function), false});
+    }
+    return run_server(std::move(devices), lines, access);
+  }
+
   // --host: real devices, refused with one line where they cannot be served.
   int serve_host(const serve::SocketAccess& access) {
-    for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file"})
+    for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file", "--view", "--ready-after"})
       if (!cmd_->get_option(opt)->empty()) return usage_error("--host conflicts with {}: it serves real devices", opt);
     devices::HostQuery q;
     q.bdfs = host_bdfs_;
@@ -141,6 +181,7 @@ class ServeCommand final : public Command {
     q.acpi = acpi_;
     q.sysfs = sysfs_;
     q.mmap_fake_bars = !no_fake_bar_mmap_;
+    q.allow_noiommu = noiommu_;
     auto built = devices::build_host_devices(q);
     if (!built) {
       if (built.error().usage) return usage_error("{}", built.error().line);
@@ -180,10 +221,13 @@ class ServeCommand final : public Command {
   std::string vfio_api_ = "auto";
   std::string assume_text_;
   bool no_fake_bar_mmap_ = false;
+  bool noiommu_ = false;
   std::string acpi_ = "/sys/firmware/acpi/tables";
   std::string sysfs_ = "/sys";
   std::string socket_;
   std::string profile_ = "gh200";
+  std::string view_ = "guest";
+  unsigned ready_after_ms_ = 0;
   unsigned count_ = 1;
   std::string memory_file_;
   std::string mem_size_text_;

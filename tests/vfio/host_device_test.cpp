@@ -84,6 +84,16 @@ struct FakeVfio final : VfioDeviceIo {
     std::memcpy(out.data(), &i, sizeof i);
     return out;
   }
+  Result<std::vector<std::uint8_t>> region_info_raw(unsigned index, std::uint32_t argsz) override {
+    auto full = region_info(index);
+    if (argsz >= full->size()) return full;
+    // The kernel's answer to too small an argsz: the struct, asking for more.
+    full->resize(sizeof(vfio_region_info));
+    return full;
+  }
+  Result<void> ioeventfd(std::uint64_t, std::uint32_t, std::uint64_t, int) override {
+    return fail_errno(ENOTTY, "VFIO_DEVICE_IOEVENTFD: not in this fake");
+  }
   Result<IrqInfo> irq_info(unsigned index) override {
     switch (index) {
       case VFIO_PCI_INTX_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE, 1};

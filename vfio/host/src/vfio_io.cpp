@@ -69,6 +69,31 @@ class KernelVfioDevice final : public VfioDeviceIo {
     return fail_errno(EMSGSIZE, "VFIO_DEVICE_GET_REGION_INFO({}): the info keeps growing", index);
   }
 
+  Result<std::vector<std::uint8_t>> region_info_raw(unsigned index, std::uint32_t argsz) override {
+    std::vector<std::uint8_t> buf(std::max<std::size_t>(argsz, sizeof(vfio_region_info)), 0);
+    vfio_region_info info{};
+    info.argsz = argsz;
+    info.index = index;
+    std::memcpy(buf.data(), &info, sizeof info);
+    if (::ioctl(fd_.get(), VFIO_DEVICE_GET_REGION_INFO, buf.data()) != 0)
+      return fail_errno(errno, "VFIO_DEVICE_GET_REGION_INFO({}, argsz {}): {}", index, argsz, std::strerror(errno));
+    std::memcpy(&info, buf.data(), sizeof info);
+    buf.resize(info.argsz <= argsz ? std::max<std::size_t>(info.argsz, sizeof info) : sizeof info);
+    return buf;
+  }
+
+  Result<void> ioeventfd(std::uint64_t offset, std::uint32_t flags, std::uint64_t data, int fd) override {
+    vfio_device_ioeventfd e{};
+    e.argsz = sizeof e;
+    e.flags = flags;
+    e.offset = offset;
+    e.data = data;
+    e.fd = fd;
+    if (::ioctl(fd_.get(), VFIO_DEVICE_IOEVENTFD, &e) != 0)
+      return fail_errno(errno, "VFIO_DEVICE_IOEVENTFD: {}", std::strerror(errno));
+    return {};
+  }
+
   Result<IrqInfo> irq_info(unsigned index) override {
     vfio_irq_info i{};
     i.argsz = sizeof i;
@@ -183,6 +208,31 @@ class Type1Iommu final : public Iommu {
   DmaLimits limits_;
 };
 
+// A no-IOMMU group (vfio.enable_unsafe_noiommu_mode): the device is not
+// isolated, and nothing can be mapped for it.
+class NoIommu final : public Iommu {
+ public:
+  NoIommu(sys::UniqueFd container, sys::UniqueFd group) : container_(std::move(container)), group_(std::move(group)) {
+    limits_.pgsizes = page_size();
+    limits_.max_maps = 0;
+    limits_.needs_fd = true;
+  }
+  std::string_view api() const override { return "noiommu"; }
+  const DmaLimits& limits() const override { return limits_; }
+  Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr, bool, bool) override {
+    return fail_errno(EPERM, "DMA map {:#x}+{:#x}: the device is in a no-IOMMU group, which has no IOMMU to map with",
+                      iova, size);
+  }
+  Result<void> unmap(Iova iova, std::uint64_t size) override {
+    return fail_errno(EINVAL, "DMA unmap {:#x}+{:#x}: nothing is mapped in a no-IOMMU group", iova, size);
+  }
+
+ private:
+  sys::UniqueFd container_;
+  sys::UniqueFd group_;
+  DmaLimits limits_;
+};
+
 // The iommufd API: the device bound to /dev/iommu, an IOAS attached to it.
 class IommufdIoas final : public Iommu {
  public:
@@ -272,13 +322,23 @@ Result<OpenedVfio> open_group(const VfioOpenOptions& o, const PciHostState& st) 
   if (!st.iommu_group)
     return fail_errno(ENODEV, "{} is in no IOMMU group: the kernel runs without an IOMMU (boot with intel_iommu=on "
                       "or the platform's equivalent)", o.bdf);
+  // VFIO names a no-IOMMU group's node noiommu-N.
+  std::error_code ec;
+  const auto noiommu_node = o.dev / "vfio" / fmt::format("noiommu-{}", *st.iommu_group);
+  const bool noiommu = fs::exists(noiommu_node, ec);
+  if (noiommu && !o.allow_noiommu)
+    return fail_errno(EPERM, "{} is in a no-IOMMU group ({}; vfio.enable_unsafe_noiommu_mode): nothing isolates its "
+                      "DMA, and no DMA mapping can be made; use it only when asked for explicitly",
+                      o.bdf, noiommu_node.string());
   auto container = open_node(o.dev / "vfio/vfio", "the VFIO container API");
   if (!container) return fail(container.error());
   if (::ioctl(container->get(), VFIO_GET_API_VERSION) != VFIO_API_VERSION)
     return fail_errno(EINVAL, "{}/vfio/vfio speaks another VFIO API version", o.dev.string());
-  if (::ioctl(container->get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
-    return fail_errno(ENOTSUP, "the VFIO container offers no type1v2 IOMMU");
-  auto group = open_node(o.dev / "vfio" / std::to_string(*st.iommu_group), "the VFIO group");
+  const unsigned long type = noiommu ? VFIO_NOIOMMU_IOMMU : VFIO_TYPE1v2_IOMMU;
+  if (::ioctl(container->get(), VFIO_CHECK_EXTENSION, type) <= 0)
+    return fail_errno(ENOTSUP, "the VFIO container offers no {} IOMMU", noiommu ? "no-IOMMU" : "type1v2");
+  auto group = open_node(noiommu ? noiommu_node : o.dev / "vfio" / std::to_string(*st.iommu_group),
+                         "the VFIO group");
   if (!group) return fail(group.error());
   vfio_group_status status{};
   status.argsz = sizeof status;
@@ -290,11 +350,15 @@ Result<OpenedVfio> open_group(const VfioOpenOptions& o, const PciHostState& st) 
   int cfd = container->get();
   if (::ioctl(group->get(), VFIO_GROUP_SET_CONTAINER, &cfd) != 0)
     return fail_errno(errno, "VFIO_GROUP_SET_CONTAINER: {}", std::strerror(errno));
-  if (::ioctl(cfd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0)
-    return fail_errno(errno, "VFIO_SET_IOMMU(type1v2): {}{}", std::strerror(errno), attach_hint(errno));
+  if (::ioctl(cfd, VFIO_SET_IOMMU, type) != 0)
+    return fail_errno(errno, "VFIO_SET_IOMMU({}): {}{}", noiommu ? "noiommu" : "type1v2", std::strerror(errno),
+                      attach_hint(errno));
   const int dfd = ::ioctl(group->get(), VFIO_GROUP_GET_DEVICE_FD, o.bdf.to_string().c_str());
   if (dfd < 0) return fail_errno(errno, "VFIO_GROUP_GET_DEVICE_FD({}): {}", o.bdf, std::strerror(errno));
   sys::UniqueFd dev(dfd);
+  if (noiommu)
+    return OpenedVfio{std::make_unique<KernelVfioDevice>(std::move(dev)),
+                      std::make_unique<NoIommu>(std::move(*container), std::move(*group))};
   auto iommu = std::make_unique<Type1Iommu>(std::move(*container), std::move(*group));
   if (auto ok = iommu->query(); !ok) return fail(ok.error());
   return OpenedVfio{std::make_unique<KernelVfioDevice>(std::move(dev)), std::move(iommu)};
@@ -320,7 +384,12 @@ Result<OpenedVfio> open_vfio(const VfioOpenOptions& o) {
     case VfioApi::group: return open_group(o, *st);
     case VfioApi::automatic: break;
   }
-  if (st->vfio_cdev && st->dev_iommu) return open_cdev(o, *st);
+  // A no-IOMMU device has a cdev too, but the group API is the one that
+  // says so plainly (noiommu-N): take it.
+  std::error_code ec;
+  const bool noiommu =
+      st->iommu_group && fs::exists(o.dev / "vfio" / fmt::format("noiommu-{}", *st->iommu_group), ec);
+  if (st->vfio_cdev && st->dev_iommu && !noiommu) return open_cdev(o, *st);
   return open_group(o, *st);
 }
 

@@ -33,6 +33,13 @@ class VfioDeviceIo {
   [[nodiscard]] virtual Result<DeviceInfo> info() = 0;
   // VFIO_DEVICE_GET_REGION_INFO with its whole capability chain (argsz retried).
   [[nodiscard]] virtual Result<std::vector<std::uint8_t>> region_info(unsigned index) = 0;
+  // VFIO_DEVICE_GET_REGION_INFO exactly as asked: struct vfio_region_info
+  // with `argsz`, the kernel's answer as it came back (argsz bytes, or the 32
+  // of the struct when it asks for more room).
+  [[nodiscard]] virtual Result<std::vector<std::uint8_t>> region_info_raw(unsigned index, std::uint32_t argsz) = 0;
+  // VFIO_DEVICE_IOEVENTFD (struct vfio_device_ioeventfd as given).
+  [[nodiscard]] virtual Result<void> ioeventfd(std::uint64_t offset, std::uint32_t flags, std::uint64_t data,
+                                               int fd) = 0;
   // VFIO_DEVICE_GET_IRQ_INFO.
   [[nodiscard]] virtual Result<IrqInfo> irq_info(unsigned index) = 0;
   // pread/pwrite on the device fd at a region offset plus an offset.
@@ -64,6 +71,10 @@ struct VfioOpenOptions {
   VfioApi api = VfioApi::automatic;
   std::filesystem::path sysfs = "/sys";
   std::filesystem::path dev = "/dev";
+  // Accept a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1): the device
+  // is then not isolated - it can DMA anywhere - and no DMA mapping can be
+  // made. Refused unless asked for.
+  bool allow_noiommu = false;
 };
 
 struct OpenedVfio {
@@ -74,6 +85,8 @@ struct OpenedVfio {
 // Opens the device through the API asked for (automatic: the cdev when
 // <bdf>/vfio-dev/vfioN and /dev/iommu exist, else the group). Errors name
 // what is missing (no vfio-dev, group not viable, EACCES on /dev/vfio/...).
+// A no-IOMMU group (/dev/vfio/noiommu-N) is opened through the group API
+// with VFIO_NOIOMMU_IOMMU, only with allow_noiommu; its Iommu refuses maps.
 [[nodiscard]] Result<OpenedVfio> open_vfio(const VfioOpenOptions& opts);
 
 }  // namespace nvgrace::vfio::host
