@@ -48,6 +48,8 @@ std::unique_ptr<Command> make_region_command();
 std::unique_ptr<Command> make_run_command();
 std::unique_ptr<Command> make_serve_command();
 std::unique_ptr<Command> make_cpu_command();
+std::unique_ptr<Command> make_firmware_command();
+std::unique_ptr<Command> make_probe_command();
 
 // Prints "nvgrace: error: <message>" on stderr and returns kExitUsage.
 template <class... Args>

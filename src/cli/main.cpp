@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
     commands.push_back(make_run_command());
     commands.push_back(make_serve_command());
     commands.push_back(make_cpu_command());
+    commands.push_back(make_firmware_command());
+    commands.push_back(make_probe_command());
     std::vector<std::pair<CLI::App*, Command*>> attached;
     for (auto& c : commands) attached.emplace_back(c->attach(app), c.get());
     std::vector<std::string> names;

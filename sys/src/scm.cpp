@@ -1,6 +1,7 @@
 #include "nvgrace/sys/scm.hpp"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cerrno>
 #include <cstring>
@@ -65,6 +66,21 @@ Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<
     }
   }
   return r;
+}
+
+Result<UniqueFd> connect_unix(const std::string& path) {
+  sockaddr_un a{};
+  if (path.empty() || path.size() >= sizeof a.sun_path)
+    return fail_errno(ENAMETOOLONG, "socket path '{}' is empty or longer than {} bytes", path, sizeof a.sun_path - 1);
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno(errno, "socket: {}", std::strerror(errno));
+  while (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    if (errno == EINTR) continue;
+    return fail_errno(errno, "connecting to {}: {}", path, std::strerror(errno));
+  }
+  return fd;
 }
 
 }  // namespace nvgrace::sys

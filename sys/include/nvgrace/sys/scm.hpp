@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/sys/fd.hpp"
@@ -34,5 +35,9 @@ struct Received {
 // caller from here on). EINTR is retried.
 [[nodiscard]] Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds,
                                              bool wait_all = false);
+
+// A UNIX stream socket connected to `path` (close-on-exec). Errors name the
+// path: ENOENT (no socket there), ECONNREFUSED (nobody listening), EACCES.
+[[nodiscard]] Result<UniqueFd> connect_unix(const std::string& path);
 
 }  // namespace nvgrace::sys

@@ -1,0 +1,87 @@
+// `nvgrace probe`: the oracle probe (R39). Drives one device through the
+// kernel's VFIO ioctls (--vfio: whatever driver holds it, vfio-pci or the
+// kernel's nvgrace-gpu) or a vfio-user socket (--socket: nvgrace serve, or
+// any server) with one operation list, and writes the canonical transcript;
+// two transcripts compare with `diff` on their lines that do not start
+// with '#'. See docs/oracle.md.
+#include <fstream>
+#include <iostream>
+
+#include "command.hpp"
+#include "nvgrace/probe/targets.hpp"
+
+namespace nvgrace::cli {
+namespace {
+
+class ProbeCommand final : public Command {
+ public:
+  CLI::App* attach(CLI::App& app) override {
+    cmd_ = app.add_subcommand("probe",
+                              "Drive a device with the oracle's operation list and write its transcript: through the "
+                              "kernel's VFIO (--vfio BDF, bound to vfio-pci or nvgrace-gpu) or vfio-user (--socket). "
+                              "It writes to the device (config, BAR registers, memory) and resets it: test rigs only. "
+                              "See docs/oracle.md");
+    auto* vfio = cmd_->add_option("--vfio", bdf_, "The function, by BDF, opened through the kernel's VFIO")
+                     ->type_name("BDF");
+    auto* sock = cmd_->add_option("--socket", socket_, "A vfio-user server's socket")->type_name("PATH");
+    vfio->excludes(sock);
+    cmd_->add_option("--vfio-api", api_, "cdev (iommufd), group (type1) or auto")
+        ->check(CLI::IsMember({"auto", "cdev", "group"}))->type_name("API")->capture_default_str();
+    cmd_->add_flag("--vfio-noiommu", noiommu_,
+                   "Accept a function in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1); the probe does no DMA");
+    cmd_->add_flag("--aligned-only", aligned_only_,
+                   "Config space at aligned offsets only for widths 2 and 4 (quicker; not the oracle's full list)");
+    cmd_->add_option("-o,--output", output_, "Write the transcript here instead of stdout")->type_name("FILE");
+    cmd_->add_option("--sysfs", sysfs_, "sysfs root for --vfio")->type_name("ROOT")->capture_default_str();
+    cmd_->add_option("--dev", dev_, "/dev root for --vfio")->type_name("ROOT")->capture_default_str();
+    return cmd_;
+  }
+
+  int run() override {
+    if (bdf_.empty() == socket_.empty()) return usage_error("give --vfio BDF or --socket PATH");
+    if (!socket_.empty() && (noiommu_ || !cmd_->get_option("--vfio-api")->empty()))
+      return usage_error("--vfio-api and --vfio-noiommu go with --vfio");
+    Result<std::unique_ptr<probe::Target>> target = fail("no target");
+    if (!bdf_.empty()) {
+      auto bdf = Bdf::parse(bdf_);
+      if (!bdf) return usage_error("--vfio: {}", bdf.error().message);
+      probe::VfioTargetOptions o;
+      o.bdf = *bdf;
+      o.api = api_ == "cdev" ? vfio::host::VfioApi::cdev
+              : api_ == "group" ? vfio::host::VfioApi::group : vfio::host::VfioApi::automatic;
+      o.allow_noiommu = noiommu_;
+      o.sysfs = sysfs_;
+      o.dev = dev_;
+      target = probe::open_vfio_target(o);
+    } else {
+      target = probe::open_socket_target(socket_);
+    }
+    if (!target) return failure("probe", "{}", target.error().message);
+    probe::Options po;
+    po.every_offset = !aligned_only_;
+    auto t = probe::run(**target, po);
+    if (!t) return failure("probe", "{}", t.error().message);
+    if (output_.empty()) {
+      std::cout << *t << std::flush;
+      return std::cout ? kExitOk : failure("probe", "cannot write to stdout");
+    }
+    std::ofstream f(output_, std::ios::trunc);
+    if (!(f << *t) || !f.flush()) return failure("probe", "cannot write {}", output_);
+    return kExitOk;
+  }
+
+ private:
+  CLI::App* cmd_ = nullptr;
+  std::string bdf_, socket_;
+  std::string api_ = "auto";
+  bool noiommu_ = false;
+  bool aligned_only_ = false;
+  std::string output_;
+  std::string sysfs_ = "/sys", dev_ = "/dev";
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_probe_command() { return std::make_unique<ProbeCommand>(); }
+
+}  // namespace nvgrace::cli

@@ -1,0 +1,87 @@
+#!/bin/busybox sh
+# /init of the kernel-oracle guest (R37-R39): the function at slot 3 is
+# nvgrace's emulated Grace GPU as a Grace host sees it (`serve --view host`,
+# over vfio-user), its _DSD (or device-tree node) from `nvgrace firmware`, its
+# memory kept from this kernel. The kernel's own nvgrace-gpu driver binds to
+# it; the oracle probe then drives (a) the kernel driver, (b) `nvgrace serve
+# --host` on the same function bound to vfio-pci, (c) nvgrace's emulated
+# guest view of the same profile, and the transcripts go out on the console.
+# Kernel command line: nvg.profile=P nvg.memsize=S nvg.noiommu=0|1
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /run /tmp
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+say() { echo "E2E $*"; }
+profile=$(arg nvg.profile)
+memsize=$(arg nvg.memsize)
+noiommu=$(arg nvg.noiommu)
+# The GPU is the one NVIDIA function (behind the root port at slot 3).
+fn=
+for d in /sys/bus/pci/devices/*; do [ "$(cat $d/vendor)" = 0x10de ] && fn=$(basename $d); done
+[ -n "$fn" ] || { say "FAIL no NVIDIA function"; say DONE; poweroff -f; }
+dev=/sys/bus/pci/devices/$fn
+nio=
+[ "$noiommu" = 1 ] && nio=--vfio-noiommu
+say "FUNCTION $fn $(cat $dev/vendor):$(cat $dev/device) subsystem $(cat $dev/subsystem_vendor):$(cat $dev/subsystem_device)"
+say "FWNODE $(cat $dev/firmware_node/path 2>/dev/null) of_node $(readlink $dev/of_node 2>/dev/null)"
+say "GROUP $(basename "$(readlink $dev/iommu_group 2>/dev/null)" 2>/dev/null) $(cat /sys/kernel/iommu_groups/*/name 2>/dev/null | sort -u | tr '\n' ' ')"
+# What inspect reads back from this guest's firmware (R38 round trip).
+acpi=/sys/firmware/acpi/tables
+[ -d $acpi ] || acpi=none
+nvgrace inspect --acpi $acpi --sysfs /sys --json > /tmp/inspect.json 2>/tmp/inspect.err
+say "INSPECT $(tr -d ' \n' < /tmp/inspect.json | grep -o '"mem_base":[0-9]*,"mem_size":[0-9]*' | head -1) $(grep -o '"dt_node":"[^"]*"' /tmp/inspect.json)$(grep -o '"acpi_path":"[^"]*"' /tmp/inspect.json | head -1) $(head -1 /tmp/inspect.err)"
+
+bind() {  # bind DRIVER
+  echo "$1" > $dev/driver_override
+  [ -e $dev/driver ] && echo $fn > $dev/driver/unbind
+  echo $fn > /sys/bus/pci/drivers_probe
+  say "BOUND $1: $(basename "$(readlink $dev/driver 2>/dev/null)" 2>/dev/null)"
+}
+put_file() {  # put_file NAME PATH: the file, gzipped and base64-encoded, on the console
+  say "FILE $1 $(wc -c < "$2") bytes"
+  gzip -c "$2" | base64 | sed "s/^/E2E F $1 /"
+}
+probe() {  # probe NAME ARGS...: a transcript, with the time it took
+  name=$1; shift
+  t0=$(date +%s)
+  if nvgrace probe "$@" -o /tmp/$name.txt 2> /tmp/$name.err; then
+    say "PROBE $name ok in $(( $(date +%s) - t0 )) s"
+    put_file "$name" /tmp/$name.txt
+  else
+    say "PROBE $name FAIL $(head -2 /tmp/$name.err | tr '\n' ' ')"
+  fi
+}
+serve() {  # serve LOG ARGS...: nvgrace serve in the background, up when it listens
+  log=$1; shift
+  nvgrace serve "$@" > "$log" 2>&1 &
+  server=$!
+  for _ in $(seq 300); do grep -q "listening on" "$log" && return 0; kill -0 $server 2>/dev/null || break; sleep 0.1; done
+  say "SERVE FAIL $(tail -2 "$log" | tr '\n' ' ')"
+  return 1
+}
+
+# (a) The kernel's nvgrace-gpu driver.
+bind nvgrace_gpu_vfio_pci
+dmesg | grep -iE "nvgrace|vfio" | tail -5 | sed 's/^/E2E KERNEL /'
+probe a --vfio $fn $nio
+dmesg | grep -iE "nvgrace|vfio" | tail -3 | sed 's/^/E2E KERNEL_AFTER /'
+
+dmesg > /tmp/dmesg-a.txt; put_file dmesg-a /tmp/dmesg-a.txt
+
+# (b) nvgrace serve --host on the same function, bound to plain vfio-pci.
+bind vfio-pci
+if serve /tmp/b.log --host $fn --acpi $acpi --socket /run/b.sock $nio; then
+  say "SERVING $(grep '^serving' /tmp/b.log)"
+  probe b --socket /run/b.sock
+  kill -TERM $server; wait $server
+fi
+
+# (c) nvgrace's emulated guest view of the same profile.
+if serve /tmp/c.log --profile "$profile" --mem-size "$memsize" --socket /run/c.sock; then
+  probe c --socket /run/c.sock
+  kill -TERM $server; wait $server
+fi
+say DONE
+poweroff -f
