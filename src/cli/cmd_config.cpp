@@ -98,9 +98,9 @@ class ConfigCommand final : public Command {
       else
         std::cout << fmt::format("{:#05x}:{} = {:#0{}x}\n", r.offset, r.width, *v, 2 + 2 * r.width);
     }
-    std::array<std::uint8_t, pciemu::ConfigSpace::kSize> bytes{};
-    if (auto n = dev.read(vfio::kConfigRegion, 0, bytes); !n || *n != bytes.size())
-      return failure("config", "reading the config space back: {}", n ? "short read" : n.error().message);
+    auto dump = vfio::config_dump(dev, pciemu::ConfigSpace::kSize);
+    if (!dump) return failure("config", "reading the config space back: {}", dump.error().message);
+    const auto& bytes = *dump;
     if (json_) {
       std::string hex;
       for (auto b : bytes) hex += fmt::format("{:02x}", b);

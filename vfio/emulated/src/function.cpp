@@ -45,18 +45,24 @@ DeviceInfo EmulatedFunction::info() const {
 Result<RegionInfoView> EmulatedFunction::region_info(RegionIndex index) {
   if (index.value() >= region_info_.size())
     return fail_errno(EINVAL, "region {} does not exist (0..{})", index, region_info_.size() - 1);
+  // A Grace GPU is no VGA device: vfio-pci refuses that region's info (R39).
+  if (index.value() == VFIO_PCI_VGA_REGION_INDEX)
+    return fail_errno(EINVAL, "region {} (VGA): the GPU is no VGA device", index);
   return RegionInfoView{region_info_[index.value()], -1};
 }
 
+// As vfio-pci answers for a PCIe function with INTx, no MSI and MSI-X
+// (R39, seen through the kernel oracle on 6.12): MSI-X resizes
+// dynamically (no NORESIZE), every other index does not; ERR and REQ are
+// one eventfd each.
 Result<IrqInfo> EmulatedFunction::irq(unsigned index) const {
   switch (index) {
     case VFIO_PCI_INTX_IRQ_INDEX:
       return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED, 1};
     case VFIO_PCI_MSI_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, 0};
-    case VFIO_PCI_MSIX_IRQ_INDEX:
-      return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, pciemu::cfg::kMsixVectors};
+    case VFIO_PCI_MSIX_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD, pciemu::cfg::kMsixVectors};
     case VFIO_PCI_ERR_IRQ_INDEX:
-    case VFIO_PCI_REQ_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD, 1};
+    case VFIO_PCI_REQ_IRQ_INDEX: return IrqInfo{index, VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, 1};
     default: return fail_errno(EINVAL, "IRQ index {} does not exist (0..{})", index, VFIO_PCI_NUM_IRQS - 1);
   }
 }

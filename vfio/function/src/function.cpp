@@ -37,16 +37,31 @@ Result<std::vector<std::uint64_t>> region_sizes(Function& f) {
   return sizes;
 }
 
+Result<std::vector<std::uint8_t>> config_dump(Function& f, std::size_t size) {
+  std::vector<std::uint8_t> b(size);
+  for (std::size_t o = 0; o < size; o += 4) {
+    const std::size_t n = std::min<std::size_t>(4, size - o);
+    auto got = f.read(kConfigRegion, o, std::span(b.data() + o, n));
+    if (!got) return fail(got.error());
+    if (*got != n) return fail_errno(EIO, "short config read at {:#x}: {} of {} bytes", o, *got, n);
+  }
+  return b;
+}
+
 Result<DecodeState> read_decode_state(Function& f, std::span<const std::uint64_t> bar_sizes) {
-  // COMMAND, then the six BAR registers in one read: what a VMM does after
-  // every config write the guest makes (R21).
+  // COMMAND, then the BAR registers a pair at a time: what a VMM does after
+  // every config write the guest makes (R21). Never one read across pairs:
+  // the kernel's nvgrace-gpu emulates only one fake BAR's pair in an access
+  // that touches two (R39), and so does the variant.
   std::uint16_t cmd = 0;
   if (auto n = f.read(kConfigRegion, PCI_COMMAND, std::span(reinterpret_cast<std::uint8_t*>(&cmd), 2)); !n)
     return fail(n.error());
   std::uint32_t regs[kBarCount] = {};
-  if (auto n = f.read(kConfigRegion, PCI_BASE_ADDRESS_0, std::span(reinterpret_cast<std::uint8_t*>(regs), sizeof regs));
-      !n)
-    return fail(n.error());
+  for (unsigned pair = 0; pair < kBarCount; pair += 2)
+    if (auto n = f.read(kConfigRegion, PCI_BASE_ADDRESS_0 + 4 * pair,
+                        std::span(reinterpret_cast<std::uint8_t*>(regs + pair), 8));
+        !n)
+      return fail(n.error());
   DecodeState s;
   s.memory_decode = (cmd & PCI_COMMAND_MEMORY) != 0;
   for (unsigned i = 0; i + 1 < kBarCount && i < bar_sizes.size(); ++i) {

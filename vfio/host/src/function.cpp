@@ -76,9 +76,10 @@ Result<std::unique_ptr<HostFunction>> HostFunction::create(OpenedVfio vfio, std:
     auto bytes = io.region_info(i);
     if (!bytes && bytes.error().err == EINVAL) {
       // vfio-pci refuses the info of a region the device lacks (VGA on a
-      // device that is not one): present it as VFIO does an absent BAR.
-      const RegionDesc absent{RegionIndex{i}, 0, 0, {}, false};
-      bytes = encode_region_info(absent, region_info_size(absent), region_offset(RegionIndex{i}));
+      // device that is not one): kept as the kernel's answer (R39), asked
+      // for again it is EINVAL again.
+      f->regions_.push_back({{}, 0, 0, -1, EINVAL});
+      continue;
     }
     if (!bytes) return fail(bytes.error().context(f->name_));
     auto dec = decode_region_info(*bytes);
@@ -93,6 +94,7 @@ Result<RegionInfoView> HostFunction::region_info(RegionIndex index) {
   if (index.value() >= regions_.size())
     return fail_errno(EINVAL, "region {} does not exist (0..{})", index, regions_.size() - 1);
   const auto& r = regions_[index.value()];
+  if (r.refused) return fail_errno(r.refused, "region {}: the kernel refuses its info ({})", index, std::strerror(r.refused));
   return RegionInfoView{r.info, r.fd};
 }
 

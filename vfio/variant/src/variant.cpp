@@ -177,37 +177,55 @@ Result<std::size_t> Variant::write(RegionIndex index, std::uint64_t offset, std:
   return function_->write(index, offset, in);
 }
 
-// R26: config space is the function's, byte by byte, except the fake BARs'
-// registers, which the variant owns (R11-R13): reads take those bytes from
-// the overlay, writes store them there and send only the rest on.
+// R26: config space is the function's, except the fake BARs' registers,
+// which the variant owns (R11-R13). Which bytes of an access are the
+// variant's follows the kernel's nvgrace-gpu exactly (R39; 6.12 and 7.3
+// alike): an access that touches BAR2's register pair (0x18-0x1F) is
+// emulated against that window alone - or not at all where BAR2 is not a
+// fake BAR (Blackwell) - else one that touches BAR4's (0x20-0x27) against
+// that one. A read takes the function's bytes, then the window's from the
+// overlay; a write inside a window stores only the window's bytes and says
+// so with a short count (the bytes outside it are dropped), a write outside
+// one goes to the function whole.
+std::optional<Variant::Window> Variant::window_for(std::uint64_t offset, std::size_t count) const {
+  const auto hits = [&](std::uint64_t reg) { return offset < reg + 8 && offset + count > reg; };
+  const auto owned = [&](std::uint64_t reg) { return model_owns(reg); };
+  constexpr std::uint64_t kBar2 = PCI_BASE_ADDRESS_2, kBar4 = PCI_BASE_ADDRESS_4;
+  std::optional<std::uint64_t> reg;
+  if (hits(kBar2)) {
+    if (!owned(kBar2)) return std::nullopt;
+    reg = kBar2;
+  } else if (hits(kBar4) && owned(kBar4)) {
+    reg = kBar4;
+  }
+  if (!reg) return std::nullopt;
+  // The bytes of the access inside [reg, reg + 8).
+  const std::uint64_t first = std::max(offset, *reg);
+  const std::uint64_t last = std::min(offset + count, *reg + 8);
+  return Window{static_cast<std::size_t>(first - offset), static_cast<std::size_t>(last - first)};
+}
+
 Result<std::size_t> Variant::config_access(std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write) {
   std::shared_lock reset_guard(reset_mutex_);
   if (offset >= config_size_)
     return fail_errno(EINVAL, "config offset {:#x} is at or past the {:#x}-byte config space", offset, config_size_);
   const auto count = static_cast<std::size_t>(std::min<std::uint64_t>(len, config_size_ - offset));
+  const auto w = window_for(offset, count);
   if (!is_write) {
     auto n = function_->read(kConfigRegion, offset, std::span(buf, count));
     if (!n) return fail(n.error());
-    std::lock_guard lock(overlay_mutex_);
-    for (std::size_t i = 0; i < *n; ++i)
-      if (model_owns(offset + i)) buf[i] = static_cast<std::uint8_t>(overlay_->space().peek(offset + i, 1));
+    if (w) {
+      std::lock_guard lock(overlay_mutex_);
+      for (std::size_t i = w->at; i < w->at + w->count; ++i)
+        buf[i] = static_cast<std::uint8_t>(overlay_->space().peek(offset + i, 1));
+    }
     return *n;
   }
-  for (std::size_t i = 0; i < count;) {
-    if (model_owns(offset + i)) {
-      std::lock_guard lock(overlay_mutex_);
-      if (auto ok = overlay_->write(offset + i, 1, buf[i]); !ok) return fail(ok.error());
-      ++i;
-      continue;
-    }
-    std::size_t run = 1;
-    while (i + run < count && !model_owns(offset + i + run)) ++run;
-    auto n = function_->write(kConfigRegion, offset + i, std::span(buf + i, run));
-    if (!n) return fail(n.error());
-    if (*n != run) return i + *n;
-    i += run;
-  }
-  return count;
+  if (!w) return function_->write(kConfigRegion, offset, std::span<const std::uint8_t>(buf, count));
+  std::lock_guard lock(overlay_mutex_);
+  for (std::size_t i = w->at; i < w->at + w->count; ++i)
+    if (auto ok = overlay_->write(offset + i, 1, buf[i]); !ok) return fail(ok.error());
+  return w->count;
 }
 
 Result<std::size_t> Variant::memory_access(const Region& r, RegionIndex index, std::uint64_t offset, std::uint8_t* buf,
@@ -228,8 +246,13 @@ Result<std::size_t> Variant::memory_access(const Region& r, RegionIndex index, s
     if (count > backed) dropped_.fetch_add(count - backed, std::memory_order_relaxed);
   } else {
     std::memcpy(buf, range->data + offset, backed);
-    std::memset(buf + backed, 0xFF, count - backed);  // R17: the unbacked tail reads all-ones
   }
+  // R39: the kernel's resmem path (its I/O accessors) answers an access
+  // that starts in the memory and runs past it with the memory's part only
+  // - a short count, no all-ones for the rest (6.12 and 7.3 alike). usemem
+  // and an access wholly past the memory give the whole count.
+  if (!r.mem->cacheable && backed > 0 && backed < count) return backed;
+  if (!is_write) std::memset(buf + backed, 0xFF, count - backed);  // R17: the unbacked tail reads all-ones
   return count;
 }
 

@@ -134,6 +134,12 @@ class Function {
 [[nodiscard]] Result<std::uint32_t> config_read(Function& f, ConfigOffset offset, std::size_t width);
 Result<void> config_write(Function& f, ConfigOffset offset, std::size_t width, std::uint32_t value);
 
+// The whole config space (`size` bytes) dword by dword, as a VMM or the
+// guest's lspci reads it: never one access across a fake BAR's register
+// pair, which the kernel's nvgrace-gpu (and the variant, R39) emulates only
+// for the first pair an access touches.
+[[nodiscard]] Result<std::vector<std::uint8_t>> config_dump(Function& f, std::size_t size);
+
 // A function's BARs as the guest has programmed them, read the way a VMM
 // reads them: the BAR registers through config space and each BAR's size
 // from its region info (VFIO reports the BAR size as the region size). A

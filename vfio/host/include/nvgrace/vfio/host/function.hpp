@@ -55,6 +55,7 @@ class HostFunction final : public Function {
     std::uint64_t size = 0;
     std::uint64_t offset = 0;        // in the VFIO device fd
     int fd = -1;                     // what the client maps, -1: none
+    int refused = 0;                 // the errno the kernel answered its info with (VGA on a non-VGA device)
   };
   OpenedVfio vfio_;
   std::string name_;

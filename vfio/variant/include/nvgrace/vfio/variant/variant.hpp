@@ -142,6 +142,13 @@ class Variant final : public Function {
     int fd = -1;                               // what the client maps, -1: none
   };
   [[nodiscard]] const Region* fake(RegionIndex index) const;
+  // The bytes of a config access (offset, count) that a fake BAR's register
+  // window owns: from `at` in the access, `count` of them.
+  struct Window {
+    std::size_t at = 0;
+    std::size_t count = 0;
+  };
+  [[nodiscard]] std::optional<Window> window_for(std::uint64_t offset, std::size_t count) const;
   Result<std::size_t> config_access(std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write);
   Result<std::size_t> memory_access(const Region& r, RegionIndex index, std::uint64_t offset, std::uint8_t* buf,
                                     std::size_t len, bool is_write);
