@@ -71,6 +71,27 @@ std::optional<std::uint64_t> store_load(volatile std::uint64_t* p, std::uint64_t
   return got;
 }
 
+// A load through a mapping that may fault; nullopt when it did.
+std::optional<std::uint64_t> load(volatile std::uint64_t* p) {
+  struct sigaction sa{}, old_bus{}, old_segv{};
+  sa.sa_handler = on_fault;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGBUS, &sa, &old_bus);
+  ::sigaction(SIGSEGV, &sa, &old_segv);
+  sigjmp_buf jb;
+  std::optional<std::uint64_t> got;
+  if (sigsetjmp(jb, 1) == 0) {
+    fault_jump = &jb;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    got = p[0];
+  }
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  fault_jump = nullptr;
+  ::sigaction(SIGBUS, &old_bus, nullptr);
+  ::sigaction(SIGSEGV, &old_segv, nullptr);
+  return got;
+}
+
 // A region as the probe needs it: its size, the memory behind it (the
 // sparse area, when it has one) and where its fd maps it.
 struct RegionFacts {
@@ -347,9 +368,17 @@ class Prober {
         line("mmap region {}: not mappable (flags {:#x}{})", i, r.flags, r.fd < 0 ? ", no fd" : "");
         continue;
       }
-      auto try_map = [&](std::uint64_t off, std::uint64_t len) -> std::string {
+      // `store`: through the mapping and back through a region read; else
+      // only a load (past the memory a store could land in another
+      // region's memory where the fd holds both).
+      auto try_map = [&](std::uint64_t off, std::uint64_t len, bool store = true) -> std::string {
         void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, static_cast<off_t>(r.offset + off));
         if (p == MAP_FAILED) return err_name(errno);
+        if (!store) {
+          const auto got = load(static_cast<volatile std::uint64_t*>(p));
+          ::munmap(p, len);
+          return got ? fmt::format("mapped; a load gives {:#x}", *got) : std::string("mapped; the load faulted (SIGBUS)");
+        }
         // Through the mapping and back through a region read.
         const std::uint64_t v = 0x0123456789abcdefull ^ (off + i);
         if (!store_load(static_cast<volatile std::uint64_t*>(p), v)) {
@@ -369,7 +398,7 @@ class Prober {
       if (mem_pages >= page) line("mmap region {} last page of memory: {}", i, try_map(mem_pages - page, page));
       line("mmap region {} last page of memory and the next: {}", i,
            mem_pages >= page ? try_map(mem_pages - page, 2 * page) : std::string("n/a"));
-      if (*r.memory < r.size) line("mmap region {} past the memory: {}", i, try_map(mem_pages, page));
+      if (*r.memory < r.size) line("mmap region {} past the memory: {}", i, try_map(mem_pages, page, false));
     }
   }
 
