@@ -76,7 +76,7 @@ if [ "$scenario" = nested ]; then
   # timer. With the TSC-deadline timer (KVM offers it with -cpu host) it lost
   # timer interrupts at random under this guest's TCG-emulated SVM - a stall
   # of minutes ("rcu_preempt kthread timer wakeup didn't happen") in about
-  # half the runs; without it none in 20 (tests/e2e/README.md, timers).
+  # half the runs; without it none in 20 (docs/host.md, nested guests and timers).
   timeout "$(arg nvg.nested_timeout)" chroot /qroot qemu-system-x86_64 -accel kvm -cpu "$(arg nvg.l2cpu)" -M q35 -m 256 -nodefaults -display none -monitor none \
     -serial stdio -no-reboot \
     -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
