@@ -153,9 +153,13 @@ Result<std::size_t> EmulatedFunction::write(RegionIndex index, std::uint64_t off
   return access(index, offset, const_cast<std::uint8_t*>(in.data()), in.size(), true);
 }
 
+// As VFIO_DEVICE_RESET on vfio-pci: the function is reset, but the PCI core
+// saves its config state before and restores it after (pci_try_reset_function),
+// so BARs, COMMAND and the rest read back as they were (R39: the kernel's
+// driver keeps BAR0's value across a reset); only the device's own state -
+// BAR0's registers and readiness - starts over.
 Result<void> EmulatedFunction::reset() {
   std::lock_guard lock(mutex_);
-  config_.reset();
   if (bar0_.data()) ::madvise(bar0_.data(), bar0_.size(), MADV_DONTNEED);  // back to zero pages
   armed_at_ = std::chrono::steady_clock::now();
   return {};

@@ -5,7 +5,9 @@
 // readiness registers of R20 in BAR0. None of the GPU's memory is behind a
 // BAR: on a Grace host it is host memory the firmware describes (R3).
 //
-// BAR0 is a register file (zero until written, cleared by reset) whose R20
+// Reset keeps the config space, as vfio-pci's reset (which saves and restores
+// it around the function reset) does. BAR0 is a register file (zero until
+// written, cleared by reset) whose R20
 // status registers read 0xFF once the GPU is ready; the function's other BARs
 // have nothing behind them: reads are all-ones, writes dropped. Readiness is
 // emulated: the status registers (or the CXL DVSEC's MEM_INFO_VALID and
