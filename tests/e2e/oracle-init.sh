@@ -7,6 +7,9 @@
 # --host` on the same function bound to vfio-pci, (c) nvgrace's emulated
 # guest view of the same profile, and the transcripts go out on the console.
 # Kernel command line: nvg.profile=P nvg.memsize=S nvg.noiommu=0|1
+#   nvg.scenario=probe (the transcripts) | nested (QEMU in this guest gives
+#   the GPU to a nested Linux: vfio-pci on the kernel driver, then
+#   vfio-user-pci on serve --host; nvg.usemem/nvg.resmem: where the memory is)
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -61,6 +64,36 @@ serve() {  # serve LOG ARGS...: nvgrace serve in the background, up when it list
   say "SERVE FAIL $(tail -2 "$log" | tr '\n' ' ')"
   return 1
 }
+
+if [ "$(arg nvg.scenario)" = nested ]; then
+  usemem=$(arg nvg.usemem) resmem=$(arg nvg.resmem)
+  mkdir -p /qroot/dev /qroot/run /qroot/tmp && mount -t devtmpfs dev /qroot/dev
+  say "KVM $([ -e /dev/kvm ] && echo yes || echo no)"
+  nested() {  # nested TAG DEVICE-JSON: the nested Linux with that device
+    devmem $((usemem + 0x3000)) 64 0x1111222233334444
+    devmem $((resmem + 0x3000)) 64 0x5555666677778888
+    devmem $((usemem + 0x4000)) 64 0
+    t0=$(date +%s)
+    timeout 300 chroot /qroot qemu-system-x86_64 -accel kvm -cpu host,-tsc-deadline -M q35 -m 256 -nodefaults \
+      -display none -monitor none -serial stdio -no-reboot \
+      -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem -device "$2" \
+      -kernel /nested/vmlinuz -initrd /nested/initrd.gz -append "console=ttyS0 panic=-1 no_timer_check loglevel=4" \
+      > /tmp/nested-$1.log 2>&1
+    say "NESTED $1 QEMU exit $? in $(( $(date +%s) - t0 )) s"
+    tr -d '\r' < /tmp/nested-$1.log | grep -a "E2E N" | sed "s/^E2E N /E2E N $1 /"
+    grep -q "E2E N DONE" /tmp/nested-$1.log || tr -d '\r' < /tmp/nested-$1.log | tail -6 | sed "s/^/E2E NESTED_LOG $1 /"
+    say "N $1 USEMEM_BACK $(devmem $((usemem + 0x4000)) 64)"
+  }
+  bind nvgrace_gpu_vfio_pci
+  nested kernel '{"driver":"vfio-pci","host":"'$fn'"}'
+  bind vfio-pci
+  if serve /tmp/b.log --host $fn --acpi $acpi --socket /qroot/run/b.sock; then
+    nested serve '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/b.sock"}}'
+    kill -TERM $server; wait $server
+  fi
+  say DONE
+  poweroff -f
+fi
 
 # (a) The kernel's nvgrace-gpu driver.
 bind nvgrace_gpu_vfio_pci

@@ -7,18 +7,23 @@
 # driver, (b) `nvgrace serve --host` on the same function, (c) nvgrace's
 # emulated guest view are compared, and every difference must be one the
 # expected-difference file of that kernel names (tests/e2e/oracle/).
-#   run-oracle.sh OUT NVGRACE-HOST NVGRACE-GUEST ARCH
+#   run-oracle.sh OUT NVGRACE-HOST NVGRACE-GUEST ARCH [SCENARIO]
 #   ARCH: x86_64 (q35, the 6.12 test kernel, intel-iommu) | aarch64 (virt,
 #         the 7.3 test kernel, a device tree, noiommu)
+#   SCENARIO: probe (default: the transcripts) | nested (x86_64: QEMU in the
+#         guest, under nested KVM, gives the GPU to a nested Linux through
+#         vfio-pci on the kernel's driver, then vfio-user-pci on serve --host)
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
-out=$(realpath -m "$1"); host_nvgrace=$(realpath "$2"); guest_nvgrace=$(realpath "$3"); arch=$4
+out=$(realpath -m "$1"); host_nvgrace=$(realpath "$2"); arch=$4 scenario=${5:-probe}
 here=$(dirname "$(realpath "$0")")
 root=$out/root
 . "$here/lib.sh"
+[ -x "$3" ] || skip "no $arch nvgrace for the guest at $3 (the arm64 tree: scripts/setup builds build-arm64/)"
+guest_nvgrace=$(realpath "$3")
 need_root "$out"
-check_label="oracle $arch"
-work=$root/nvg/oracle-$arch
+check_label="oracle $arch $scenario"
+work=$root/nvg/oracle-$arch-$scenario
 rm -rf "$work"; mkdir -p "$work"
 in_root() { echo "${1#$root}"; }
 profile=gh200
@@ -54,14 +59,34 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$work/host-serve.log" && break; sleep 0.1; done
 grep -q "listening on" "$work/host-serve.log" || { echo "FAIL the host view server: $(tail -2 "$work/host-serve.log")"; exit 1; }
 
-"$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/oracle-init.sh" --bin "$guest_nvgrace" \
+nested=()
+cpu=qemu64
+if [ "$scenario" = nested ]; then
+  [ "$arch" = x86_64 ] || { echo "run-oracle.sh: the nested scenario is x86_64's"; exit 2; }
+  # QEMU from the trixie root, chrooted in /qroot; the nested Linux is
+  # Debian's kernel with its own initramfs. -cpu ...,+svm,+npt gives the
+  # guest KVM (48 physical address bits: the nested 64-bit BAR window).
+  "$here/initramfs.sh" "$work/nested-initrd.gz" x86_64 "$busybox" "$here/oracle-nested-init.sh" \
+    || { echo "FAIL building the nested initramfs"; exit 1; }
+  nested=(--root-bin "$root" /qroot /usr/bin/qemu-system-x86_64
+          --root-file "$root" /qroot /usr/share/seabios/bios-256k.bin
+          --root-file "$root" /qroot /usr/share/qemu/linuxboot_dma.bin
+          --root-file "$root" /qroot /usr/share/qemu/kvmvapic.bin
+          --file "$root/vmlinuz-amd64:/qroot/nested/vmlinuz" --file "$work/nested-initrd.gz:/qroot/nested/initrd.gz")
+  cpu=qemu64,+svm,+npt,phys-bits=48
+fi
+"$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/oracle-init.sh" --bin "$guest_nvgrace" "${nested[@]}" \
   || { echo "FAIL building the initramfs"; exit 1; }
 # Behind a PCIe root port at slot 3, as a Grace GPU sits behind its port: a
 # PCIe endpoint with extended config space (on the root bus QEMU would make
 # it an integrated endpoint and the guest would see 256 bytes of config).
 port='{"driver":"pcie-root-port","id":"rp3","bus":"pcie.0","addr":"0x3","chassis":1}'
 gpu='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"'$(in_root "$sock")'"},"bus":"rp3","addr":"0x0"}'
-append="console=ttyS0 panic=-1 loglevel=4 nvg.profile=$profile nvg.memsize=$memsize"
+# With the MIG bug (R2) usemem is memsize - 1 GiB rounded down to 512 MiB;
+# resmem follows it (R7-R9).
+usemem_len=$(( (memsize - 0x40000000) / 0x20000000 * 0x20000000 ))
+append="console=ttyS0 panic=-1 loglevel=4 nvg.profile=$profile nvg.memsize=$memsize nvg.scenario=$scenario"
+append+=" nvg.usemem=$(printf '%#x' $((membase))) nvg.resmem=$(printf '%#x' $((membase + usemem_len)))"
 case $arch in
   x86_64)
     "$host_nvgrace" firmware --profile $profile --mem-base $membase --mem-size $memsize --slot 3 --root-port --format aml \
@@ -69,7 +94,7 @@ case $arch in
     # caching-mode=on: QEMU's vfio-user-pci registers IOMMU MAP notifiers,
     # which intel-iommu accepts only in caching mode; with it the function
     # gets a real IOMMU group (not noiommu).
-    qemu=(qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64 -nic none -nographic -no-reboot
+    qemu=(qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu "$cpu" -nic none -nographic -no-reboot
           -object memory-backend-memfd,id=mem,size=4G,share=on -machine memory-backend=mem
           -device intel-iommu,intremap=on,caching-mode=on -device "$port" -device "$gpu"
           -acpitable file="$(in_root "$work/ssdt.aml")"
@@ -111,6 +136,27 @@ for t in a b c dmesg-a; do
 done
 
 check "the guest finished" "$(has DONE DONE)" "see $work/console.log"
+if [ "$scenario" = nested ]; then
+  check "the outer guest has /dev/kvm (SVM with nested paging under TCG)" "$(has KVM yes)" "$(e2e KVM)"
+  for via in kernel serve; do
+    what=$([ $via = kernel ] && echo "vfio-pci on the kernel's nvgrace-gpu" || echo "vfio-user-pci on serve --host")
+    check "($via) the nested Linux sees the GPU through $what" "$(has "N $via DEVICE" "0x10de:0x2342")" \
+      "$(e2e "NESTED $via"; e2e "NESTED_LOG $via" | head -3)"
+    check "($via) BAR2 2 GiB and BAR4 1 GiB, 64-bit prefetchable (R10, R11)" \
+      "$(e2e "N $via BAR 2" | grep -q "size=2147483648 flags=0x000000000014220c" &&
+         e2e "N $via BAR 4" | grep -q "size=1073741824 flags=0x000000000014220c"; echo $?)" "$(e2e "N $via BAR")"
+    check "($via) BAR4 reads the value the outer guest put in usemem" "$(has "N $via BAR4_READ" 0x1111222233334444)" \
+      "$(e2e "N $via BAR4_READ")"
+    check "($via) BAR2 reads the value the outer guest put in resmem" "$(has "N $via BAR2_READ" 0x5555666677778888)" \
+      "$(e2e "N $via BAR2_READ")"
+    check "($via) a value the nested Linux wrote through BAR4 is in usemem" \
+      "$(has "N $via USEMEM_BACK" 0x0BADC0FFEE0DD00D)" "$(e2e "N $via USEMEM_BACK")"
+    echo "  ($via) $(e2e "NESTED $via")"
+  done
+  echo "$fails failed"
+  [ "$fails" = 0 ]
+  exit
+fi
 check "the function is the host view: 10de:2342, subsystem 10de:16eb (R37)" \
   "$(has FUNCTION "0x10de:0x2342 subsystem 0x10de:0x16eb")" "$(e2e FUNCTION)"
 check "inspect reads the firmware description back: base $membase, size $memsize (R38)" \
@@ -133,7 +179,8 @@ for pair in a-b a-c; do
   expected=$here/oracle/$arch-$kver-$pair.diff
   lines=$(grep -c '^[<>]' "$work/$pair.diff")
   if [ -f "$expected" ]; then
-    diff -u "$expected" "$work/$pair.diff" > "$work/$pair.unexpected"
+    # The file is the diff's output, each hunk after '#' lines that say why.
+    diff -u <(grep -v '^#' "$expected") "$work/$pair.diff" > "$work/$pair.unexpected"
     check "($x) and ($y) differ only as $(basename "$expected") records ($lines differing lines)" $? \
       "new or changed differences: $work/$pair.unexpected"
   else
