@@ -69,28 +69,36 @@ if [ "$(arg nvg.scenario)" = nested ]; then
   usemem=$(arg nvg.usemem) resmem=$(arg nvg.resmem)
   mkdir -p /qroot/dev /qroot/run /qroot/tmp && mount -t devtmpfs dev /qroot/dev
   say "KVM $([ -e /dev/kvm ] && echo yes || echo no)"
-  nested() {  # nested TAG DEVICE-JSON: the nested Linux with that device
+  nested() {  # nested TAG DEVICE-JSON SECONDS: the nested Linux with that device, bounded
     devmem $((usemem + 0x3000)) 64 0x1111222233334444
     devmem $((resmem + 0x3000)) 64 0x5555666677778888
     devmem $((usemem + 0x4000)) 64 0
     t0=$(date +%s)
-    timeout 300 chroot /qroot qemu-system-x86_64 -accel kvm -cpu host,-tsc-deadline -M q35 -m 256 -nodefaults \
+    timeout $3 chroot /qroot qemu-system-x86_64 -accel kvm -cpu host,-tsc-deadline -M q35 -m 256 -nodefaults \
       -display none -monitor none -serial stdio -no-reboot \
       -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem -device "$2" \
       -kernel /nested/vmlinuz -initrd /nested/initrd.gz -append "console=ttyS0 panic=-1 no_timer_check loglevel=4" \
       > /tmp/nested-$1.log 2>&1
     say "NESTED $1 QEMU exit $? in $(( $(date +%s) - t0 )) s"
     tr -d '\r' < /tmp/nested-$1.log | grep -a "E2E N" | sed "s/^E2E N /E2E N $1 /"
-    grep -q "E2E N DONE" /tmp/nested-$1.log || tr -d '\r' < /tmp/nested-$1.log | tail -6 | sed "s/^/E2E NESTED_LOG $1 /"
-    say "N $1 USEMEM_BACK $(devmem $((usemem + 0x4000)) 64)"
+    grep -q "E2E N DONE" /tmp/nested-$1.log || tr -d '\r' < /tmp/nested-$1.log | grep -v "^$" | tail -24 | sed "s/^/E2E NESTED_LOG $1 /"
   }
+  # Read back once nothing else maps the memory: x86's PAT refuses devmem's
+  # uncached mapping of a page the server still maps write-back.
+  usemem_back() { say "N $1 USEMEM_BACK $(devmem $((usemem + 0x4000)) 64 2>&1)"; }
+  # QEMU's vfio-pci finds the device through sysfs and /dev/vfio.
+  mkdir -p /qroot/sys && mount -t sysfs sys /qroot/sys
   bind nvgrace_gpu_vfio_pci
-  nested kernel '{"driver":"vfio-pci","host":"'$fn'"}'
+  # 150 s: the nested boot takes 30-50 s; a guest KVM stopped with an
+  # internal error would otherwise sit until the bound.
+  nested kernel '{"driver":"vfio-pci","host":"'$fn'"}' 150
+  usemem_back kernel
   bind vfio-pci
   if serve /tmp/b.log --host $fn --acpi $acpi --socket /qroot/run/b.sock; then
-    nested serve '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/b.sock"}}'
+    nested serve '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/b.sock"}}' 300
     kill -TERM $server; wait $server
   fi
+  usemem_back serve
   say DONE
   poweroff -f
 fi
