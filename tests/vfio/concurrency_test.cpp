@@ -13,6 +13,7 @@ using namespace nvgrace;
 
 TEST_CASE("concurrency: 4 threads of memory reads and writes, config accesses and resets") {
   auto d = test::make_device("gh200");
+  test::decode_on(*d);  // kept across the resets below, as vfio-pci keeps it
   std::atomic<bool> stop{false};
   std::atomic<int> errors{0};
   std::vector<std::thread> threads;

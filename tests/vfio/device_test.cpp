@@ -175,7 +175,7 @@ TEST_CASE("R10: a GB200 has no resmem and its real BAR2 is trapped and reads all
   CHECK(d->region(RegionIndex{4})->sparse.at(0).size == 186 * GiB);
 }
 
-TEST_CASE("the config region is the emulated config space; reset zeroes the fake BARs (R14) and keeps the rest (R39)") {
+TEST_CASE("the config region is the emulated config space, reset zeroes the fake BARs (R14) and keeps the rest (R39)") {
   auto d = test::make_device("gh200");
   std::vector<std::uint8_t> out(8);
   REQUIRE(d->read(RegionIndex{7}, 0, out).value() == 8);
@@ -220,6 +220,7 @@ TEST_CASE("R20: BAR0 status registers read 0xFF once ready and other BAR0 regist
 
 TEST_CASE("R20: the first memory access waits for readiness, polling") {
   auto d = test::make_device("gh200", {500ms, 10ms, 5000ms});
+  test::decode_on(*d);
   d->reset();  // the 500 ms count from here, however long creating the device took
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::uint8_t> out(4);
@@ -247,14 +248,25 @@ TEST_CASE("R20: a GPU that never gets ready fails the access with ETIME and a cl
   CHECK(d->read(RegionIndex{7}, 0, out).value() == 4);
 }
 
-TEST_CASE("R20: reset re-arms the readiness check") {
-  auto d = test::make_device("gh200", {150ms, 10ms, 5000ms});
+TEST_CASE("R20: reset re-arms the readiness check, and the first access after it needs memory decode on") {
+  auto d = test::make_device("gh200", {500ms, 10ms, 5000ms});
   std::vector<std::uint8_t> out(4);
-  REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());
+  REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());  // before any reset, decode off is no matter
   d->reset();
   const auto t0 = std::chrono::steady_clock::now();
+  // R39: as 7.3's driver (nvgrace_gpu_check_device_ready): EIO while memory
+  // decode is off, and the check stays pending.
+  for (int i = 0; i < 2; ++i) {
+    auto r = d->read(RegionIndex{4}, 0, out);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().err == EIO);
+    CHECK(d->write(RegionIndex{2}, 0, out).error().err == EIO);
+  }
+  test::decode_on(*d);
   REQUIRE(d->read(RegionIndex{4}, 0, out).has_value());
-  CHECK(std::chrono::steady_clock::now() - t0 >= 100ms);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 400ms);  // and then waited for readiness
+  d->reset();
+  CHECK(d->read(RegionIndex{4}, 0, out).has_value());  // decode stayed on across the reset
 }
 
 namespace {
@@ -275,6 +287,7 @@ std::unique_ptr<Variant> make_cxl_device(test::Readiness r, std::uint8_t code = 
   o.ready = {r.poll_interval, r.timeout};
   auto d = Variant::create(std::move(*fn), std::move(o));
   REQUIRE(d.has_value());
+  test::decode_on(**d);
   return std::move(*d);
 }
 std::uint32_t cxl_word(Variant& d) {

@@ -31,4 +31,11 @@ inline std::unique_ptr<nvgrace::vfio::Variant> make_device(const char* profile_n
   return std::move(dev->device);
 }
 
+// Memory decode on (COMMAND bit 1), as a driver sets it before it touches a
+// BAR: the first access after a reset needs it (R20, the 7.x kernel driver).
+inline void decode_on(nvgrace::vfio::Function& d) {
+  const std::uint8_t cmd[2] = {0x02, 0x00};
+  REQUIRE(d.write(nvgrace::vfio::kConfigRegion, 0x04, cmd).value() == 2);
+}
+
 }  // namespace test

@@ -237,7 +237,7 @@ Result<std::size_t> Variant::memory_access(const Region& r, RegionIndex index, s
     return fail_errno(EINVAL, "offset {:#x} is at or past region {}'s size {:#x} (R17)", offset, index, r.size);
   const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(len, r.size - offset));
   if (count == 0) return std::size_t{0};
-  if (auto ok = wait_ready(); !ok) return fail(ok.error());
+  if (auto ok = ready_for_access(); !ok) return fail(ok.error());
   const auto range = memory_->range(r.mem->role);
   const std::size_t backed =
       offset < r.mem->length ? static_cast<std::size_t>(std::min<std::uint64_t>(count, r.mem->length - offset)) : 0;
@@ -268,6 +268,22 @@ Result<MmapArea> Variant::mmap(RegionIndex index, std::uint64_t offset, std::uin
   if (auto ok = wait_ready(); !ok) return fail(ok.error());
   const auto range = memory_->range(m->role);
   return MmapArea{range->fd, range->fd_offset + offset, length, range->cache};
+}
+
+// R20 as the newest kernel has it (7.3, nvgrace_gpu_check_device_ready; R39):
+// the first memory access after a reset needs memory decode on - EIO while
+// it is off, and the check stays pending - and then the readiness wait.
+// 6.12 has no such check (docs/oracle.md).
+Result<void> Variant::ready_for_access() {
+  if (reset_done_.load(std::memory_order_acquire)) {
+    auto cmd = config_read(*function_, ConfigOffset{PCI_COMMAND}, 2);
+    if (!cmd) return fail(cmd.error().context(name_));
+    if (!(*cmd & PCI_COMMAND_MEMORY))
+      return fail_errno(EIO, "{}memory decode is off: the first access after a reset needs it on (R20)",
+                        name_.empty() ? "" : name_ + ": ");
+    reset_done_.store(false, std::memory_order_release);
+  }
+  return wait_ready();
 }
 
 // Once per arming (creation, reset): one waiter polls, the others wait on it.
@@ -330,6 +346,7 @@ Result<void> Variant::reset() {
       overlay_->reset();
     }
     ready_.store(false, std::memory_order_release);
+    reset_done_.store(true, std::memory_order_release);
   }
   if (!hw) return hw;
   if (options_.reset_wait == ResetWait::lazy) return {};

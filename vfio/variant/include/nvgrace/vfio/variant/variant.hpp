@@ -100,7 +100,8 @@ class Variant final : public Function {
   // running past it is cut short (the count returned says how much was done);
   // bytes in [length, BAR size) read 0xFF and writes there are dropped and
   // counted. A first memory access waits for readiness (R20) and fails with
-  // ETIME when it does not come.
+  // ETIME when it does not come; the first after a reset fails with EIO while
+  // memory decode is off (as the 7.x kernel driver).
   [[nodiscard]] Result<std::size_t> read(RegionIndex index, std::uint64_t offset, std::span<std::uint8_t> out) override;
   [[nodiscard]] Result<std::size_t> write(RegionIndex index, std::uint64_t offset,
                                           std::span<const std::uint8_t> in) override;
@@ -152,6 +153,7 @@ class Variant final : public Function {
   Result<std::size_t> config_access(std::uint64_t offset, std::uint8_t* buf, std::size_t len, bool is_write);
   Result<std::size_t> memory_access(const Region& r, RegionIndex index, std::uint64_t offset, std::uint8_t* buf,
                                     std::size_t len, bool is_write);
+  [[nodiscard]] Result<void> ready_for_access();
   [[nodiscard]] Result<void> wait_ready();
   [[nodiscard]] Result<void> poll_ready();
 
@@ -171,6 +173,7 @@ class Variant final : public Function {
   mutable std::mutex overlay_mutex_;       // the fake BAR registers
   std::mutex ready_mutex_;                 // one waiter polls, the others wait on it
   std::atomic<bool> ready_{false};
+  std::atomic<bool> reset_done_{false};  // a reset since the last access that found memory decode on
   std::atomic<std::uint64_t> dropped_{0};
 };
 
