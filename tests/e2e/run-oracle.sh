@@ -194,7 +194,8 @@ for pair in a-b a-c; do
   if [ -f "$expected" ]; then
     # The file is the diff's output, each hunk after '#' lines that say why.
     diff -u <(grep -v '^#' "$expected") "$work/$pair.diff" > "$work/$pair.unexpected"
-    check "($x) and ($y) differ only as $(basename "$expected") records ($lines differing lines)" $? \
+    same=$?  # before the command substitutions below reset $?
+    check "($x) and ($y) differ only as $(basename "$expected") records ($lines differing lines)" $same \
       "new or changed differences: $work/$pair.unexpected"
   else
     check "($x) and ($y) agree byte for byte" "$([ -s "$work/$pair.diff" ]; [ $? = 1 ]; echo $?)" \
