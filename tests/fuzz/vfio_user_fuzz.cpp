@@ -7,18 +7,18 @@
 #include <memory>
 #include <vector>
 
-#include "nvgrace/pciemu/emulated.hpp"
-#include "nvgrace/vfio/variant/variant.hpp"
+#include "nvgrace/devices/emulated.hpp"
 #include "nvgrace/vfio/user/session.hpp"
 
 namespace {
 
-nvgrace::vfio::VariantDevice& device() {
+// The variant over the emulated host function, as nvgrace serve assembles it.
+nvgrace::vfio::Function& device() {
   using namespace nvgrace;
-  static std::unique_ptr<vfio::VariantDevice> dev = [] {
-    auto gpu = *pciemu::make_emulated_gpu("gh200", 0);
-    auto backend = std::move(*vfio::make_memfd_backend(gpu.layout, "fuzz"));
-    return std::move(*vfio::VariantDevice::create(std::move(gpu.config), gpu.layout, std::move(backend)));
+  static std::unique_ptr<vfio::Variant> dev = [] {
+    devices::EmulatedOptions o;
+    o.profile = "gh200";
+    return std::move(devices::make_emulated_device(o)->device);
   }();
   return *dev;
 }
