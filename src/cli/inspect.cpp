@@ -125,7 +125,12 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
                      {"driver", sv.driver.empty() ? ordered_json(nullptr) : ordered_json(sv.driver)},
                      {"iommu_group", sv.iommu_group ? ordered_json(*sv.iommu_group) : ordered_json(nullptr)},
                      {"vfio_api", sv.vfio_api.empty() ? ordered_json(nullptr) : ordered_json(sv.vfio_api)},
-                     {"missing", sv.missing}};
+                     {"missing", sv.missing},
+                     {"memory", sv.memory_path.empty()
+                                    ? ordered_json(nullptr)
+                                    : ordered_json{{"path", sv.memory_path},
+                                                   {"usemem", sv.usemem_type},
+                                                   {"resmem", sv.resmem_type}}}};
     }
     jd["status"] = std::string(devices::to_string(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
@@ -235,6 +240,9 @@ std::string to_table(const InspectReport& r, bool regions) {
         line(fmt::format("  serve  ready: {}, IOMMU group {}, VFIO {}", sv.driver, sv.iommu_group.value_or(0),
                          sv.vfio_api));
       for (const auto& m : sv.missing) line(wrap("  serve  missing: ", m));
+      if (!sv.memory_path.empty())
+        line(wrap("  serve  memory: ", fmt::format("{}: usemem {}, resmem {} (R40)", sv.memory_path, sv.usemem_type,
+                                                   sv.resmem_type)));
     }
     line(fmt::format("  status {}", devices::to_string(d.status)));
     if (!d.reason.empty()) line(wrap("  reason ", d.reason));

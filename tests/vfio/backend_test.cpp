@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "arch.hpp"
+#include "nvgrace/vfio/host/memory_type.hpp"
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/vfio/variant/memory.hpp"
 #include "nvgrace/sys/fd.hpp"
@@ -71,11 +73,33 @@ TEST_CASE("file backend: data lands in the file at the device-memory offset") {
 TEST_CASE("devmem backend: a missing device is a clear error and passthrough layouts have nothing to back") {
   auto r = host::make_devmem_backend(gh200_layout(), "/nonexistent/mem");
   REQUIRE_FALSE(r.has_value());
-  CHECK(r.error().err == ENOENT);
-  CHECK(r.error().message.find("needs root") != std::string::npos);
+  if (test::kDevmemNormal) {
+    CHECK(r.error().err == ENOENT);
+    CHECK(r.error().message.find("needs root") != std::string::npos);
+  }
   auto none = make_memfd_backend(*pciemu::compute_layout({0, 0, true}), "x");
   REQUIRE_FALSE(none.has_value());
   CHECK(none.error().err == EINVAL);
+}
+
+TEST_CASE("R40: /dev/mem backs the fake BARs only where it gives Normal memory (x86), never Device memory (arm64)") {
+  const auto& type = host::devmem_memory_type();
+  CHECK(type.usable == test::kDevmemNormal);
+  auto r = host::make_devmem_backend(gh200_layout(), "/nonexistent/mem");
+  REQUIRE_FALSE(r.has_value());
+  if (test::kDevmemNormal) {
+    CHECK(type.usemem == "write-back");
+    CHECK(r.error().err == ENOENT);  // it went on to open the device
+  } else {
+    CHECK(type.usemem == "Device-nGnRnE");
+    CHECK(type.resmem == "Device-nGnRnE");
+    CHECK(r.error().err == EPERM);  // refused before it opens anything
+    const auto& m = r.error().message;
+    CHECK(m.find("Device-nGnRnE (phys_mem_access_prot())") != std::string::npos);
+    CHECK(m.find("DC ZVA") != std::string::npos);
+    CHECK(m.find("driver_override nvgrace_gpu_vfio_pci") != std::string::npos);
+    CHECK(m.find('\n') == std::string::npos);  // one line
+  }
 }
 
 TEST_CASE("host VFIO: the model's region info decodes back and compares equal") {

@@ -12,6 +12,7 @@
 #include "nvgrace/acpi/sysfs.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/mig.hpp"
+#include "nvgrace/vfio/host/memory_type.hpp"
 #include "nvgrace/vfio/host/pci_host.hpp"
 
 namespace nvgrace::devices {
@@ -202,7 +203,21 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
       if (st) {
         const bool kernel_variant = st->driver == vfio::host::kNvgraceGpuDriver;
         const auto r = vfio::host::serve_readiness(*st, *q.dev, !s.passthrough_reason && !kernel_variant);
-        s.serve = DeviceSpec::ServeCheck{st->driver, st->iommu_group, r.ready, r.api, r.missing};
+        s.serve = DeviceSpec::ServeCheck{st->driver, st->iommu_group, r.ready, r.api, r.missing, {}, {}, {}};
+        if (!s.passthrough_reason) {
+          if (kernel_variant) {
+            // The kernel's own regions: usemem cacheable, resmem
+            // pgprot_writecombine() (R19).
+            s.serve->memory_path = "the kernel's nvgrace-gpu regions (the VFIO device fd)";
+            s.serve->usemem_type = "write-back";
+            s.serve->resmem_type = "write-combined";
+          } else {
+            const auto& type = vfio::host::devmem_memory_type();
+            s.serve->memory_path = (*q.dev / "mem").string();
+            s.serve->usemem_type = std::string(type.usemem);
+            s.serve->resmem_type = std::string(type.resmem);
+          }
+        }
       }
     }
     out.specs.push_back(std::move(s));

@@ -8,12 +8,18 @@
 
 #include <fmt/format.h>
 
+#include "nvgrace/vfio/host/memory_type.hpp"
+
 namespace nvgrace::vfio::host {
 
 Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout& layout,
                                                           const std::filesystem::path& devmem) {
   auto size = backing_size(layout);
   if (!size) return fail(size.error());
+  // R40: never Device memory behind a fake BAR.
+  if (const auto& type = devmem_memory_type(); !type.usable)
+    return fail_errno(EPERM, "refusing to back the fake BARs with {}: {}; instead, {}", devmem.string(), type.why,
+                      type.instead);
   // No O_SYNC: the memory is cache-coherent (R19: usemem write-back), and on
   // x86 PAT refuses an uncached mapping of a range the kernel holds write-back.
   sys::UniqueFd fd(::open(devmem.c_str(), O_RDWR | O_CLOEXEC));

@@ -12,6 +12,7 @@
 
 #include "nvgrace/acpi/sysfs.hpp"
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/vfio/host/memory_type.hpp"
 
 namespace nvgrace::vfio::host {
 namespace fs = std::filesystem;
@@ -109,8 +110,13 @@ ServeReadiness serve_readiness(const PciHostState& st, const fs::path& dev, bool
     for (const auto& p : group_problems) all += "; " + p;
     r.missing.push_back("no VFIO API is usable: " + all);
   }
-  if (needs_devmem)
-    if (auto p = open_problem(dev / "mem")) r.missing.push_back(fmt::format("/dev/mem is not reachable ({})", *p));
+  if (needs_devmem) {
+    if (const auto& type = devmem_memory_type(); !type.usable)
+      r.missing.push_back(fmt::format("the fake BARs need Normal memory and /dev/mem gives usemem and resmem as {} "
+                                      "here (R40): {}", type.usemem, type.instead));
+    else if (auto p = open_problem(dev / "mem"))
+      r.missing.push_back(fmt::format("/dev/mem is not reachable ({})", *p));
+  }
   r.ready = r.missing.empty();
   return r;
 }

@@ -42,6 +42,11 @@ struct DeviceSpec {
     bool ready = false;
     std::string vfio_api;  // "cdev" or "group" when ready
     std::vector<std::string> missing;
+    // Where the fake BARs' memory would come from and the memory type each
+    // region gets there (R40); empty for a GPU served as passthrough.
+    std::string memory_path;
+    std::string usemem_type;
+    std::string resmem_type;
   };
   std::optional<ServeCheck> serve;
   // Set when the tables describe a GPU that this host does not show as a PCI

@@ -1,0 +1,12 @@
+// What the architecture the tests are built for decides (R40): whether
+// /dev/mem gives the GPU's memory as Normal memory, so that it may back the
+// fake BARs. x86: yes (write-back); arm64: no (Device-nGnRnE).
+#pragma once
+
+namespace test {
+#if defined(__aarch64__)
+inline constexpr bool kDevmemNormal = false;
+#else
+inline constexpr bool kDevmemNormal = true;
+#endif
+}  // namespace test
