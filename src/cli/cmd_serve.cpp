@@ -77,6 +77,10 @@ class ServeCommand final : public Command {
     cmd_->add_flag("--vfio-noiommu", noiommu_,
                    "With --host: accept a device in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1). Nothing "
                    "isolates its DMA and no DMA mapping can be made: for config and region semantics only (tests)");
+    cmd_->add_flag("--allow-device-memory", allow_device_memory_,
+                   "With --host: back the fake BARs with /dev/mem even where it maps the GPU memory as Device "
+                   "memory (arm64, R40). The guest's driver then faults on unaligned accesses and DC ZVA: for tests "
+                   "that show it only");
     cmd_->add_option("--assume-device-id", assume_text_,
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
                      "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
@@ -106,6 +110,7 @@ class ServeCommand final : public Command {
     if (!host_->empty()) return serve_host(access);
     if (no_fake_bar_mmap_) return usage_error("--no-fake-bar-mmap goes with --host");
     if (noiommu_) return usage_error("--vfio-noiommu goes with --host");
+    if (allow_device_memory_) return usage_error("--allow-device-memory goes with --host");
     if (view_ == "host") return serve_host_view(access);
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
@@ -182,6 +187,7 @@ class ServeCommand final : public Command {
     q.sysfs = sysfs_;
     q.mmap_fake_bars = !no_fake_bar_mmap_;
     q.allow_noiommu = noiommu_;
+    q.allow_device_memory = allow_device_memory_;
     auto built = devices::build_host_devices(q);
     if (!built) {
       if (built.error().usage) return usage_error("{}", built.error().line);
@@ -222,6 +228,7 @@ class ServeCommand final : public Command {
   std::string assume_text_;
   bool no_fake_bar_mmap_ = false;
   bool noiommu_ = false;
+  bool allow_device_memory_ = false;
   std::string acpi_ = "/sys/firmware/acpi/tables";
   std::string sysfs_ = "/sys";
   std::string socket_;

@@ -7,15 +7,17 @@
 # driver, (b) `nvgrace serve --host` on the same function, (c) nvgrace's
 # emulated guest view are compared, and every difference must be one the
 # expected-difference file of that kernel names (tests/e2e/oracle/).
-#   run-oracle.sh OUT NVGRACE-HOST NVGRACE-GUEST ARCH [SCENARIO]
+#   run-oracle.sh OUT NVGRACE-HOST NVGRACE-GUEST ARCH [SCENARIO [PROFILE]]
 #   ARCH: x86_64 (q35, the 6.12 test kernel, intel-iommu) | aarch64 (virt,
 #         the 7.3 test kernel, a device tree, noiommu)
 #   SCENARIO: probe (default: the transcripts) | nested (x86_64: QEMU in the
 #         guest, under nested KVM, gives the GPU to a nested Linux through
 #         vfio-pci on the kernel's driver, then vfio-user-pci on serve --host)
+#   PROFILE: gh200 (default) | gb200 | gb300 (their ids need the 7.x driver;
+#         GB300's readiness is R31's CXL DVSEC)
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
-out=$(realpath -m "$1"); host_nvgrace=$(realpath "$2"); arch=$4 scenario=${5:-probe}
+out=$(realpath -m "$1"); host_nvgrace=$(realpath "$2"); arch=$4 scenario=${5:-probe} profile=${6:-gh200}
 here=$(dirname "$(realpath "$0")")
 root=$out/root
 . "$here/lib.sh"
@@ -23,10 +25,13 @@ root=$out/root
 guest_nvgrace=$(realpath "$3")
 need_root "$out"
 check_label="oracle $arch $scenario"
-work=$root/nvg/oracle-$arch-$scenario
+# gh200 keeps the plain names; another profile's runs and expected files
+# carry its name.
+tag=$([ "$profile" = gh200 ] || echo "-$profile")
+[ "$profile" = gh200 ] || check_label+=" $profile"
+work=$root/nvg/oracle-$arch-$scenario$tag
 rm -rf "$work"; mkdir -p "$work"
 in_root() { echo "${1#$root}"; }
-profile=gh200
 # 1.625 GiB: with the MIG bug (R2, no DVSEC) 512 MiB of usemem in a 1 GiB
 # BAR4 and 1.125 GiB of resmem in a 2 GiB BAR2 - both with padding (R8, R17).
 memsize=0x68000000
@@ -170,15 +175,26 @@ if [ "$scenario" = nested ]; then
   [ "$fails" = 0 ]
   exit
 fi
-check "the function is the host view: 10de:2342, subsystem 10de:16eb (R37)" \
-  "$(has FUNCTION "0x10de:0x2342 subsystem 0x10de:0x16eb")" "$(e2e FUNCTION)"
+if [ "$profile" = gh200 ]; then
+  check "the function is the host view: 10de:2342, subsystem 10de:16eb (R37)" \
+    "$(has FUNCTION "0x10de:0x2342 subsystem 0x10de:0x16eb")" "$(e2e FUNCTION)"
+else
+  check "the function is an NVIDIA function ($profile's ids; (a)-(c) compares the rest)" "$(has FUNCTION " 0x10de:")" \
+    "$(e2e FUNCTION)"
+fi
 check "inspect reads the firmware description back: base $membase, size $memsize (R38)" \
   "$(has INSPECT "\"mem_base\":$((membase)),\"mem_size\":$((memsize))")" "$(e2e INSPECT)"
 check "the kernel's nvgrace-gpu driver took the function (driver_override)" \
   "$(has "BOUND nvgrace_gpu_vfio_pci" ": nvgrace_gpu_vfio_pci")" "$(e2e BOUND | head -1)"
-check "its fake BAR4 is region 4 with the memory's sparse area: 1 GiB, 512 MiB mappable (R16)" \
-  "$(grep -q '^region 4: argsz=64 flags=0xf index=4 cap_offset=32 size=0x40000000 caps=010001000000000001000000000000000000000000000000000000200000000' "$work/a.txt"; echo $?)" \
-  "$(grep '^region 4:' "$work/a.txt")"
+[ "$profile" = gh200 ] &&
+  check "its fake BAR4 is region 4 with the memory's sparse area: 1 GiB, 512 MiB mappable (R16)" \
+    "$(grep -q '^region 4: argsz=64 flags=0xf index=4 cap_offset=32 size=0x40000000 caps=010001000000000001000000000000000000000000000000000000200000000' "$work/a.txt"; echo $?)" \
+    "$(grep '^region 4:' "$work/a.txt")"
+if [ "$arch" = aarch64 ]; then
+  check "serve --host refuses /dev/mem here in one line: Device-nGnRnE (R40)" \
+    "$(has R40 "exit 2 lines 1: nvgrace: error: --host .*refusing to back the fake BARs with /dev/mem: arm64 /dev/mem maps memory outside the kernel's linear map as Device-nGnRnE"; )" \
+    "$(e2e R40)"
+fi
 for t in a b c; do
   check "probe ($t) ran: $(e2e "PROBE $t" | cut -d' ' -f4-)" "$(has "PROBE $t" "ok")" "$(e2e "PROBE $t")"
 done
@@ -189,7 +205,7 @@ for pair in a-b a-c; do
   x=${pair%-*} y=${pair#*-}
   [ -s "$work/$x.txt" ] && [ -s "$work/$y.txt" ] || { check "($x) and ($y) compared" 1 "a transcript is missing"; continue; }
   diff <(grep -v '^#' "$work/$x.txt") <(grep -v '^#' "$work/$y.txt") > "$work/$pair.diff"
-  expected=$here/oracle/$arch-$kver-$pair.diff
+  expected=$here/oracle/$arch-$kver$tag-$pair.diff
   lines=$(grep -c '^[<>]' "$work/$pair.diff")
   if [ -f "$expected" ]; then
     # The file is the diff's output, each hunk after '#' lines that say why.

@@ -9,6 +9,7 @@
 #include "nvgrace/pciemu/bars.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/vfio/host/devmem.hpp"
+#include "nvgrace/vfio/host/memory_type.hpp"
 #include "nvgrace/vfio/host/function.hpp"
 #include "nvgrace/vfio/host/pci_host.hpp"
 #include "nvgrace/vfio/variant/variant.hpp"
@@ -85,9 +86,13 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
 
     std::unique_ptr<vfio::MemoryBackend> backend;
     if (layout && !kernel_variant) {
-      auto b = host::make_devmem_backend(*layout, q.dev / "mem");
+      auto b = host::make_devmem_backend(*layout, q.dev / "mem", q.allow_device_memory);
       if (!b) return unexpected(refuse(2, fmt::format("--host {}: device memory: {}", bdf, b.error().message)));
       backend = std::move(*b);
+      if (const auto& type = host::devmem_memory_type(); !type.usable)
+        served.warnings.push_back(fmt::format("--allow-device-memory: the fake BARs are {} memory here, not Normal "
+                                              "(R40): the guest's driver will fault on unaligned accesses and DC ZVA",
+                                              type.usemem));
       memory = fmt::format("fake BAR4 usemem {}{} over {}", format_size(layout->usemem->length),
                            layout->resmem ? fmt::format(", BAR2 resmem {}", format_size(layout->resmem->length)) : "",
                            backend->describe());

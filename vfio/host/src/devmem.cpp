@@ -13,11 +13,12 @@
 namespace nvgrace::vfio::host {
 
 Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout& layout,
-                                                          const std::filesystem::path& devmem) {
+                                                          const std::filesystem::path& devmem,
+                                                          bool allow_device_memory) {
   auto size = backing_size(layout);
   if (!size) return fail(size.error());
   // R40: never Device memory behind a fake BAR.
-  if (const auto& type = devmem_memory_type(); !type.usable)
+  if (const auto& type = devmem_memory_type(); !type.usable && !allow_device_memory)
     return fail_errno(EPERM, "refusing to back the fake BARs with {}: {}; instead, {}", devmem.string(), type.why,
                       type.instead);
   // No O_SYNC: the memory is cache-coherent (R19: usemem write-back), and on

@@ -30,6 +30,9 @@ struct HostQuery {
   // Serve a device in a no-IOMMU group (--vfio-noiommu): not isolated, and
   // no DMA mapping can be made for it (config and region semantics only).
   bool allow_noiommu = false;
+  // Back the fake BARs with /dev/mem even where it gives Device memory
+  // (--allow-device-memory; R40): tests only.
+  bool allow_device_memory = false;
 };
 
 // Why a device cannot be served, in one line that names what is wrong.

@@ -18,8 +18,11 @@
 namespace nvgrace::vfio::host {
 
 // The host physical range of `layout` (usemem, then resmem) through `devmem`
-// (normally /dev/mem), mapped shared and cacheable.
+// (normally /dev/mem), mapped shared and cacheable. Refused (EPERM, one line)
+// where /dev/mem would give Device memory (R40, devmem_memory_type()),
+// unless `allow_device_memory` - for tests that show what the guest then gets.
 [[nodiscard]] Result<std::unique_ptr<MemoryBackend>> make_devmem_backend(const pciemu::Layout& layout,
-                                                                        const std::filesystem::path& devmem);
+                                                                        const std::filesystem::path& devmem,
+                                                                        bool allow_device_memory = false);
 
 }  // namespace nvgrace::vfio::host
