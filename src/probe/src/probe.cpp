@@ -49,8 +49,9 @@ void on_fault(int) {
   std::abort();
 }
 
-// Stores `v` at `p` and loads it back; nullopt when either faulted.
-std::optional<std::uint64_t> store_load(volatile std::uint64_t* p, std::uint64_t v) {
+// Stores `store` at `p` when given, then loads from `p`; nullopt when either
+// faulted.
+std::optional<std::uint64_t> guarded_access(volatile std::uint64_t* p, std::optional<std::uint64_t> store) {
   struct sigaction sa{}, old_bus{}, old_segv{};
   sa.sa_handler = on_fault;
   sigemptyset(&sa.sa_mask);
@@ -61,28 +62,7 @@ std::optional<std::uint64_t> store_load(volatile std::uint64_t* p, std::uint64_t
   if (sigsetjmp(jb, 1) == 0) {
     fault_jump = &jb;
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    p[0] = v;
-    got = p[0];
-  }
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  fault_jump = nullptr;
-  ::sigaction(SIGBUS, &old_bus, nullptr);
-  ::sigaction(SIGSEGV, &old_segv, nullptr);
-  return got;
-}
-
-// A load through a mapping that may fault; nullopt when it did.
-std::optional<std::uint64_t> load(volatile std::uint64_t* p) {
-  struct sigaction sa{}, old_bus{}, old_segv{};
-  sa.sa_handler = on_fault;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGBUS, &sa, &old_bus);
-  ::sigaction(SIGSEGV, &sa, &old_segv);
-  sigjmp_buf jb;
-  std::optional<std::uint64_t> got;
-  if (sigsetjmp(jb, 1) == 0) {
-    fault_jump = &jb;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (store) p[0] = *store;
     got = p[0];
   }
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -375,13 +355,13 @@ class Prober {
         void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, static_cast<off_t>(r.offset + off));
         if (p == MAP_FAILED) return err_name(errno);
         if (!store) {
-          const auto got = load(static_cast<volatile std::uint64_t*>(p));
+          const auto got = guarded_access(static_cast<volatile std::uint64_t*>(p), std::nullopt);
           ::munmap(p, len);
           return got ? fmt::format("mapped; a load gives {:#x}", *got) : std::string("mapped; the load faulted (SIGBUS)");
         }
         // Through the mapping and back through a region read.
         const std::uint64_t v = 0x0123456789abcdefull ^ (off + i);
-        if (!store_load(static_cast<volatile std::uint64_t*>(p), v)) {
+        if (!guarded_access(static_cast<volatile std::uint64_t*>(p), v)) {
           ::munmap(p, len);
           return "mapped; the access faulted (SIGBUS)";
         }
