@@ -9,6 +9,8 @@
 #                         console in $out/console-TAG.log, the guest's "E2E "
 #                         lines in $out/report-TAG.log; sets qrc (QEMU's exit
 #                         status) and boot (seconds)
+#   nested_guest BUSYBOX INIT   the nested x86 guest's initramfs and the array
+#                         `nested` that carries QEMU into the outer guest (below)
 skip() { echo "e2e: skipped: $*"; exit 77; }
 need_root() { [ -f "$1/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"; }
 fails=0
@@ -32,4 +34,17 @@ boot_guest() {
   # The serial console ends lines with \r and may put the kernel's last words
   # before ours on one line: split at every \r.
   tr '\r' '\n' < "$out/console-$tag.log" | grep -ao 'E2E .*' > "$out/report-$tag.log"
+}
+
+# nested_guest: the initramfs (busybox, INIT as /init) at
+# $work/nested-initrd.gz; `nested` holds initramfs.sh's arguments that carry
+# QEMU (chrooted in /qroot, from the trixie root $root), its firmware,
+# Debian's kernel and that initramfs into the outer guest.
+nested_guest() {
+  "$here/initramfs.sh" "$work/nested-initrd.gz" x86_64 "$1" "$2" || return 1
+  nested=(--root-bin "$root" /qroot /usr/bin/qemu-system-x86_64
+          --root-file "$root" /qroot /usr/share/seabios/bios-256k.bin
+          --root-file "$root" /qroot /usr/share/qemu/linuxboot_dma.bin
+          --root-file "$root" /qroot /usr/share/qemu/kvmvapic.bin
+          --file "$root/vmlinuz-amd64:/qroot/nested/vmlinuz" --file "$work/nested-initrd.gz:/qroot/nested/initrd.gz")
 }

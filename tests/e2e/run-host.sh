@@ -45,13 +45,7 @@ nested=()
 if [ "$scenario" = nested ]; then
   # QEMU and its libraries from the trixie root, chrooted in /qroot, and the
   # nested guest's kernel (Debian's) and initramfs.
-  "$here/initramfs.sh" "$work/nested-initrd.gz" x86_64 "$busybox" "$here/nested-init.sh" \
-    || { echo "FAIL building the nested initramfs"; exit 1; }
-  nested=(--root-bin "$root" /qroot /usr/bin/qemu-system-x86_64
-          --root-file "$root" /qroot /usr/share/seabios/bios-256k.bin
-          --root-file "$root" /qroot /usr/share/qemu/linuxboot_dma.bin
-          --root-file "$root" /qroot /usr/share/qemu/kvmvapic.bin
-          --file "$root/vmlinuz-amd64:/qroot/nested/vmlinuz" --file "$work/nested-initrd.gz:/qroot/nested/initrd.gz")
+  nested_guest "$busybox" "$here/nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
 fi
 "$here/initramfs.sh" "$work/initrd.gz" x86_64 "$busybox" "$here/host-init.sh" \
   --bin "$nvgrace" --bin "$client:/bin/e2e_host_client" "${modules[@]}" "${nested[@]}" \

@@ -71,13 +71,7 @@ if [ "$scenario" = nested ]; then
   # QEMU from the trixie root, chrooted in /qroot; the nested Linux is
   # Debian's kernel with its own initramfs. -cpu ...,+svm,+npt gives the
   # guest KVM (48 physical address bits: the nested 64-bit BAR window).
-  "$here/initramfs.sh" "$work/nested-initrd.gz" x86_64 "$busybox" "$here/oracle-nested-init.sh" \
-    || { echo "FAIL building the nested initramfs"; exit 1; }
-  nested=(--root-bin "$root" /qroot /usr/bin/qemu-system-x86_64
-          --root-file "$root" /qroot /usr/share/seabios/bios-256k.bin
-          --root-file "$root" /qroot /usr/share/qemu/linuxboot_dma.bin
-          --root-file "$root" /qroot /usr/share/qemu/kvmvapic.bin
-          --file "$root/vmlinuz-amd64:/qroot/nested/vmlinuz" --file "$work/nested-initrd.gz:/qroot/nested/initrd.gz")
+  nested_guest "$busybox" "$here/oracle-nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
   cpu=qemu64,+svm,+npt,phys-bits=48
 fi
 "$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/oracle-init.sh" --bin "$guest_nvgrace" "${nested[@]}" \
