@@ -1,5 +1,6 @@
 #include "nvgrace/pciemu/config_space.hpp"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace nvgrace::pciemu {
@@ -51,6 +52,13 @@ Result<void> ConfigSpace::write(std::size_t offset, std::size_t width, std::uint
 Result<void> ConfigSpace::device_set(std::size_t offset, std::size_t width, std::uint32_t bits) {
   if (auto ok = check(offset, width); !ok) return ok;
   for (std::size_t i = 0; i < width; ++i) value_[offset + i] |= static_cast<std::uint8_t>(bits >> (8 * i));
+  return {};
+}
+
+Result<void> ConfigSpace::load(std::span<const std::uint8_t> values) {
+  if (values.size() != kSize)
+    return fail_errno(EINVAL, "config space: {} bytes saved, {} expected", values.size(), kSize);
+  std::copy(values.begin(), values.end(), value_.begin());
   return {};
 }
 

@@ -1,9 +1,13 @@
 // `nvgrace serve`: emulated Grace GPUs over vfio-user, for VMMs that attach
 // user-space devices (QEMU 10.1+ vfio-user-pci, cloud-hypervisor).
 #include <grp.h>
+#include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include "command.hpp"
 #include "nvgrace/common/size.hpp"
@@ -12,6 +16,7 @@
 #include "nvgrace/log/log.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/serve/handover.hpp"
 #include "nvgrace/serve/server.hpp"
 
 namespace nvgrace::cli {
@@ -35,12 +40,57 @@ Result<gid_t> parse_group(const std::string& text) {
   return fail("no group named '{}' (give a group name or a numeric gid)", text);
 }
 
+// R41: what SIGUSR2 execs - the binary at this process's own path and its
+// command line, read while both are still the ones it started with.
+Result<serve::UpgradeTarget> upgrade_target() {
+  serve::UpgradeTarget t;
+  std::error_code ec;
+  t.binary = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) return fail("/proc/self/exe: {}", ec.message());
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (std::size_t at = 0; at < all.size();) {
+    const auto nul = all.find('\0', at);
+    t.argv.push_back(all.substr(at, nul == std::string::npos ? std::string::npos : nul - at));
+    if (nul == std::string::npos) break;
+    at = nul + 1;
+  }
+  if (t.argv.empty()) return fail("/proc/self/cmdline is empty");
+  return t;
+}
+
+// The hand-over a predecessor left in the environment (R41), if any; the
+// variables are cleared so that nothing this process starts sees them.
+struct Takeover {
+  serve::Handover handover;
+  bool check_only = false;
+};
+Result<std::optional<Takeover>> takeover_from_environment() {
+  const char* fd_text = std::getenv(serve::kHandoverFdEnv);
+  if (!fd_text) return std::optional<Takeover>();
+  const bool check = std::getenv(serve::kHandoverCheckEnv) != nullptr;
+  const std::string text(fd_text);
+  ::unsetenv(serve::kHandoverFdEnv);
+  ::unsetenv(serve::kHandoverCheckEnv);
+  int fd = -1;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
+  if (ec != std::errc() || p != text.data() + text.size() || fd < 0)
+    return fail("{}={} is not a descriptor number", serve::kHandoverFdEnv, text);
+  sys::UniqueFd state(fd);
+  auto h = serve::read_handover(state.get());
+  if (!h) return fail(h.error());
+  return std::optional<Takeover>(Takeover{std::move(*h), check});
+}
+
 class ServeCommand final : public Command {
  public:
   CLI::App* attach(CLI::App& app) override {
     cmd_ = app.add_subcommand("serve", "Serve GPUs over vfio-user on UNIX sockets, one per GPU, one client at a "
                                        "time each: emulated ones (the default), or real devices bound to vfio-pci "
-                                       "(--host). Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets");
+                                       "(--host). Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets. "
+                                       "SIGUSR2 upgrades it in place: the binary at its path takes over every "
+                                       "socket, connection and device state without a client noticing (emulated "
+                                       "GPUs; see docs/vfio-user.md)");
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
         ->type_name("PATH")->required();
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
@@ -98,6 +148,9 @@ class ServeCommand final : public Command {
 
   int run() override {
     serve::block_shutdown_signals();  // a SIGTERM from now on shuts down cleanly
+    auto takeover = takeover_from_environment();
+    if (!takeover) return failure("serve", "cannot take over from the previous server: {}", takeover.error().message);
+    takeover_ = std::move(*takeover);
     serve::SocketAccess access;
     auto mode = parse_mode(socket_mode_text_);
     if (!mode) return usage_error("--socket-mode: {}", mode.error().message);
@@ -210,6 +263,8 @@ class ServeCommand final : public Command {
 
   int run_server(std::vector<serve::ServedDevice> devices, const std::vector<std::string>& lines,
                  const serve::SocketAccess& access) {
+    auto target = upgrade_target();
+    if (takeover_) return take_over(std::move(devices), target);
     auto server = serve::Server::create(std::move(devices), access);
     if (!server) {
       // A socket in use or a path that is not ours: the command line asked
@@ -217,11 +272,45 @@ class ServeCommand final : public Command {
       return usage_error("{}", server.error().message);
     }
     for (const auto& l : lines) std::cout << l << '\n' << std::flush;
+    if (target) (*server)->set_upgrade(std::move(*target));
+    else module_logger("serve")->warn("SIGUSR2 will not upgrade this server: {}", target.error().message);
+    if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
+    return kExitOk;
+  }
+
+  // R41: the successor of an upgrade. In check mode it only proves that it
+  // can take the state on and leaves at once, running no destructor: every
+  // descriptor it holds is still the live server's.
+  int take_over(std::vector<serve::ServedDevice> devices, Result<serve::UpgradeTarget>& target) {
+    auto& h = takeover_->handover;
+    const auto from = h.doc.value("from_pid", 0);
+    auto server = serve::Server::adopt(std::move(devices), h.doc, h.fds, !takeover_->check_only);
+    if (takeover_->check_only) {
+      if (!server) {
+        std::cout << "cannot take the state on: " << server.error().message << std::endl;
+        std::_Exit(1);
+      }
+      std::cout << "can take the state on" << std::endl;
+      std::_Exit(0);
+    }
+    if (!server) return failure("serve", "cannot take over from the previous server: {}", server.error().message);
+    auto log = module_logger("serve");
+    // CLOCK_MONOTONIC is the system's: the predecessor's pause began at this
+    // point of the same clock.
+    const std::int64_t paused_at = h.doc.value("paused_at_ns", std::int64_t{0});
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch()).count();
+    log->info("upgraded in place: process {} goes on with this binary, every socket and connection kept, {} ms "
+              "after the pause began ({} message(s) served so far)", from, (now - paused_at) / 1000000,
+              (*server)->messages());
+    if (target) (*server)->set_upgrade(std::move(*target));
+    else log->warn("SIGUSR2 will not upgrade this server: {}", target.error().message);
     if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
     return kExitOk;
   }
 
   CLI::App* cmd_ = nullptr;
+  std::optional<Takeover> takeover_;
   CLI::Option* host_ = nullptr;
   std::vector<std::string> host_bdfs_;
   std::string vfio_api_ = "auto";

@@ -1,4 +1,5 @@
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/sys/fd_table.hpp"
 
 #include <fcntl.h>
 
@@ -65,6 +66,23 @@ void Mapping::reset() {
   data_ = nullptr;
   reserved_ = 0;
   length_ = 0;
+}
+
+}  // namespace nvgrace::sys
+
+namespace nvgrace::sys {
+
+Result<UniqueFd> FdTable::take(std::uint64_t index) {
+  if (index >= owned_.size())
+    return fail_errno(EBADF, "hand-over names descriptor {}, but {} came", index, owned_.size());
+  if (!owned_[index]) return fail_errno(EBADF, "hand-over names descriptor {} twice", index);
+  return std::move(owned_[index]);
+}
+
+std::size_t FdTable::untaken() const {
+  std::size_t n = 0;
+  for (const auto& f : owned_) n += f ? 1u : 0u;
+  return n;
 }
 
 }  // namespace nvgrace::sys

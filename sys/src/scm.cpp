@@ -39,7 +39,8 @@ Result<void> send_with_fds(int sock, std::span<const std::uint8_t> bytes, std::s
   return {};
 }
 
-Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds, bool wait_all) {
+Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds, bool wait_all,
+                               bool interruptible) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxScmFds)];
   iovec iov{buf.data(), buf.size()};
   msghdr m{};
@@ -49,7 +50,7 @@ Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<
   m.msg_controllen = sizeof control;
   ssize_t n;
   do n = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC | (wait_all ? MSG_WAITALL : 0));
-  while (n < 0 && errno == EINTR);
+  while (n < 0 && errno == EINTR && !interruptible);
   if (n < 0) return fail_errno(errno, "recvmsg: {}", std::strerror(errno));
   Received r;
   r.bytes = static_cast<std::size_t>(n);

@@ -1,21 +1,30 @@
 #include "nvgrace/serve/server.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "nvgrace/log/log.hpp"
 #include "nvgrace/serve/connection.hpp"
+#include "nvgrace/serve/handover.hpp"
+#include "nvgrace/vfio/state.hpp"
+
+extern char** environ;
 
 namespace nvgrace::serve {
 
@@ -33,6 +42,7 @@ struct Server::Slot {
   std::unique_ptr<Connection> connection;  // the client being served, if any
   std::thread worker;
   std::atomic<bool> ended{false};  // the worker is done; join it
+  bool paused = false;             // ...because a hand-over paused it (R41): the connection goes on
   unsigned connections = 0;
 };
 
@@ -132,7 +142,94 @@ sigset_t shutdown_signals() {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR2);  // upgrade in place (R41)
   return mask;
+}
+
+// Wakes a connection thread out of its wait for the next message (R41):
+// the handler does nothing, and without SA_RESTART the wait fails EINTR.
+int pause_signal() { return SIGRTMIN; }
+void on_pause_signal(int) {}
+
+// The environment for the successor: ours, with the hand-over's variables set.
+std::vector<std::string> successor_env(int state_fd, bool check) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view v(*e);
+    if (v.starts_with(std::string(kHandoverFdEnv) + "=") || v.starts_with(std::string(kHandoverCheckEnv) + "="))
+      continue;
+    env.emplace_back(v);
+  }
+  env.push_back(fmt::format("{}={}", kHandoverFdEnv, state_fd));
+  if (check) env.push_back(fmt::format("{}=1", kHandoverCheckEnv));
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+void set_cloexec(std::span<const int> fds, bool on) {
+  for (int fd : fds) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags >= 0) ::fcntl(fd, F_SETFD, on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC));
+  }
+}
+
+// Runs the successor in check mode: it reads the hand-over and takes the
+// state on as it would after exec, then leaves without touching anything.
+// Returns its verdict, one line when it refused.
+Result<void> check_successor(const UpgradeTarget& t, int state_fd) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return fail_errno(errno, "pipe: {}", std::strerror(errno));
+  sys::UniqueFd rd(out[0]), wr(out[1]);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, wr.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, wr.get(), 2);
+  auto argv_s = t.argv;
+  auto env_s = successor_env(state_fd, true);
+  auto argv = c_strings(argv_s);
+  auto env = c_strings(env_s);
+  pid_t pid = -1;
+  const int err = ::posix_spawn(&pid, t.binary.c_str(), &fa, nullptr, argv.data(), env.data());
+  posix_spawn_file_actions_destroy(&fa);
+  wr.reset();
+  if (err != 0) return fail_errno(err, "cannot start {}: {}", t.binary, std::strerror(err));
+  std::string said;
+  const auto deadline = std::chrono::steady_clock::now() + t.check_timeout;
+  bool timed_out = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{rd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) < 0 && errno != EINTR) break;
+    char buf[512];
+    const ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (said.size() < 4096) said.append(buf, static_cast<std::size_t>(n));
+  }
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  // Its last line says why.
+  while (!said.empty() && (said.back() == '\n' || said.back() == '\r')) said.pop_back();
+  if (const auto nl = said.rfind('\n'); nl != std::string::npos) said.erase(0, nl + 1);
+  if (timed_out) return fail_errno(ETIMEDOUT, "{} did not answer within {} ms", t.binary, t.check_timeout.count());
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return fail_errno(EPROTO, "{} refused ({}): {}", t.binary,
+                      WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
+                                        : fmt::format("signal {}", WTERMSIG(status)),
+                      said.empty() ? "it said nothing" : said);
+  return {};
 }
 }  // namespace
 
@@ -144,13 +241,52 @@ void block_shutdown_signals() {
 void Server::finish(Slot& slot) {
   if (slot.worker.joinable()) slot.worker.join();
   slot.connection.reset();
+  slot.paused = false;
   slot.ended.store(false);
+}
+
+// The thread that serves slot `index`'s connection until it ends (then tears
+// it down, R30) or pauses for a hand-over (then leaves it as it is, R41).
+void Server::start(std::size_t index) {
+  auto log = module_logger("serve");
+  Slot& slot = *slots_[index];
+  const unsigned number = slot.connections;
+  vfio::Function* reset = devices_[index].reset_on_disconnect ? devices_[index].device.get() : nullptr;
+  slot.paused = false;
+  slot.ended.store(false);
+  slot.worker = std::thread([this, &slot, log, number, reset] {
+    Connection& conn = *slot.connection;
+    const auto end = conn.serve();
+    if (!end.paused) {
+      // R30: nothing of the departed client stays reachable by the device.
+      const auto t = conn.teardown();
+      for (const auto& e : t.errors) log->warn("{}: tearing down client {}: {}", slot.path, number, e);
+      // ...and a real device starts the next client from reset (R14, R20).
+      std::string reset_note;
+      if (reset) {
+        auto ok = reset->reset();
+        reset_note = ok ? ", device reset" : fmt::format(", device reset failed: {}", ok.error().message);
+      }
+      log->log(end.why.starts_with("protocol violation") ? spdlog::level::warn : spdlog::level::info,
+               "{}: client {}: {}; closing the connection ({} DMA mapping(s) removed, {} IRQ index(es) "
+               "disabled{}), ready for the next client",
+               slot.path, number, end.why, t.dma_unmapped, t.irq_indexes_disabled, reset_note);
+    }
+    slot.paused = end.paused;
+    slot.ended.store(true);
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(reap_fd_.get(), &one, sizeof one);
+  });
 }
 
 Result<void> Server::run(bool handle_signals) {
   auto log = module_logger("serve");
   sys::UniqueFd sigfd;
   const sigset_t mask = shutdown_signals();
+  struct sigaction pause_action {};
+  pause_action.sa_handler = on_pause_signal;  // no SA_RESTART: the wait for a message ends with EINTR
+  sigemptyset(&pause_action.sa_mask);
+  ::sigaction(pause_signal(), &pause_action, nullptr);
   if (handle_signals) {
     ::sigprocmask(SIG_BLOCK, &mask, nullptr);
     sigfd = sys::UniqueFd(::signalfd(-1, &mask, SFD_CLOEXEC));
@@ -172,6 +308,10 @@ Result<void> Server::run(bool handle_signals) {
         // let its default action kill the process before the cleanup.
         signalfd_siginfo info{};
         [[maybe_unused]] auto n = ::read(sigfd.get(), &info, sizeof info);
+        if (info.ssi_signo == SIGUSR2) {
+          upgrade();  // returns only when refused: this process goes on serving
+          continue;
+        }
         log->info("signal {}: shutting down; removing {} socket(s)", info.ssi_signo, slots_.size());
       } else {
         log->info("stopping; removing {} socket(s)", slots_.size());
@@ -181,8 +321,19 @@ Result<void> Server::run(bool handle_signals) {
     if (pfds[2].revents) {
       std::uint64_t n = 0;
       [[maybe_unused]] auto r = ::read(reap_fd_.get(), &n, sizeof n);
-      for (auto& slot : slots_)
-        if (slot->ended.load()) finish(*slot);
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        auto& slot = *slots_[i];
+        if (!slot.ended.load()) continue;
+        if (slot.paused) {
+          // Paused by an upgrade that was called off after it had asked
+          // (resume() raced with this thread's pause): serve on.
+          slot.worker.join();
+          slot.connection->clear_pause();
+          start(i);
+        } else {
+          finish(slot);
+        }
+      }
     }
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       auto& slot = *slots_[i];
@@ -204,27 +355,7 @@ Result<void> Server::run(bool handle_signals) {
       slot.connection = std::make_unique<Connection>(fmt::format("{} client {}", slot.path, number), std::move(c),
                                                      *devices_[i].device, log, messages_);
       log->info("{}: client {} connected", slot.path, number);
-      vfio::Function* reset = devices_[i].reset_on_disconnect ? devices_[i].device.get() : nullptr;
-      slot.worker = std::thread([this, &slot, log, number, reset] {
-        Connection& conn = *slot.connection;
-        const std::string why = conn.serve();
-        // R30: nothing of the departed client stays reachable by the device.
-        const auto t = conn.teardown();
-        for (const auto& e : t.errors) log->warn("{}: tearing down client {}: {}", slot.path, number, e);
-        // ...and a real device starts the next client from reset (R14, R20).
-        std::string reset_note;
-        if (reset) {
-          auto ok = reset->reset();
-          reset_note = ok ? ", device reset" : fmt::format(", device reset failed: {}", ok.error().message);
-        }
-        log->log(why.starts_with("protocol violation") ? spdlog::level::warn : spdlog::level::info,
-                 "{}: client {}: {}; closing the connection ({} DMA mapping(s) removed, {} IRQ index(es) "
-                 "disabled{}), ready for the next client",
-                 slot.path, number, why, t.dma_unmapped, t.irq_indexes_disabled, reset_note);
-        slot.ended.store(true);
-        const std::uint64_t one = 1;
-        [[maybe_unused]] auto w = ::write(reap_fd_.get(), &one, sizeof one);
-      });
+      start(i);
     }
   }
   for (auto& slot : slots_) {
@@ -235,6 +366,184 @@ Result<void> Server::run(bool handle_signals) {
   }
   if (handle_signals) ::sigprocmask(SIG_UNBLOCK, &mask, nullptr);
   return {};
+}
+
+void Server::resume() {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    auto& slot = *slots_[i];
+    if (!slot.connection) continue;
+    slot.connection->clear_pause();
+    if (slot.ended.load() && slot.paused) {
+      if (slot.worker.joinable()) slot.worker.join();
+      start(i);
+    }
+  }
+}
+
+// R41, the predecessor's side.
+void Server::upgrade() {
+  auto log = module_logger("serve");
+  if (!upgrade_) {
+    log->warn("SIGUSR2: this server has nowhere to upgrade to; still serving");
+    return;
+  }
+  const auto& target = *upgrade_;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ms_since = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // 1. Every connection to a message boundary: the message being answered
+  //    is finished; the next waits in the socket.
+  std::size_t live = 0;
+  for (auto& slot : slots_)
+    if (slot->connection && !slot->ended.load()) {
+      slot->connection->request_pause();
+      ++live;
+    }
+  log->info("SIGUSR2: upgrading to {}: pausing {} connection(s) between messages", target.binary, live);
+  const auto deadline = t0 + target.pause_timeout;
+  for (;;) {
+    bool all = true;
+    for (auto& slot : slots_)
+      if (slot->connection && !slot->ended.load()) {
+        all = false;
+        ::pthread_kill(slot->worker.native_handle(), pause_signal());
+      }
+    if (all) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      log->warn("upgrade called off: a connection did not reach a message boundary within {} ms; still serving",
+                target.pause_timeout.count());
+      resume();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (auto& slot : slots_) {
+    if (!slot->connection) continue;
+    if (slot->worker.joinable()) slot->worker.join();
+    if (!slot->paused) finish(*slot);  // its client left meanwhile: torn down already
+  }
+  // 2. Everything into the hand-over.
+  sys::FdTable fds;
+  nlohmann::json devices = nlohmann::json::array();
+  for (std::size_t i = 0; i < devices_.size(); ++i) {
+    auto st = devices_[i].device->save_state(fds);
+    if (!st) {
+      log->warn("upgrade refused: {}: {}; still serving", devices_[i].socket_path, st.error().message);
+      resume();
+      return;
+    }
+    devices.push_back(std::move(*st));
+  }
+  nlohmann::json slots = nlohmann::json::array();
+  for (auto& slot : slots_)
+    slots.push_back({{"path", slot->path},
+                     {"dev", static_cast<std::uint64_t>(slot->dev)},
+                     {"ino", static_cast<std::uint64_t>(slot->ino)},
+                     {"listener", fds.add(slot->listener.get())},
+                     {"connections", slot->connections},
+                     {"connection", slot->connection ? slot->connection->save(fds) : nlohmann::json()}});
+  auto state = write_handover({{"devices", std::move(devices)},
+                               {"slots", std::move(slots)},
+                               {"messages", messages_.load()},
+                               {"from_pid", ::getpid()},
+                               {"paused_at_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                    t0.time_since_epoch()).count()}},
+                              fds.borrowed());
+  if (!state) {
+    log->warn("upgrade refused: {}; still serving", state.error().message);
+    resume();
+    return;
+  }
+  // 3. The successor must say it can take it on before this process goes.
+  set_cloexec(fds.borrowed(), false);
+  const int state_fd = state->get();
+  set_cloexec(std::span(&state_fd, 1), false);
+  auto undo = [&](const std::string& why) {
+    set_cloexec(fds.borrowed(), true);
+    log->warn("upgrade refused: {}; still serving with this binary", why);
+    resume();
+  };
+  if (auto ok = check_successor(target, state_fd); !ok) return undo(ok.error().message);
+  // 4. Exec. The connected sockets stay open throughout.
+  log->info("handing {} socket(s) and {} connection(s) over to {} after {} ms", slots_.size(), live,
+            target.binary, ms_since());
+  log->flush();
+  auto argv_s = target.argv;
+  auto env_s = successor_env(state_fd, false);
+  auto argv = c_strings(argv_s);
+  auto env = c_strings(env_s);
+  ::execve(target.binary.c_str(), argv.data(), env.data());
+  undo(fmt::format("exec {}: {}", target.binary, std::strerror(errno)));
+}
+
+// R41, the successor's side.
+Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices, const nlohmann::json& state,
+                                              sys::FdTable& fds, bool serve_connections) {
+  namespace st = vfio::state;
+  std::unique_ptr<Server> s(new Server());
+  // A hand-over that cannot be taken on is left exactly as it came: what was
+  // restored so far is never torn down (no socket removed, no session torn
+  // down, no descriptor closed), as all of it is still the predecessor's -
+  // the server object is let go unreleased, and the process leaves.
+  struct KeepOnFailure {
+    std::unique_ptr<Server>& s;
+    bool done = false;
+    ~KeepOnFailure() {
+      if (!done) (void)s.release();
+    }
+  } keep{s};
+  s->stop_fd_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  s->reap_fd_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stop_fd_ || !s->reap_fd_) return fail_errno(errno, "eventfd: {}", std::strerror(errno));
+  auto saved_devices = st::array(state, "devices");
+  auto saved_slots = st::array(state, "slots");
+  auto messages = st::u64(state, "messages");
+  if (!saved_devices || !saved_slots || !messages)
+    return fail(!saved_devices ? saved_devices.error() : !saved_slots ? saved_slots.error() : messages.error());
+  if ((*saved_devices)->size() != devices.size() || (*saved_slots)->size() != devices.size())
+    return fail_errno(EINVAL, "the hand-over has {} device(s); this command line serves {}",
+                      (*saved_devices)->size(), devices.size());
+  s->messages_.store(*messages);
+  auto log = module_logger("serve");
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    if (auto ok = devices[i].device->restore_state((**saved_devices)[i], fds); !ok)
+      return fail(ok.error().context(devices[i].socket_path));
+    const auto& j = (**saved_slots)[i];
+    auto path = st::text(j, "path");
+    auto dev = st::u64(j, "dev"), ino = st::u64(j, "ino"), listener = st::u64(j, "listener"),
+         connections = st::u64(j, "connections");
+    if (!path || !dev || !ino || !listener || !connections)
+      return fail(!path ? path.error() : !dev ? dev.error() : !ino ? ino.error() : !listener ? listener.error()
+                  : connections.error());
+    if (*path != devices[i].socket_path)
+      return fail_errno(EINVAL, "the hand-over's socket {} is {}; this command line has {}", i, *path,
+                        devices[i].socket_path);
+    auto slot = std::make_unique<Slot>();
+    slot->path = std::string(*path);
+    slot->dev = static_cast<dev_t>(*dev);
+    slot->ino = static_cast<ino_t>(*ino);
+    auto fd = fds.take(*listener);
+    if (!fd) return fail(fd.error());
+    slot->listener = std::move(*fd);
+    slot->connections = static_cast<unsigned>(*connections);
+    const auto c = j.find("connection");
+    if (c != j.end() && !c->is_null()) {
+      auto conn = Connection::restore(fmt::format("{} client {}", slot->path, slot->connections), *c, fds,
+                                      *devices[i].device, log, s->messages_);
+      if (!conn) return fail(conn.error().context(slot->path));
+      slot->connection = std::move(*conn);
+    }
+    s->slots_.push_back(std::move(slot));
+  }
+  s->devices_ = std::move(devices);
+  if (const auto left = fds.untaken(); left != 0)
+    return fail_errno(EINVAL, "the hand-over brought {} descriptor(s) nothing here takes", left);
+  if (serve_connections)
+    for (std::size_t i = 0; i < s->slots_.size(); ++i)
+      if (s->slots_[i]->connection) s->start(i);
+  keep.done = true;
+  return s;
 }
 
 }  // namespace nvgrace::serve

@@ -1,7 +1,9 @@
 #include "nvgrace/vfio/emulated/function.hpp"
 
+#include <fcntl.h>
 #include <linux/vfio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +11,9 @@
 #include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/pciemu/config_space.hpp"
 #include "nvgrace/pciemu/registers.hpp"
+#include "nvgrace/sys/memfd.hpp"
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/state.hpp"
 
 namespace nvgrace::vfio::emulated {
 
@@ -24,9 +28,12 @@ Result<std::unique_ptr<EmulatedFunction>> EmulatedFunction::create(const pciemu:
   f->regions_ = region_table(params.bars, pciemu::ConfigSpace::kSize);
   for (const auto& r : f->regions_) f->region_info_.push_back(encode_region_info(r, region_info_size(r)));
   if (auto bar0 = f->config_.bar(BarIndex{0})) {
-    auto map = sys::Mapping::map(-1, 0, bar0->size, sys::huge_alignment(bar0->size), PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_NORESERVE);
+    auto fd = sys::make_memfd("nvgrace-bar0", bar0->size);
+    if (!fd) return fail(fd.error().context("BAR0 register file"));
+    auto map = sys::Mapping::map(fd->get(), 0, bar0->size, sys::huge_alignment(bar0->size), PROT_READ | PROT_WRITE,
+                                 MAP_SHARED | MAP_NORESERVE);
     if (!map) return fail(map.error().context("BAR0 register file"));
+    f->bar0_fd_ = std::move(*fd);
     f->bar0_ = std::move(*map);
   }
   f->config_.reset();
@@ -160,7 +167,10 @@ Result<std::size_t> EmulatedFunction::write(RegionIndex index, std::uint64_t off
 // BAR0's registers and readiness - starts over.
 Result<void> EmulatedFunction::reset() {
   std::lock_guard lock(mutex_);
-  if (bar0_.data()) ::madvise(bar0_.data(), bar0_.size(), MADV_DONTNEED);  // back to zero pages
+  // Back to zero pages (the memfd's holes read zero).
+  if (bar0_fd_ && ::fallocate(bar0_fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                              static_cast<off_t>(bar0_.size())) != 0)
+    return fail_errno(errno, "clearing BAR0's registers: {}", std::strerror(errno));
   armed_at_ = std::chrono::steady_clock::now();
   return {};
 }
@@ -168,6 +178,57 @@ Result<void> EmulatedFunction::reset() {
 std::uint64_t EmulatedFunction::dropped_writes() const {
   std::lock_guard lock(mutex_);
   return dropped_;
+}
+
+// R41. The readiness clock is CLOCK_MONOTONIC (steady_clock), which is the
+// system's, not the process's: the successor's "now" continues this one's.
+Result<nlohmann::json> EmulatedFunction::save_state(sys::FdTable& fds) const {
+  std::lock_guard lock(mutex_);
+  nlohmann::json j{{"kind", "emulated"},
+                   {"device_id", config_.params().device_id},
+                   {"config", state::binary(config_.space().bytes())},
+                   {"armed_at_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(armed_at_.time_since_epoch()).count()},
+                   {"dropped", dropped_}};
+  if (bar0_fd_) {
+    j["bar0_fd"] = fds.add(bar0_fd_.get());
+    j["bar0_size"] = bar0_.size();
+  }
+  return j;
+}
+
+Result<void> EmulatedFunction::restore_state(const nlohmann::json& j, sys::FdTable& fds) {
+  if (auto ok = state::expect_kind(j, "emulated"); !ok) return ok;
+  auto id = state::u64(j, "device_id");
+  auto config = state::bytes(j, "config");
+  auto armed = state::i64(j, "armed_at_ns");
+  auto dropped = state::u64(j, "dropped");
+  if (!id || !config || !armed || !dropped)
+    return fail(!id ? id.error() : !config ? config.error() : !armed ? armed.error() : dropped.error());
+  if (*id != config_.params().device_id)
+    return fail_errno(EINVAL, "hand-over state: device {:04x} was saved where this server emulates {:04x}", *id,
+                      config_.params().device_id);
+  std::lock_guard lock(mutex_);
+  if (bar0_fd_) {
+    auto index = state::u64(j, "bar0_fd");
+    auto size = state::u64(j, "bar0_size");
+    if (!index || !size) return fail(!index ? index.error() : size.error());
+    if (*size != bar0_.size())
+      return fail_errno(EINVAL, "hand-over state: BAR0 of {:#x} bytes saved, {:#x} here", *size, bar0_.size());
+    auto fd = fds.take(*index);
+    if (!fd) return fail(fd.error());
+    struct stat st {};
+    if (::fstat(fd->get(), &st) != 0 || static_cast<std::uint64_t>(st.st_size) != *size)
+      return fail_errno(EINVAL, "hand-over state: BAR0's descriptor does not hold {:#x} bytes", *size);
+    auto map = sys::Mapping::map(fd->get(), 0, *size, sys::huge_alignment(*size), PROT_READ | PROT_WRITE,
+                                 MAP_SHARED | MAP_NORESERVE);
+    if (!map) return fail(map.error().context("BAR0 register file"));
+    bar0_fd_ = std::move(*fd);
+    bar0_ = std::move(*map);
+  }
+  if (auto ok = config_.space().load(*config); !ok) return ok;
+  armed_at_ = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(*armed));
+  dropped_ = *dropped;
+  return {};
 }
 
 }  // namespace nvgrace::vfio::emulated

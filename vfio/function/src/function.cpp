@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/state.hpp"
 
 namespace nvgrace::vfio {
 
@@ -77,6 +78,18 @@ Result<DecodeState> read_decode_state(Function& f, std::span<const std::uint64_t
     ++i;  // the upper half
   }
   return s;
+}
+
+}  // namespace nvgrace::vfio
+
+namespace nvgrace::vfio {
+
+Result<nlohmann::json> Function::save_state(sys::FdTable&) const {
+  return fail_errno(ENOTSUP, "this kind of function cannot be handed to another server process (R41)");
+}
+
+Result<void> Function::restore_state(const nlohmann::json&, sys::FdTable&) {
+  return fail_errno(ENOTSUP, "this kind of function cannot take over another server process's state (R41)");
 }
 
 }  // namespace nvgrace::vfio

@@ -12,6 +12,7 @@
 
 #include "nvgrace/common/checked.hpp"
 #include "nvgrace/vfio/wire.hpp"
+#include "nvgrace/vfio/state.hpp"
 
 namespace nvgrace::vfio::user {
 namespace {
@@ -422,6 +423,51 @@ Teardown Session::teardown() {
   }
   irqs_.clear();
   return t;
+}
+
+nlohmann::json Session::save() const {
+  nlohmann::json dma = nlohmann::json::array();
+  for (const auto& d : dma_)
+    dma.push_back({{"address", d.address}, {"size", d.size}, {"offset", d.offset}, {"flags", d.flags},
+                   {"had_fd", d.had_fd}});
+  nlohmann::json irqs = nlohmann::json::array();
+  for (const auto& i : irqs_) irqs.push_back({{"index", i.index}, {"triggers", i.triggers}, {"calls", i.calls}});
+  return {{"negotiated", negotiated_}, {"max_msg_fds", client_max_fds_}, {"max_data_xfer_size", client_max_xfer_},
+          {"dma", std::move(dma)}, {"irqs", std::move(irqs)}};
+}
+
+Result<void> Session::restore(const nlohmann::json& j) {
+  auto negotiated = state::boolean(j, "negotiated");
+  auto fds = state::u64(j, "max_msg_fds");
+  auto xfer = state::u64(j, "max_data_xfer_size");
+  auto dma = state::array(j, "dma");
+  auto irqs = state::array(j, "irqs");
+  if (!negotiated || !fds || !xfer || !dma || !irqs)
+    return fail(!negotiated ? negotiated.error() : !fds ? fds.error() : !xfer ? xfer.error()
+                : !dma ? dma.error() : irqs.error());
+  if (*fds > UINT32_MAX || *xfer > UINT32_MAX)
+    return fail_errno(EINVAL, "hand-over state: the client's limits {} and {} do not fit 32 bits", *fds, *xfer);
+  std::vector<DmaRegion> d;
+  for (const auto& e : **dma) {
+    auto a = state::u64(e, "address"), sz = state::u64(e, "size"), o = state::u64(e, "offset"),
+         f = state::u64(e, "flags");
+    auto h = state::boolean(e, "had_fd");
+    if (!a || !sz || !o || !f || !h)
+      return fail(!a ? a.error() : !sz ? sz.error() : !o ? o.error() : !f ? f.error() : h.error());
+    d.push_back({*a, *sz, *o, static_cast<std::uint32_t>(*f), *h});
+  }
+  std::vector<IrqSetting> q;
+  for (const auto& e : **irqs) {
+    auto i = state::u64(e, "index"), t = state::u64(e, "triggers"), c = state::u64(e, "calls");
+    if (!i || !t || !c) return fail(!i ? i.error() : !t ? t.error() : c.error());
+    q.push_back({static_cast<std::uint32_t>(*i), static_cast<std::uint32_t>(*t), static_cast<std::uint32_t>(*c)});
+  }
+  negotiated_ = *negotiated;
+  client_max_fds_ = static_cast<std::uint32_t>(*fds);
+  client_max_xfer_ = static_cast<std::uint32_t>(*xfer);
+  dma_ = std::move(d);
+  irqs_ = std::move(q);
+  return {};
 }
 
 }  // namespace nvgrace::vfio::user

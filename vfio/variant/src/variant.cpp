@@ -2,6 +2,8 @@
 
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -11,6 +13,7 @@
 #include "nvgrace/common/checked.hpp"
 #include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/state.hpp"
 
 namespace nvgrace::vfio {
 namespace {
@@ -362,6 +365,82 @@ bool Variant::memory_decode() {
 pciemu::BarStates Variant::bar_states() {
   auto s = read_decode_state(*this, bar_sizes_);
   return s ? s->bars : pciemu::BarStates{};
+}
+
+Result<nlohmann::json> Variant::save_state(sys::FdTable& fds) const {
+  std::unique_lock reset_guard(reset_mutex_);  // no access in flight
+  auto function = function_->save_state(fds);
+  if (!function) return fail(function.error());
+  const auto usemem = memory_->range(pciemu::MemRole::usemem);
+  if (!usemem || usemem->fd < 0)
+    return fail_errno(ENOTSUP, "{}: its memory source ({}) has no descriptor to hand over", name_, memory_->kind());
+  auto size = backing_size(layout_);
+  if (!size) return fail(size.error());
+  std::lock_guard lock(overlay_mutex_);
+  return nlohmann::json{{"kind", "variant"},
+                        {"function", std::move(*function)},
+                        {"memory_fd", fds.add(usemem->fd)},
+                        {"memory_base", usemem->fd_offset},
+                        {"memory_size", *size},
+                        {"memory_kind", memory_->kind()},
+                        {"overlay", state::binary(overlay_->space().bytes())},
+                        {"ready", ready_.load()},
+                        {"reset_done", reset_done_.load()},
+                        {"dropped", dropped_.load()}};
+}
+
+Result<void> Variant::restore_state(const nlohmann::json& j, sys::FdTable& fds) {
+  if (auto ok = state::expect_kind(j, "variant"); !ok) return ok;
+  auto function = state::object(j, "function");
+  auto fd_index = state::u64(j, "memory_fd");
+  auto base = state::u64(j, "memory_base");
+  auto size = state::u64(j, "memory_size");
+  auto kind = state::text(j, "memory_kind");
+  auto overlay = state::bytes(j, "overlay");
+  auto ready = state::boolean(j, "ready");
+  auto reset_done = state::boolean(j, "reset_done");
+  auto dropped = state::u64(j, "dropped");
+  for (const Error* e : {function ? nullptr : &function.error(), fd_index ? nullptr : &fd_index.error(),
+                         base ? nullptr : &base.error(), size ? nullptr : &size.error(),
+                         kind ? nullptr : &kind.error(), overlay ? nullptr : &overlay.error(),
+                         ready ? nullptr : &ready.error(), reset_done ? nullptr : &reset_done.error(),
+                         dropped ? nullptr : &dropped.error()})
+    if (e) return fail(*e);
+  auto need = backing_size(layout_);
+  if (!need) return fail(need.error());
+  if (*size != *need)
+    return fail_errno(EINVAL, "hand-over state: {:#x} bytes of GPU memory saved, this layout has {:#x}", *size, *need);
+  const auto here = memory_->range(pciemu::MemRole::usemem);
+  if (!here || here->fd_offset != *base)
+    return fail_errno(EINVAL, "hand-over state: the memory starts at {:#x} of its descriptor, here at {:#x}", *base,
+                      here ? here->fd_offset : 0);
+  std::unique_lock reset_guard(reset_mutex_);
+  if (auto ok = function_->restore_state(**function, fds); !ok) return ok;
+  auto fd = fds.take(*fd_index);
+  if (!fd) return fail(fd.error());
+  struct stat st {};
+  if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) < *base + *size)
+    return fail_errno(EINVAL, "hand-over state: the memory's descriptor does not hold {:#x} bytes at {:#x}", *size,
+                      *base);
+  // The whole file, as the backend that made it mapped it (hugetlbfs sizes
+  // are whole huge pages).
+  const auto length = static_cast<std::uint64_t>(st.st_size);
+  auto map = sys::Mapping::map(fd->get(), 0, length, sys::huge_alignment(length), PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_NORESERVE);
+  if (!map) return fail(map.error().context("handed-over GPU memory"));
+  const std::string k(*kind);
+  memory_ = make_contiguous_backend(k, fmt::format("{} handed over ({:#x} bytes)", k, *size), std::move(*fd),
+                                    std::move(*map), layout_, *base);
+  for (auto& r : regions_)
+    if (r.mem && r.fd >= 0) r.fd = memory_->range(r.mem->role)->fd;
+  {
+    std::lock_guard lock(overlay_mutex_);
+    if (auto ok = overlay_->space().load(*overlay); !ok) return ok;
+  }
+  ready_.store(*ready);
+  reset_done_.store(*reset_done);
+  dropped_.store(*dropped);
+  return {};
 }
 
 }  // namespace nvgrace::vfio

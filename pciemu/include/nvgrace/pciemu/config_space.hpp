@@ -56,6 +56,11 @@ class ConfigSpace {
   // Back to the power-on values (device reset, R14).
   void reset() { value_ = initial_; }
 
+  // Every byte's value as saved from a config space with the same
+  // definitions (a server handing itself over, R41); the masks stay. EINVAL
+  // unless exactly kSize bytes.
+  Result<void> load(std::span<const std::uint8_t> values);
+
   [[nodiscard]] std::span<const std::uint8_t, kSize> bytes() const { return value_; }
   [[nodiscard]] std::span<const std::uint8_t, kSize> writable_mask() const { return writable_; }
   [[nodiscard]] std::span<const std::uint8_t, kSize> w1c_mask() const { return w1c_; }

@@ -32,9 +32,11 @@ struct Received {
 
 // One recvmsg into `buf` (at most its size; `wait_all` for MSG_WAITALL),
 // with the descriptors that came into `fds` (close-on-exec, owned by the
-// caller from here on). EINTR is retried.
+// caller from here on). EINTR is retried, unless `interruptible`: then a
+// signal ends the wait with an EINTR error (a server pausing its
+// connection threads at a message boundary, R41).
 [[nodiscard]] Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds,
-                                             bool wait_all = false);
+                                             bool wait_all = false, bool interruptible = false);
 
 // A UNIX stream socket connected to `path` (close-on-exec). Errors name the
 // path: ENOENT (no socket there), ECONNREFUSED (nobody listening), EACCES.

@@ -9,8 +9,16 @@
 // carry its fds, so the fds of a read belong to the last message that starts
 // inside that read.
 //
-// Thread-safety: serve() runs in one thread; stop() may be called from any
-// other thread (it shuts the socket down, which ends serve()).
+// Hand-over (R41): request_pause() from another thread, then a signal to the
+// serving thread (any handler installed without SA_RESTART), makes serve()
+// return at the next message boundary - the message being answered is
+// finished first - with the stream's unparsed bytes and fds kept; save()
+// then describes the connection for a successor process, whose restore()
+// continues it, or serve() may simply be called again.
+//
+// Thread-safety: serve() runs in one thread; stop() and request_pause() may
+// be called from any other thread (stop() shuts the socket down, which ends
+// serve()).
 #pragma once
 
 #include <array>
@@ -19,9 +27,11 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
 #include <spdlog/spdlog.h>
 
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/sys/fd_table.hpp"
 #include "nvgrace/vfio/user/reply.hpp"
 #include "nvgrace/vfio/user/session.hpp"
 
@@ -32,10 +42,26 @@ class Connection {
   Connection(std::string name, sys::UniqueFd fd, vfio::Function& device, std::shared_ptr<spdlog::logger> log,
              std::atomic<std::uint64_t>& messages);
 
+  // A connection a predecessor process saved (R41): same socket, same
+  // stream position, the session as it was.
+  [[nodiscard]] static Result<std::unique_ptr<Connection>> restore(std::string name, const nlohmann::json& state,
+                                                                   sys::FdTable& fds, vfio::Function& device,
+                                                                   std::shared_ptr<spdlog::logger> log,
+                                                                   std::atomic<std::uint64_t>& messages);
+
+  struct Ended {
+    std::string why;      // one line
+    bool paused = false;  // request_pause(): nothing ended, serve() may go on
+  };
   // Serves until the client leaves, breaks the protocol, or stop(); returns
   // why it ended, one line. The session's mappings and interrupts are still
-  // in place: call teardown() next (R30).
-  [[nodiscard]] std::string serve();
+  // in place: call teardown() next (R30). Or until a pause was requested.
+  [[nodiscard]] Ended serve();
+  void request_pause() { pause_.store(true, std::memory_order_release); }
+  void clear_pause() { pause_.store(false, std::memory_order_release); }
+  // After serve() returned paused: the socket, the unparsed bytes and fds,
+  // the session (its descriptors borrowed into `fds`).
+  [[nodiscard]] nlohmann::json save(sys::FdTable& fds) const;
   [[nodiscard]] vfio::user::Teardown teardown() { return session_.teardown(); }
   void stop();
   // Whether the client has closed its end (any thread; reads nothing).
@@ -63,6 +89,7 @@ class Connection {
   std::array<FdBatch, 2> batches_;   // fds received and not yet claimed
   std::array<sys::UniqueFd, vfio::user::kMaxMsgFds> fds_;  // the current message's
   std::size_t nfds_ = 0;
+  std::atomic<bool> pause_{false};
 };
 
 }  // namespace nvgrace::serve

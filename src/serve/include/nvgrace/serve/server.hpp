@@ -9,6 +9,17 @@
 // device) is then reset before the next client is accepted. An emulated
 // device keeps its state otherwise (vfio-user.rst, "Client Disconnection").
 //
+// Upgrade in place (R41): on SIGUSR2 (with handle_signals) the server pauses
+// every connection at a message boundary, saves the devices and the
+// connections into a hand-over (handover.hpp) and has the binary at its own
+// path check that it can take it on; then it execs that binary, which
+// adopt()s everything - listening and connected sockets, the memory, the
+// device state, each session - and goes on. The client's socket never
+// closes: what it sends meanwhile waits in the socket. A refusal at any
+// step (a device that cannot be handed over, a client that does not reach a
+// message boundary in time, a binary that cannot read the state or is not
+// there) is logged, and this process keeps serving as before.
+//
 // Thread-safety: run() is the only loop; stop() may be called from any thread
 // or a signal context (it writes an eventfd).
 #pragma once
@@ -16,13 +27,17 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/sys/fd_table.hpp"
 #include "nvgrace/vfio/function.hpp"
 
 namespace nvgrace::serve {
@@ -40,6 +55,17 @@ struct SocketAccess {
   std::optional<gid_t> group;
 };
 
+// What an upgrade execs: the binary at this path, with this command line
+// (argv[0] first), as the process was started.
+struct UpgradeTarget {
+  std::string binary;
+  std::vector<std::string> argv;
+  // How long the successor may take to say whether it can take the state on.
+  std::chrono::milliseconds check_timeout{3000};
+  // How long a connection may take to reach a message boundary.
+  std::chrono::milliseconds pause_timeout{2000};
+};
+
 class Server {
  public:
   // Binds every socket. A path that exists is replaced only when it is a
@@ -48,7 +74,18 @@ class Server {
   // when one of the sockets fails.
   [[nodiscard]] static Result<std::unique_ptr<Server>> create(std::vector<ServedDevice> devices,
                                                              SocketAccess access = {});
+  // The successor's side of an upgrade: the same devices, built from the
+  // same command line, take on the hand-over's state; listeners and
+  // connections come from its descriptors. `serve_connections` false: check
+  // only (no connection thread starts; the caller leaves without tearing
+  // anything down, as every descriptor is still the predecessor's).
+  [[nodiscard]] static Result<std::unique_ptr<Server>> adopt(std::vector<ServedDevice> devices,
+                                                            const nlohmann::json& state, sys::FdTable& fds,
+                                                            bool serve_connections);
   ~Server();
+
+  // Where SIGUSR2 takes the server; without one, SIGUSR2 is refused (logged).
+  void set_upgrade(UpgradeTarget target) { upgrade_ = std::move(target); }
 
   // Serves until stop() or SIGINT/SIGTERM/SIGHUP (when `handle_signals`),
   // then ends every connection (tearing each down, R30), and removes the
@@ -64,14 +101,20 @@ class Server {
   Server() = default;
   struct Slot;
   void finish(Slot& slot);
+  void start(std::size_t index);
+  // One SIGUSR2: returns only when the upgrade was refused (the exec never
+  // returns); every connection is serving again by then.
+  void upgrade();
+  void resume();
   std::vector<ServedDevice> devices_;
   std::vector<std::unique_ptr<Slot>> slots_;
   sys::UniqueFd stop_fd_;
   sys::UniqueFd reap_fd_;  // a connection thread ended
   std::atomic<std::uint64_t> messages_{0};
+  std::optional<UpgradeTarget> upgrade_;
 };
 
-// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that a signal
+// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in the calling thread, so that a signal
 // arriving while the server is being built waits for run(handle_signals=true)
 // to handle it - and the sockets are removed - instead of killing the
 // process with its sockets left behind. Call it first thing.

@@ -18,6 +18,8 @@
 
 #include <linux/vfio.h>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -26,6 +28,7 @@
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/common/types.hpp"
 #include "nvgrace/pciemu/device_config.hpp"
+#include "nvgrace/sys/fd_table.hpp"
 
 namespace nvgrace::vfio {
 
@@ -127,6 +130,17 @@ class Function {
   // R29: the eventfds go to the function's interrupt path (for a real one,
   // VFIO_DEVICE_SET_IRQS); a function that keeps them duplicates them.
   [[nodiscard]] virtual Result<void> set_irqs(const IrqSet& s) = 0;
+
+  // R41: everything a successor server needs to carry on with this function
+  // exactly where it is - a JSON object, and the descriptors it names by
+  // their index in `fds` (borrowed: they live as long as the function).
+  // ENOTSUP (the default) where the function cannot be handed over.
+  [[nodiscard]] virtual Result<nlohmann::json> save_state(sys::FdTable& fds) const;
+  // The successor's side: the same function, built afresh from the same
+  // command line, takes on the saved state, taking the descriptors it keeps
+  // from `fds`. An error leaves it unusable; the caller refuses the
+  // hand-over.
+  [[nodiscard]] virtual Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds);
 };
 
 // Config-space helpers over any function: a little-endian value of 1, 2 or

@@ -6,8 +6,9 @@
 // BAR: on a Grace host it is host memory the firmware describes (R3).
 //
 // Reset keeps the config space, as vfio-pci's reset (which saves and restores
-// it around the function reset) does. BAR0 is a register file (zero until
-// written, cleared by reset) whose R20
+// it around the function reset) does. BAR0 is a register file in a memfd
+// (zero until written, cleared by reset; handed to a successor server as it
+// is, R41) whose R20
 // status registers read 0xFF once the GPU is ready; the function's other BARs
 // have nothing behind them: reads are all-ones, writes dropped. Readiness is
 // emulated: the status registers (or the CXL DVSEC's MEM_INFO_VALID and
@@ -59,6 +60,10 @@ class EmulatedFunction final : public Function {
   Result<void> dma_unmap(Iova, std::uint64_t) override { return {}; }
   [[nodiscard]] Result<void> set_irqs(const IrqSet&) override { return {}; }
 
+  // R41: config space, BAR0's memfd, the readiness clock and the counters.
+  [[nodiscard]] Result<nlohmann::json> save_state(sys::FdTable& fds) const override;
+  [[nodiscard]] Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds) override;
+
   // Writes dropped because nothing is behind them (BARs other than BAR0).
   [[nodiscard]] std::uint64_t dropped_writes() const;
 
@@ -74,7 +79,8 @@ class EmulatedFunction final : public Function {
   std::vector<RegionDesc> regions_;
   std::vector<std::vector<std::uint8_t>> region_info_;  // per region: vfio_region_info + caps
   DmaLimits dma_limits_;
-  sys::Mapping bar0_;  // BAR0 register file (anonymous, zero until written)
+  sys::UniqueFd bar0_fd_;  // BAR0 register file: a sparse memfd, zero until written
+  sys::Mapping bar0_;      // ...mapped shared
   Timing timing_;
   std::optional<unsigned> cxl_dvsec_;
   mutable std::mutex mutex_;  // config space, BAR0, armed_at_, dropped_

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "nvgrace/sys/fd.hpp"
 #include "nvgrace/vfio/user/protocol.hpp"
 #include "nvgrace/vfio/user/reply.hpp"
@@ -71,6 +73,12 @@ class Session {
 
   // R30: every DMA mapping removed, every interrupt disabled. Idempotent.
   Teardown teardown();
+
+  // R41: what the client negotiated, its DMA table and its interrupt
+  // settings, for a successor server process; restore() takes them on in a
+  // session over the same function (whose own state travels separately).
+  [[nodiscard]] nlohmann::json save() const;
+  [[nodiscard]] Result<void> restore(const nlohmann::json& state);
 
   // Build the text of every message, not only of connection-closing ones.
   void set_detail(bool on) { detail_ = on; }

@@ -113,6 +113,11 @@ class Variant final : public Function {
   [[nodiscard]] Result<void> dma_map(const DmaMapping& m) override { return function_->dma_map(m); }
   Result<void> dma_unmap(Iova iova, std::uint64_t size) override { return function_->dma_unmap(iova, size); }
   [[nodiscard]] Result<void> set_irqs(const IrqSet& s) override { return function_->set_irqs(s); }
+  // R41: the function's state, the memory source's descriptor (the memory
+  // itself is never copied), the fake BAR registers and where readiness
+  // stands. restore_state() takes the memory over from the descriptor.
+  [[nodiscard]] Result<nlohmann::json> save_state(sys::FdTable& fds) const override;
+  [[nodiscard]] Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds) override;
 
   // R18: what to mmap for [offset, offset + length) of a fake BAR. Only
   // [0, memory length) may be mapped; anything reaching past it is EINVAL.

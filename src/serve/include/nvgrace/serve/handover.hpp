@@ -1,0 +1,44 @@
+// A server handing itself to its successor across exec (nvgrace-model.md
+// R41): the hand-over document and the descriptors it names.
+//
+// The document travels in a memfd: a header - magic, format version, the
+// body's size and its FNV-1a 64 checksum - and the body, the document as
+// CBOR (nlohmann::json; byte strings stay binary). The descriptors stay open
+// across exec at the numbers the document lists under "fds"; the successor
+// finds the memfd's number in NVGRACE_HANDOVER_FD. A successor that does not
+// know the format version, or finds the checksum wrong, refuses.
+//
+// Thread-safety: plain functions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include <nlohmann/json.hpp>
+
+#include "nvgrace/common/result.hpp"
+#include "nvgrace/sys/fd.hpp"
+#include "nvgrace/sys/fd_table.hpp"
+
+namespace nvgrace::serve {
+
+// The format this binary writes and reads.
+inline constexpr std::uint32_t kHandoverFormat = 1;
+// The environment variable naming the memfd, and the one that asks the
+// successor only to check that it can take the state on, then leave.
+inline constexpr const char* kHandoverFdEnv = "NVGRACE_HANDOVER_FD";
+inline constexpr const char* kHandoverCheckEnv = "NVGRACE_HANDOVER_CHECK";
+
+// The document with "fds" (the numbers of `fds`, in order) added, in a new
+// memfd, sealed against changes.
+[[nodiscard]] Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fds);
+
+struct Handover {
+  nlohmann::json doc;
+  sys::FdTable fds;  // every descriptor "fds" names, owned (close-on-exec set again)
+};
+// Reads and checks the hand-over in `fd`: magic, format, size, checksum, the
+// CBOR, and that every descriptor it names is open here (and named once).
+[[nodiscard]] Result<Handover> read_handover(int fd);
+
+}  // namespace nvgrace::serve

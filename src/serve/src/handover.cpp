@@ -1,0 +1,129 @@
+#include "nvgrace/serve/handover.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "nvgrace/sys/memfd.hpp"
+
+namespace nvgrace::serve {
+
+namespace {
+
+constexpr std::array<char, 8> kMagic{'N', 'V', 'G', 'R', 'S', 'T', 'A', 'T'};
+
+struct Header {
+  std::array<char, 8> magic{};
+  std::uint32_t format = 0;
+  std::uint32_t reserved = 0;
+  std::uint64_t size = 0;      // of the body
+  std::uint64_t checksum = 0;  // FNV-1a 64 of the body
+};
+static_assert(sizeof(Header) == 32);
+
+// FNV-1a, 64 bits: catches a truncated or damaged document; no packaged
+// library here has a checksum small enough to be worth the dependency.
+std::uint64_t fnv1a(std::span<const std::uint8_t> data) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (auto b : data) {
+    h ^= b;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+Result<void> write_all(int fd, const void* data, std::size_t size) {
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail_errno(errno, "writing the hand-over: {}", std::strerror(errno));
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+Result<void> read_all(int fd, std::uint64_t offset, void* data, std::size_t size) {
+  auto* p = static_cast<std::uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pread(fd, p, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno(errno, "reading the hand-over: {}", std::strerror(errno));
+    if (n == 0) return fail_errno(EINVAL, "the hand-over ends {} bytes early", size);
+    p += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fds) {
+  doc["fds"] = std::vector<int>(fds.begin(), fds.end());
+  const std::vector<std::uint8_t> body = nlohmann::json::to_cbor(doc);
+  Header h;
+  h.magic = kMagic;
+  h.format = kHandoverFormat;
+  h.size = body.size();
+  h.checksum = fnv1a(body);
+  sys::UniqueFd fd(::memfd_create("nvgrace-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return fail_errno(errno, "memfd for the hand-over: {}", std::strerror(errno));
+  if (auto ok = write_all(fd.get(), &h, sizeof h); !ok) return fail(ok.error());
+  if (auto ok = write_all(fd.get(), body.data(), body.size()); !ok) return fail(ok.error());
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+    return fail_errno(errno, "sealing the hand-over: {}", std::strerror(errno));
+  return fd;
+}
+
+Result<Handover> read_handover(int fd) {
+  Header h;
+  if (auto ok = read_all(fd, 0, &h, sizeof h); !ok) return fail(ok.error());
+  if (h.magic != kMagic) return fail_errno(EINVAL, "descriptor {} holds no nvgrace hand-over", fd);
+  if (h.format != kHandoverFormat)
+    return fail_errno(EPROTO, "the hand-over is in format {}; this binary reads format {} only", h.format,
+                      kHandoverFormat);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != sizeof h + h.size)
+    return fail_errno(EINVAL, "the hand-over's header announces {} bytes of document; the memfd holds {}", h.size,
+                      static_cast<long long>(st.st_size) - static_cast<long long>(sizeof h));
+  std::vector<std::uint8_t> body(h.size);
+  if (auto ok = read_all(fd, sizeof h, body.data(), body.size()); !ok) return fail(ok.error());
+  if (fnv1a(body) != h.checksum) return fail_errno(EBADMSG, "the hand-over's checksum does not match its document");
+  Handover out;
+  out.doc = nlohmann::json::from_cbor(body, true, false);
+  if (out.doc.is_discarded() || !out.doc.is_object())
+    return fail_errno(EBADMSG, "the hand-over's document is not a CBOR object");
+  const auto it = out.doc.find("fds");
+  if (it == out.doc.end() || !it->is_array()) return fail_errno(EBADMSG, "the hand-over lists no descriptors");
+  // Every descriptor checked before any is owned: a refused hand-over
+  // closes nothing.
+  std::vector<int> numbers;
+  std::set<int> seen;
+  for (const auto& n : *it) {
+    if (!n.is_number_integer() || n.get<long long>() < 0 || n.get<long long>() > INT32_MAX)
+      return fail_errno(EBADMSG, "the hand-over lists {} as a descriptor", n.dump());
+    const int f = n.get<int>();
+    if (!seen.insert(f).second) return fail_errno(EBADMSG, "the hand-over lists descriptor {} twice", f);
+    if (::fcntl(f, F_GETFD) < 0)
+      return fail_errno(EBADF, "the hand-over names descriptor {}, which is not open here", f);
+    numbers.push_back(f);
+  }
+  std::vector<sys::UniqueFd> owned;
+  for (int f : numbers) {
+    ::fcntl(f, F_SETFD, FD_CLOEXEC);
+    owned.emplace_back(f);
+  }
+  out.fds = sys::FdTable(std::move(owned));
+  return out;
+}
+
+}  // namespace nvgrace::serve

@@ -1,0 +1,185 @@
+// `nvgrace serve` upgraded in place on SIGUSR2 (nvgrace-model.md R41), seen
+// from a client that never stops talking: the process and its connection
+// stay, every register and byte the client wrote is still there, requests
+// sent while the binary execs are answered within QEMU's x-msg-timeout, and
+// a binary that cannot take the state on is refused while the old one
+// serves on.
+#include <catch2/catch.hpp>
+
+#include <linux/pci_regs.h>
+#include <linux/vfio.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "nvgrace/sys/memfd.hpp"
+#include "nvgrace/sys/scm.hpp"
+#include "nvgrace/vfio/function.hpp"
+#include "nvgrace/vfio/user/client.hpp"
+#include "serve_process.hpp"
+
+using namespace nvgrace;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::unique_ptr<vfio::user::Client> connect(const std::string& sock) {
+  auto fd = sys::connect_unix(sock);
+  REQUIRE(fd);
+  auto c = vfio::user::Client::create(std::move(*fd));
+  if (!c) FAIL(c.error().message);
+  return std::move(*c);
+}
+
+std::vector<std::uint8_t> read_bytes(vfio::Function& f, RegionIndex r, std::uint64_t off, std::size_t n) {
+  std::vector<std::uint8_t> b(n);
+  auto got = f.read(r, off, b);
+  if (!got) FAIL(got.error().message);
+  return b;
+}
+
+// Sends SIGUSR2 and keeps reading a config register until the log says the
+// upgrade `number` is done (or refused): every read must succeed with
+// `expect`. Returns the longest round trip seen.
+std::chrono::milliseconds upgrade_while_talking(test::ServeProcess& s, vfio::Function& c, unsigned number,
+                                                const std::string& done, std::uint32_t expect) {
+  REQUIRE(::kill(s.pid(), SIGUSR2) == 0);
+  std::chrono::milliseconds longest{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  while (count_of(s.log(), done) < number) {
+    REQUIRE(std::chrono::steady_clock::now() - t0 < 20s);
+    const auto a = std::chrono::steady_clock::now();
+    auto v = vfio::config_read(c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4);
+    if (!v) FAIL("a request during the upgrade failed: " << v.error().message << "\n" << s.log());
+    CHECK(*v == expect);
+    longest = std::max(longest, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - a));
+  }
+  return longest;
+}
+
+}  // namespace
+
+TEST_CASE("serve: SIGUSR2 upgrades in place - same process and connection, every register, byte, DMA mapping and "
+          "interrupt kept, requests sent meanwhile answered (R41)") {
+  const auto sock = test::temp_path("upgrade.sock");
+  test::ServeProcess s({"--socket", sock, "--profile", "gh200", "--mem-size", "0x60000000"});
+  REQUIRE(s.wait_socket(sock));
+  const pid_t pid = s.pid();
+  auto c = connect(sock);
+  // What a guest and its VMM leave behind: BARs programmed, data in both
+  // fake BARs and in a BAR0 register, a DMA mapping, an MSI-X eventfd.
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x40000000u));
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_5}, 4, 0x1u));
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+  const std::vector<std::uint8_t> data{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4};
+  REQUIRE(c->write(vfio::kBar4Region, 0x3000, data));
+  REQUIRE(c->write(vfio::kBar2Region, 0x40, data));
+  const std::uint32_t reg = 0x5eed;
+  REQUIRE(c->write(vfio::kBar0Region, 0x800, std::span(reinterpret_cast<const std::uint8_t*>(&reg), 4)));
+  auto dma = sys::make_memfd("dma", 0x4000);
+  REQUIRE(dma);
+  for (std::uint64_t iova : {0x100000ull, 0x200000ull})
+    REQUIRE(c->dma_map({Iova{iova}, 0x2000, dma->get(), 0, true, true}));
+  auto efd = sys::make_eventfd(false);
+  REQUIRE(efd);
+  const int irq_fds[] = {efd->get()};
+  REQUIRE(c->set_irqs({VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, {},
+                       irq_fds}));
+  const auto config = vfio::config_dump(*c, 4096);
+  REQUIRE(config);
+
+  for (unsigned round = 1; round <= 3; ++round) {
+    const auto longest = upgrade_while_talking(s, *c, round, "upgraded in place", 0x4000000Cu);
+    INFO("upgrade " << round << ": longest round trip " << longest.count() << " ms");
+    CHECK(longest < 5000ms);  // QEMU's x-msg-timeout
+    CHECK(s.pid() == pid);
+    CHECK_FALSE(s.exited());
+    CHECK(*vfio::config_dump(*c, 4096) == *config);
+    CHECK(read_bytes(*c, vfio::kBar4Region, 0x3000, 8) == data);
+    CHECK(read_bytes(*c, vfio::kBar2Region, 0x40, 8) == data);
+    CHECK(read_bytes(*c, vfio::kBar0Region, 0x800, 4) == std::vector<std::uint8_t>{0xed, 0x5e, 0, 0});
+  }
+  // The fake BAR's memory is the same memory: mapped through the fd the
+  // region info brings now, it holds what was written before the upgrades.
+  auto info = c->region_info(vfio::kBar4Region);
+  REQUIRE(info);
+  REQUIRE(info->fd >= 0);
+  // The DMA table came along: one mapping unmaps exactly, twice is refused.
+  CHECK(c->dma_unmap(Iova{0x200000}, 0x2000));
+  CHECK_FALSE(c->dma_unmap(Iova{0x200000}, 0x2000));
+  // Still one client at a time.
+  auto second = sys::connect_unix(sock);
+  REQUIRE(second);
+  pollfd p{second->get(), POLLIN, 0};
+  CHECK(::poll(&p, 1, 3000) == 1);
+  // The client leaves: the mapping and the interrupt it made before the
+  // upgrades are what the teardown removes (R30).
+  c.reset();
+  for (int i = 0; i < 100 && s.log().find("ready for the next client") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  CHECK(s.log().find("1 DMA mapping(s) removed, 1 IRQ index(es) disabled") != std::string::npos);
+  CHECK(s.stop(SIGTERM) == 0);
+  CHECK_FALSE(fs::exists(sock));
+}
+
+TEST_CASE("serve: an upgrade to a binary that cannot take the state on is refused, saying why, and the server "
+          "serves on; the real binary then takes over (R41)") {
+  const auto dir = test::temp_path("upgrade-bin");
+  fs::create_directories(dir);
+  const auto bin = dir + "/nvgrace";
+  fs::copy_file(NVGRACE_BIN, bin, fs::copy_options::overwrite_existing);
+  const auto sock = test::temp_path("refuse.sock");
+  test::ServeProcess s({"--socket", sock, "--profile", "gb200", "--mem-size", "0x40000000"}, bin);
+  REQUIRE(s.wait_socket(sock));
+  auto c = connect(sock);
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x80000000u));
+  const std::vector<std::uint8_t> data{7, 7, 7, 7};
+  REQUIRE(c->write(vfio::kBar4Region, 0, data));
+  // A "new version" that does not know this state's format.
+  {
+    const auto tmp = dir + "/nvgrace.new";
+    std::ofstream(tmp) << "#!/bin/sh\necho 'the hand-over is in format 1; this binary reads format 2 only'\nexit 1\n";
+    fs::permissions(tmp, fs::perms::owner_all);
+    fs::rename(tmp, bin);
+  }
+  upgrade_while_talking(s, *c, 1, "upgrade refused", 0x8000000Cu);
+  CHECK(s.log().find("this binary reads format 2 only; still serving with this binary") != std::string::npos);
+  CHECK(read_bytes(*c, vfio::kBar4Region, 0, 4) == data);
+  // No binary at all there.
+  fs::remove(bin);
+  upgrade_while_talking(s, *c, 2, "upgrade refused", 0x8000000Cu);
+  CHECK(s.log().find("cannot start " + bin) != std::string::npos);
+  // The real one takes over.
+  fs::copy_file(NVGRACE_BIN, bin);
+  upgrade_while_talking(s, *c, 1, "upgraded in place", 0x8000000Cu);
+  CHECK(read_bytes(*c, vfio::kBar4Region, 0, 4) == data);
+  CHECK(s.stop(SIGTERM) == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("serve: --view host upgrades in place too - BAR0's registers and config space kept (R37, R41)") {
+  const auto sock = test::temp_path("hostview.sock");
+  test::ServeProcess s({"--socket", sock, "--view", "host"});
+  REQUIRE(s.wait_socket(sock));
+  auto c = connect(sock);
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0xC000000Cu));
+  const std::uint32_t reg = 0xabcdef;
+  REQUIRE(c->write(vfio::kBar0Region, 0x40, std::span(reinterpret_cast<const std::uint8_t*>(&reg), 4)));
+  const auto expect = *vfio::config_read(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4);
+  upgrade_while_talking(s, *c, 1, "upgraded in place", expect);
+  CHECK(read_bytes(*c, vfio::kBar0Region, 0x40, 4) == std::vector<std::uint8_t>{0xef, 0xcd, 0xab, 0});
+  CHECK(s.stop(SIGTERM) == 0);
+}
