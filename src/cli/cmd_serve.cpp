@@ -1,5 +1,6 @@
 // `nvgrace serve`: emulated Grace GPUs over vfio-user, for VMMs that attach
 // user-space devices (QEMU 10.1+ vfio-user-pci, cloud-hypervisor).
+#include <fcntl.h>
 #include <grp.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
 #include "nvgrace/serve/handover.hpp"
+#include "nvgrace/serve/keeper.hpp"
 #include "nvgrace/serve/server.hpp"
 
 namespace nvgrace::cli {
@@ -59,6 +61,30 @@ Result<serve::UpgradeTarget> upgrade_target() {
   return t;
 }
 
+// A keeper's serving process (R41): the store and the control socket its
+// keeper gave it, from the environment (left there: an upgrade's successor
+// inherits them).
+struct KeeperChild {
+  serve::StateStore store;
+  sys::UniqueFd control;
+};
+Result<std::optional<KeeperChild>> keeper_from_environment() {
+  const char* text = std::getenv(serve::kKeeperEnv);
+  if (!text) return std::optional<KeeperChild>();
+  const std::string v(text);
+  int store_fd = -1, control = -1;
+  const auto comma = v.find(',');
+  auto a = std::from_chars(v.data(), v.data() + (comma == std::string::npos ? v.size() : comma), store_fd);
+  auto b = comma == std::string::npos ? std::from_chars_result{nullptr, std::errc::invalid_argument}
+                                      : std::from_chars(v.data() + comma + 1, v.data() + v.size(), control);
+  if (a.ec != std::errc() || b.ec != std::errc() || store_fd < 0 || control < 0)
+    return fail("{}={} is not two descriptor numbers", serve::kKeeperEnv, v);
+  auto store = serve::StateStore::attach(sys::UniqueFd(store_fd));
+  if (!store) return fail(store.error());
+  ::fcntl(control, F_SETFD, FD_CLOEXEC);
+  return std::optional<KeeperChild>(KeeperChild{std::move(*store), sys::UniqueFd(control)});
+}
+
 // The hand-over a predecessor left in the environment (R41), if any; the
 // variables are cleared so that nothing this process starts sees them.
 struct Takeover {
@@ -90,7 +116,8 @@ class ServeCommand final : public Command {
                                        "(--host). Stops on SIGINT, SIGTERM or SIGHUP and removes its sockets. "
                                        "SIGUSR2 upgrades it in place: the binary at its path takes over every "
                                        "socket, connection and device state without a client noticing (emulated "
-                                       "GPUs; see docs/vfio-user.md)");
+                                       "GPUs; see docs/vfio-user.md). With --keeper it also survives its own "
+                                       "death (SIGKILL, a crash)");
     cmd_->add_option("--socket", socket_, "Socket path; with --count N > 1 the sockets are PATH.0 .. PATH.N-1")
         ->type_name("PATH")->required();
     add_profile_option(cmd_, profile_, "Built-in emulated device")->capture_default_str();
@@ -112,6 +139,10 @@ class ServeCommand final : public Command {
                      "offset 0, resmem right after it. A new file is created; an existing one is used only when "
                      "empty or already exactly the backing size")
         ->type_name("PATH");
+    cmd_->add_flag("--keeper", keeper_,
+                   "Survive the serving process's death: this process stays as a keeper that holds every socket, "
+                   "the GPU memory and the state the serving process (its child) publishes, and starts another "
+                   "when it dies; its clients notice nothing (emulated GPUs; R41, docs/vfio-user.md)");
     cmd_->add_option("--socket-mode", socket_mode_text_, "Permissions of the socket files, octal")
         ->type_name("MODE")->capture_default_str();
     cmd_->add_option("--socket-group", socket_group_,
@@ -151,6 +182,9 @@ class ServeCommand final : public Command {
     auto takeover = takeover_from_environment();
     if (!takeover) return failure("serve", "cannot take over from the previous server: {}", takeover.error().message);
     takeover_ = std::move(*takeover);
+    auto keeper = keeper_from_environment();
+    if (!keeper) return failure("serve", "cannot serve for the keeper: {}", keeper.error().message);
+    keeper_child_ = std::move(*keeper);
     serve::SocketAccess access;
     auto mode = parse_mode(socket_mode_text_);
     if (!mode) return usage_error("--socket-mode: {}", mode.error().message);
@@ -265,15 +299,61 @@ class ServeCommand final : public Command {
                  const serve::SocketAccess& access) {
     auto target = upgrade_target();
     if (takeover_) return take_over(std::move(devices), target);
+    if (keeper_child_) return serve_for_keeper(std::move(devices), target);
     auto server = serve::Server::create(std::move(devices), access);
     if (!server) {
       // A socket in use or a path that is not ours: the command line asked
       // for something that cannot be had (exit 2, as for any bad path).
       return usage_error("{}", server.error().message);
     }
+    if (keeper_) return keep(**server, lines, target);
     for (const auto& l : lines) std::cout << l << '\n' << std::flush;
     if (target) (*server)->set_upgrade(std::move(*target));
     else module_logger("serve")->warn("SIGUSR2 will not upgrade this server: {}", target.error().message);
+    if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
+    return kExitOk;
+  }
+
+  // --keeper: this process keeps the descriptors and the state, and runs the
+  // serving process (R41).
+  int keep(serve::Server& server, const std::vector<std::string>& lines, Result<serve::UpgradeTarget>& target) {
+    if (!target) return failure("serve", "--keeper: cannot find this program to run it: {}", target.error().message);
+    auto store = serve::StateStore::create(server.size());
+    if (!store) return failure("serve", "--keeper: {}", store.error().message);
+    server.set_keeper(&*store, -1);
+    if (auto ok = server.publish_all(); !ok)
+      return failure("serve", "--keeper: {} cannot be kept: {}", ok.error().message.starts_with("/") ? "a device" : "it",
+                     ok.error().message);
+    for (const auto& l : lines) std::cout << l << '\n' << std::flush;
+    serve::KeeperOptions o;
+    o.child = *target;
+    return serve::run_keeper(server, *store, o);
+  }
+
+  // The keeper's serving process: everything from the keeper's store.
+  int serve_for_keeper(std::vector<serve::ServedDevice> devices, Result<serve::UpgradeTarget>& target) {
+    auto& k = *keeper_child_;
+    std::vector<serve::Handover> records;
+    std::uint64_t messages = 0;
+    for (std::size_t i = 0; i < k.store.slots(); ++i) {
+      auto h = serve::decode_handover(k.store.record(i));
+      if (!h) return failure("serve", "the keeper's record of socket {}: {}", i, h.error().message);
+      messages = std::max<std::uint64_t>(messages, h->doc.value("messages", std::uint64_t{0}));
+      records.push_back(std::move(*h));
+    }
+    std::vector<serve::Server::SlotState> slots;
+    for (auto& r : records) slots.push_back({&r.doc, &r.fds});
+    auto server = serve::Server::adopt(std::move(devices), slots, messages, true);
+    if (!server) return failure("serve", "cannot take the keeper's state on: {}", server.error().message);
+    (*server)->set_keeper(&k.store, k.control.get());
+    auto log = module_logger("serve");
+    if (auto ok = (*server)->keeper_ready(); !ok) log->warn("{}", ok.error().message);
+    std::size_t connections = 0;
+    for (const auto& r : records)
+      if (const auto c = r.doc["slot"].find("connection"); c != r.doc["slot"].end() && !c->is_null()) ++connections;
+    log->info("serving process {} took the keeper's state on: {} socket(s), {} connection(s), {} message(s) so far",
+              ::getpid(), records.size(), connections, messages);
+    if (target) (*server)->set_upgrade(std::move(*target));
     if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
     return kExitOk;
   }
@@ -284,7 +364,11 @@ class ServeCommand final : public Command {
   int take_over(std::vector<serve::ServedDevice> devices, Result<serve::UpgradeTarget>& target) {
     auto& h = takeover_->handover;
     const auto from = h.doc.value("from_pid", 0);
-    auto server = serve::Server::adopt(std::move(devices), h.doc, h.fds, !takeover_->check_only);
+    auto slots = serve::Server::slot_states(h.doc, h.fds);
+    Result<std::unique_ptr<serve::Server>> server =
+        slots ? serve::Server::adopt(std::move(devices), *slots, h.doc.value("messages", std::uint64_t{0}),
+                                     !takeover_->check_only)
+              : Result<std::unique_ptr<serve::Server>>(fail(slots.error()));
     if (takeover_->check_only) {
       if (!server) {
         std::cout << "cannot take the state on: " << server.error().message << std::endl;
@@ -295,6 +379,10 @@ class ServeCommand final : public Command {
     }
     if (!server) return failure("serve", "cannot take over from the previous server: {}", server.error().message);
     auto log = module_logger("serve");
+    if (keeper_child_) {
+      (*server)->set_keeper(&keeper_child_->store, keeper_child_->control.get());
+      if (auto ok = (*server)->keeper_ready(); !ok) log->warn("{}", ok.error().message);
+    }
     // CLOCK_MONOTONIC is the system's: the predecessor's pause began at this
     // point of the same clock.
     const std::int64_t paused_at = h.doc.value("paused_at_ns", std::int64_t{0});
@@ -311,6 +399,8 @@ class ServeCommand final : public Command {
 
   CLI::App* cmd_ = nullptr;
   std::optional<Takeover> takeover_;
+  std::optional<KeeperChild> keeper_child_;
+  bool keeper_ = false;
   CLI::Option* host_ = nullptr;
   std::vector<std::string> host_bdfs_;
   std::string vfio_api_ = "auto";

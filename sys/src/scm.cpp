@@ -40,7 +40,7 @@ Result<void> send_with_fds(int sock, std::span<const std::uint8_t> bytes, std::s
 }
 
 Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds, bool wait_all,
-                               bool interruptible) {
+                               bool interruptible, bool peek) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxScmFds)];
   iovec iov{buf.data(), buf.size()};
   msghdr m{};
@@ -49,7 +49,7 @@ Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<
   m.msg_control = control;
   m.msg_controllen = sizeof control;
   ssize_t n;
-  do n = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC | (wait_all ? MSG_WAITALL : 0));
+  do n = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC | (wait_all ? MSG_WAITALL : 0) | (peek ? MSG_PEEK : 0));
   while (n < 0 && errno == EINTR && !interruptible);
   if (n < 0) return fail_errno(errno, "recvmsg: {}", std::strerror(errno));
   Received r;

@@ -3,7 +3,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -60,7 +62,97 @@ bool Connection::send_reply() {
   return sys::send_with_fds(fd_.get(), out_.bytes(), std::span(fds.data(), fds.size())).has_value();
 }
 
+namespace {
+// The messages whose handling changes what a successor must know: the
+// negotiation, the DMA table, interrupts, reset, and any write (config space
+// and registers; memory writes land in the shared memory anyway).
+bool changes_state(std::uint16_t command) {
+  switch (command) {
+    case user::kVersion:
+    case user::kDmaMap:
+    case user::kDmaUnmap:
+    case user::kDeviceSetIrqs:
+    case user::kRegionWrite:
+    case user::kDeviceReset: return true;
+    default: return false;
+  }
+}
+}  // namespace
+
+bool Connection::consume(std::size_t size) {
+  std::array<sys::UniqueFd, kFdRoom> got;
+  auto r = sys::recv_with_fds(fd_.get(), std::span(in_.get(), size), got, true);
+  if (!r || r->bytes != size) return false;
+  base_ += size;
+  return true;
+}
+
+Connection::Ended Connection::serve_journaled() {
+  auto& j = *journal_;
+  for (;;) {
+    if (pause_.load(std::memory_order_acquire)) return {"paused for a hand-over", true};
+    // The front message, peeked: it stays in the socket until answered.
+    std::array<sys::UniqueFd, kFdRoom> got;
+    auto r = sys::recv_with_fds(fd_.get(), std::span(in_.get(), kInCapacity), got, false, true, true);
+    if (!r) {
+      if (r.error().err == EINTR) continue;
+      return {r.error().message};
+    }
+    if (r->bytes == 0) return {"client disconnected"};
+    if (r->truncated) return {fmt::format("protocol violation: more than {} fds with a message", kFdRoom)};
+    user::Header h{};
+    if (r->bytes >= sizeof h) std::memcpy(&h, in_.get(), sizeof h);
+    if (r->bytes >= sizeof h && (h.msg_size < sizeof h || h.msg_size > user::kMaxMessageSize))
+      return {fmt::format("protocol violation: message size {} outside {}..{}", h.msg_size, sizeof h,
+                          user::kMaxMessageSize)};
+    if (r->bytes < sizeof h || r->bytes < h.msg_size) {
+      // The rest of a message larger than the socket's buffer is on its way.
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      continue;
+    }
+    const std::uint64_t tag = (std::uint64_t{1} << 32) | h.msg_id;
+    // Answered by a predecessor that died before taking it from the socket.
+    if (j.replied.load(std::memory_order_acquire) == tag) {
+      if (!consume(h.msg_size)) return {"client went away"};
+      continue;
+    }
+    if (pending_ && pending_->id == h.msg_id) {
+      // Its reply was published before the predecessor died: send that one,
+      // never handle the message twice.
+      const auto reply = std::move(pending_->reply);
+      pending_.reset();
+      if (!reply.empty() && !sys::send_with_fds(fd_.get(), reply, {})) return {"client went away while receiving a reply"};
+      j.replied.store(tag, std::memory_order_release);
+      if (!consume(h.msg_size)) return {"client went away"};
+      continue;
+    }
+    pending_.reset();
+    const std::size_t nfds = r->fds;
+    for (std::size_t i = 0; i < nfds; ++i) fds_[i] = std::move(got[i]);
+    const auto outcome = session_.handle(std::span(in_.get(), h.msg_size), std::span(fds_.data(), nfds), out_);
+    for (std::size_t i = 0; i < nfds; ++i) fds_[i].reset();
+    messages_.fetch_add(1, std::memory_order_relaxed);
+    if (outcome == user::Outcome::close) return {"protocol violation: " + session_.log()};
+    if (!session_.log().empty()) log_->debug("{}: {}", name_, session_.log());
+    if (outcome == user::Outcome::reply) out_.finish();
+    if (changes_state(h.command)) {
+      const Pending p{h.msg_id, outcome == user::Outcome::reply ? out_.bytes() : std::span<const std::uint8_t>()};
+      if (auto ok = j.publish(&p); !ok)
+        log_->warn("{}: publishing the state for a successor failed ({}); a crash now would lose it", name_,
+                   ok.error().message);
+    }
+    if (outcome == user::Outcome::reply) {
+      const auto fds = out_.fds();
+      if (!sys::send_with_fds(fd_.get(), out_.bytes(), std::span(fds.data(), fds.size())))
+        return {"client went away while receiving a reply"};
+    }
+    j.replied.store(tag, std::memory_order_release);
+    if (!consume(h.msg_size)) return {"client went away"};
+  }
+}
+
 Connection::Ended Connection::serve() {
+  if (journal_) return serve_journaled();
   for (;;) {
     // Every complete message already here.
     while (end_ - begin_ >= sizeof(user::Header)) {
@@ -123,7 +215,7 @@ Connection::Ended Connection::serve() {
   }
 }
 
-nlohmann::json Connection::save(sys::FdTable& fds) const {
+nlohmann::json Connection::save(sys::FdTable& fds, const Pending* pending) const {
   nlohmann::json batches = nlohmann::json::array();
   for (const auto& b : batches_) {
     if (b.count == 0) continue;
@@ -131,11 +223,13 @@ nlohmann::json Connection::save(sys::FdTable& fds) const {
     for (std::size_t i = 0; i < b.count; ++i) list.push_back(fds.add(b.fds[i].get()));
     batches.push_back({{"start", b.start}, {"end", b.end}, {"fds", std::move(list)}});
   }
-  return {{"socket", fds.add(fd_.get())},
-          {"position", base_ + begin_},
-          {"unparsed", vfio::state::binary(std::span(in_.get() + begin_, end_ - begin_))},
-          {"fd_batches", std::move(batches)},
-          {"session", session_.save()}};
+  nlohmann::json j{{"socket", fds.add(fd_.get())},
+                   {"position", base_ + begin_},
+                   {"unparsed", vfio::state::binary(std::span(in_.get() + begin_, end_ - begin_))},
+                   {"fd_batches", std::move(batches)},
+                   {"session", session_.save()}};
+  if (pending) j["pending"] = {{"id", pending->id}, {"reply", vfio::state::binary(pending->reply)}};
+  return j;
 }
 
 Result<std::unique_ptr<Connection>> Connection::restore(std::string name, const nlohmann::json& j, sys::FdTable& fds,
@@ -176,6 +270,12 @@ Result<std::unique_ptr<Connection>> Connection::restore(std::string name, const 
       if (!f) return fail(f.error());
       batch.fds[batch.count++] = std::move(*f);
     }
+  }
+  if (const auto p = j.find("pending"); p != j.end()) {
+    auto id = state::u64(*p, "id");
+    auto reply = state::bytes(*p, "reply");
+    if (!id || !reply || *id > 0xFFFF) return fail_errno(EINVAL, "hand-over state: a pending reply without id or bytes");
+    c->pending_ = Restored{static_cast<std::uint16_t>(*id), std::vector<std::uint8_t>(reply->begin(), reply->end())};
   }
   // Last: nothing fails after it, so a half-restored session is never torn
   // down (its DMA table is the predecessor's and still in force).

@@ -67,7 +67,7 @@ Result<void> read_all(int fd, std::uint64_t offset, void* data, std::size_t size
 
 }  // namespace
 
-Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fds) {
+std::vector<std::uint8_t> encode_handover(nlohmann::json doc, std::span<const int> fds) {
   doc["fds"] = std::vector<int>(fds.begin(), fds.end());
   const std::vector<std::uint8_t> body = nlohmann::json::to_cbor(doc);
   Header h;
@@ -75,28 +75,61 @@ Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fd
   h.format = kHandoverFormat;
   h.size = body.size();
   h.checksum = fnv1a(body);
+  std::vector<std::uint8_t> out(sizeof h + body.size());
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, body.data(), body.size());
+  return out;
+}
+
+Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fds) {
+  const auto bytes = encode_handover(std::move(doc), fds);
   sys::UniqueFd fd(::memfd_create("nvgrace-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) return fail_errno(errno, "memfd for the hand-over: {}", std::strerror(errno));
-  if (auto ok = write_all(fd.get(), &h, sizeof h); !ok) return fail(ok.error());
-  if (auto ok = write_all(fd.get(), body.data(), body.size()); !ok) return fail(ok.error());
+  if (auto ok = write_all(fd.get(), bytes.data(), bytes.size()); !ok) return fail(ok.error());
   if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
     return fail_errno(errno, "sealing the hand-over: {}", std::strerror(errno));
   return fd;
 }
 
 Result<Handover> read_handover(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno(errno, "the hand-over's descriptor {}: {}", fd, std::strerror(errno));
+  if (static_cast<std::uint64_t>(st.st_size) > (1ull << 31))
+    return fail_errno(EINVAL, "descriptor {} holds {} bytes: no nvgrace hand-over", fd, static_cast<long long>(st.st_size));
+  std::vector<std::uint8_t> all(static_cast<std::size_t>(st.st_size));
+  if (auto ok = read_all(fd, 0, all.data(), all.size()); !ok) return fail(ok.error());
+  return decode_handover(all);
+}
+
+Result<std::vector<int>> handover_descriptors(std::span<const std::uint8_t> bytes) {
   Header h;
-  if (auto ok = read_all(fd, 0, &h, sizeof h); !ok) return fail(ok.error());
-  if (h.magic != kMagic) return fail_errno(EINVAL, "descriptor {} holds no nvgrace hand-over", fd);
+  if (bytes.size() < sizeof h) return fail_errno(EINVAL, "{} bytes hold no nvgrace hand-over", bytes.size());
+  std::memcpy(&h, bytes.data(), sizeof h);
+  if (h.magic != kMagic || h.format != kHandoverFormat || bytes.size() - sizeof h != h.size ||
+      fnv1a(bytes.subspan(sizeof h)) != h.checksum)
+    return fail_errno(EBADMSG, "not a whole nvgrace hand-over of format {}", kHandoverFormat);
+  const auto doc = nlohmann::json::from_cbor(bytes.subspan(sizeof h), true, false);
+  std::vector<int> out;
+  if (doc.is_object())
+    if (const auto it = doc.find("fds"); it != doc.end() && it->is_array())
+      for (const auto& n : *it)
+        if (n.is_number_integer() && n.get<long long>() >= 0 && n.get<long long>() <= INT32_MAX)
+          out.push_back(n.get<int>());
+  return out;
+}
+
+Result<Handover> decode_handover(std::span<const std::uint8_t> bytes) {
+  Header h;
+  if (bytes.size() < sizeof h) return fail_errno(EINVAL, "{} bytes hold no nvgrace hand-over", bytes.size());
+  std::memcpy(&h, bytes.data(), sizeof h);
+  if (h.magic != kMagic) return fail_errno(EINVAL, "no nvgrace hand-over (its magic is missing)");
   if (h.format != kHandoverFormat)
     return fail_errno(EPROTO, "the hand-over is in format {}; this binary reads format {} only", h.format,
                       kHandoverFormat);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != sizeof h + h.size)
-    return fail_errno(EINVAL, "the hand-over's header announces {} bytes of document; the memfd holds {}", h.size,
-                      static_cast<long long>(st.st_size) - static_cast<long long>(sizeof h));
-  std::vector<std::uint8_t> body(h.size);
-  if (auto ok = read_all(fd, sizeof h, body.data(), body.size()); !ok) return fail(ok.error());
+  if (bytes.size() - sizeof h != h.size)
+    return fail_errno(EINVAL, "the hand-over's header announces {} bytes of document; {} came", h.size,
+                      bytes.size() - sizeof h);
+  const auto body = bytes.subspan(sizeof h);
   if (fnv1a(body) != h.checksum) return fail_errno(EBADMSG, "the hand-over's checksum does not match its document");
   Handover out;
   out.doc = nlohmann::json::from_cbor(body, true, false);

@@ -22,6 +22,7 @@
 #include "nvgrace/log/log.hpp"
 #include "nvgrace/serve/connection.hpp"
 #include "nvgrace/serve/handover.hpp"
+#include "nvgrace/sys/scm.hpp"
 #include "nvgrace/vfio/state.hpp"
 
 extern char** environ;
@@ -254,7 +255,7 @@ void Server::start(std::size_t index) {
   vfio::Function* reset = devices_[index].reset_on_disconnect ? devices_[index].device.get() : nullptr;
   slot.paused = false;
   slot.ended.store(false);
-  slot.worker = std::thread([this, &slot, log, number, reset] {
+  slot.worker = std::thread([this, &slot, log, number, reset, index] {
     Connection& conn = *slot.connection;
     const auto end = conn.serve();
     if (!end.paused) {
@@ -266,6 +267,12 @@ void Server::start(std::size_t index) {
       if (reset) {
         auto ok = reset->reset();
         reset_note = ok ? ", device reset" : fmt::format(", device reset failed: {}", ok.error().message);
+      }
+      if (store_) {
+        // The successor must not find this connection, and the keeper lets
+        // its socket go: the client sees it close.
+        if (auto ok = publish(index, false, nullptr); !ok) log->warn("{}: publishing: {}", slot.path, ok.error().message);
+        (void)tell_keeper(kKeeperClose, index, -1);
       }
       log->log(end.why.starts_with("protocol violation") ? spdlog::level::warn : spdlog::level::info,
                "{}: client {}: {}; closing the connection ({} DMA mapping(s) removed, {} IRQ index(es) "
@@ -297,6 +304,9 @@ Result<void> Server::run(bool handle_signals) {
                            {reap_fd_.get(), POLLIN, 0}};
   for (auto& slot : slots_) pfds.push_back({slot->listener.get(), POLLIN, 0});
   for (auto& slot : slots_) log->info("listening on {}", slot->path);
+  // Connections a predecessor handed over (R41) go on from here.
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i]->connection && !slots_[i]->worker.joinable()) start(i);
   for (;;) {
     if (::poll(pfds.data(), pfds.size(), -1) < 0) {
       if (errno == EINTR) continue;
@@ -352,9 +362,21 @@ Result<void> Server::run(bool handle_signals) {
         continue;
       }
       const unsigned number = ++slot.connections;
+      if (store_) {
+        // The keeper holds the socket, at the same number, before anything
+        // about it is published (R41).
+        const int at = kConnectionFd + static_cast<int>(i);
+        if (::dup3(c.get(), at, O_CLOEXEC) < 0 || !tell_keeper(kKeeperOpen, i, at)) {
+          log->warn("{}: client {}: the keeper cannot hold its socket; refused", slot.path, number);
+          ::close(at);
+          continue;
+        }
+        c = sys::UniqueFd(at);
+      }
       slot.connection = std::make_unique<Connection>(fmt::format("{} client {}", slot.path, number), std::move(c),
                                                      *devices_[i].device, log, messages_);
       log->info("{}: client {} connected", slot.path, number);
+      if (store_) journal(i);
       start(i);
     }
   }
@@ -425,26 +447,17 @@ void Server::upgrade() {
   }
   // 2. Everything into the hand-over.
   sys::FdTable fds;
-  nlohmann::json devices = nlohmann::json::array();
-  for (std::size_t i = 0; i < devices_.size(); ++i) {
-    auto st = devices_[i].device->save_state(fds);
-    if (!st) {
-      log->warn("upgrade refused: {}: {}; still serving", devices_[i].socket_path, st.error().message);
+  nlohmann::json slots = nlohmann::json::array();
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    auto record = slot_record(i, fds, true, nullptr);
+    if (!record) {
+      log->warn("upgrade refused: {}: {}; still serving", slots_[i]->path, record.error().message);
       resume();
       return;
     }
-    devices.push_back(std::move(*st));
+    slots.push_back(std::move(*record));
   }
-  nlohmann::json slots = nlohmann::json::array();
-  for (auto& slot : slots_)
-    slots.push_back({{"path", slot->path},
-                     {"dev", static_cast<std::uint64_t>(slot->dev)},
-                     {"ino", static_cast<std::uint64_t>(slot->ino)},
-                     {"listener", fds.add(slot->listener.get())},
-                     {"connections", slot->connections},
-                     {"connection", slot->connection ? slot->connection->save(fds) : nlohmann::json()}});
-  auto state = write_handover({{"devices", std::move(devices)},
-                               {"slots", std::move(slots)},
+  auto state = write_handover({{"slots", std::move(slots)},
                                {"messages", messages_.load()},
                                {"from_pid", ::getpid()},
                                {"paused_at_ns", std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -456,11 +469,18 @@ void Server::upgrade() {
     return;
   }
   // 3. The successor must say it can take it on before this process goes.
-  set_cloexec(fds.borrowed(), false);
+  // With a keeper, the successor stays its child: the store and the
+  // control socket cross the exec too (their numbers are in the environment).
+  std::vector<int> crossing(fds.borrowed().begin(), fds.borrowed().end());
+  crossing.push_back(state->get());
+  if (store_) {
+    crossing.push_back(store_->fd());
+    crossing.push_back(control_);
+  }
+  set_cloexec(crossing, false);
   const int state_fd = state->get();
-  set_cloexec(std::span(&state_fd, 1), false);
   auto undo = [&](const std::string& why) {
-    set_cloexec(fds.borrowed(), true);
+    set_cloexec(crossing, true);
     log->warn("upgrade refused: {}; still serving with this binary", why);
     resume();
   };
@@ -477,9 +497,81 @@ void Server::upgrade() {
   undo(fmt::format("exec {}: {}", target.binary, std::strerror(errno)));
 }
 
+Result<std::vector<Server::SlotState>> Server::slot_states(const nlohmann::json& doc, sys::FdTable& fds) {
+  auto slots = vfio::state::array(doc, "slots");
+  if (!slots) return fail(slots.error());
+  std::vector<SlotState> out;
+  for (const auto& r : **slots) out.push_back({&r, &fds});
+  return out;
+}
+
+// One socket's record: the device and the socket with its connection.
+Result<nlohmann::json> Server::slot_record(std::size_t index, sys::FdTable& fds, bool with_connection,
+                                           const Connection::Pending* pending) const {
+  auto device = devices_[index].device->save_state(fds);
+  if (!device) return fail(device.error());
+  const auto& slot = *slots_[index];
+  const bool conn = with_connection && slot.connection;
+  return nlohmann::json{{"device", std::move(*device)},
+                        {"slot",
+                         {{"path", slot.path},
+                          {"dev", static_cast<std::uint64_t>(slot.dev)},
+                          {"ino", static_cast<std::uint64_t>(slot.ino)},
+                          {"listener", fds.add(slot.listener.get())},
+                          {"connections", slot.connections},
+                          {"connection", conn ? slot.connection->save(fds, pending) : nlohmann::json()}}}};
+}
+
+Result<void> Server::publish(std::size_t index, bool with_connection, const Connection::Pending* pending) {
+  sys::FdTable fds;
+  auto record = slot_record(index, fds, with_connection, pending);
+  if (!record) return fail(record.error());
+  (*record)["messages"] = messages_.load();
+  return store_->publish(index, encode_handover(std::move(*record), fds.borrowed()));
+}
+
+Result<void> Server::publish_all() {
+  if (!store_) return fail_errno(EINVAL, "no state store");
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (auto ok = publish(i, true, nullptr); !ok) return fail(ok.error().context(slots_[i]->path));
+  return {};
+}
+
+void Server::set_keeper(StateStore* store, int control) {
+  store_ = store;
+  control_ = control;
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i]->connection) journal(i);
+}
+
+// The connection of slot `index` answers from the front of its socket and
+// publishes the slot before a state-changing reply goes out (R41).
+void Server::journal(std::size_t index) {
+  slots_[index]->connection->set_journal(
+      {store_->replied(index), [this, index](const Connection::Pending* p) { return publish(index, true, p); }});
+}
+
+// One message to the keeper: op, slot, maybe a descriptor; an open waits
+// for the keeper to say it holds it.
+Result<void> Server::tell_keeper(std::uint32_t op, std::size_t index, int fd) {
+  std::lock_guard lock(control_mutex_);
+  const KeeperMessage m{op, static_cast<std::uint32_t>(index)};
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(&m), sizeof m);
+  if (auto ok = sys::send_with_fds(control_, bytes, fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
+      !ok)
+    return fail(ok.error().context("keeper"));
+  if (op != kKeeperOpen) return {};
+  std::uint8_t ack = 0;
+  ssize_t n;
+  do n = ::recv(control_, &ack, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) return fail_errno(EPIPE, "the keeper did not answer");
+  return {};
+}
+
 // R41, the successor's side.
-Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices, const nlohmann::json& state,
-                                              sys::FdTable& fds, bool serve_connections) {
+Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices, std::span<const SlotState> records,
+                                              std::uint64_t messages, bool serve_connections) {
   namespace st = vfio::state;
   std::unique_ptr<Server> s(new Server());
   // A hand-over that cannot be taken on is left exactly as it came: what was
@@ -496,20 +588,20 @@ Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices,
   s->stop_fd_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->reap_fd_ = sys::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!s->stop_fd_ || !s->reap_fd_) return fail_errno(errno, "eventfd: {}", std::strerror(errno));
-  auto saved_devices = st::array(state, "devices");
-  auto saved_slots = st::array(state, "slots");
-  auto messages = st::u64(state, "messages");
-  if (!saved_devices || !saved_slots || !messages)
-    return fail(!saved_devices ? saved_devices.error() : !saved_slots ? saved_slots.error() : messages.error());
-  if ((*saved_devices)->size() != devices.size() || (*saved_slots)->size() != devices.size())
-    return fail_errno(EINVAL, "the hand-over has {} device(s); this command line serves {}",
-                      (*saved_devices)->size(), devices.size());
-  s->messages_.store(*messages);
+  if (records.size() != devices.size())
+    return fail_errno(EINVAL, "the hand-over has {} socket(s); this command line serves {}", records.size(),
+                      devices.size());
+  s->messages_.store(messages);
   auto log = module_logger("serve");
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    if (auto ok = devices[i].device->restore_state((**saved_devices)[i], fds); !ok)
+    const auto& record = *records[i].record;
+    auto& fds = *records[i].fds;
+    auto device = st::object(record, "device");
+    auto saved = st::object(record, "slot");
+    if (!device || !saved) return fail(!device ? device.error() : saved.error());
+    if (auto ok = devices[i].device->restore_state(**device, fds); !ok)
       return fail(ok.error().context(devices[i].socket_path));
-    const auto& j = (**saved_slots)[i];
+    const auto& j = **saved;
     auto path = st::text(j, "path");
     auto dev = st::u64(j, "dev"), ino = st::u64(j, "ino"), listener = st::u64(j, "listener"),
          connections = st::u64(j, "connections");
@@ -537,12 +629,11 @@ Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices,
     s->slots_.push_back(std::move(slot));
   }
   s->devices_ = std::move(devices);
-  if (const auto left = fds.untaken(); left != 0)
-    return fail_errno(EINVAL, "the hand-over brought {} descriptor(s) nothing here takes", left);
-  if (serve_connections)
-    for (std::size_t i = 0; i < s->slots_.size(); ++i)
-      if (s->slots_[i]->connection) s->start(i);
+  for (const auto& r : records)
+    if (const auto left = r.fds->untaken(); left != 0)
+      return fail_errno(EINVAL, "the hand-over brought {} descriptor(s) nothing here takes", left);
   keep.done = true;
+  (void)serve_connections;  // run() starts the adopted connections; a check never runs
   return s;
 }
 

@@ -34,9 +34,11 @@ struct Received {
 // with the descriptors that came into `fds` (close-on-exec, owned by the
 // caller from here on). EINTR is retried, unless `interruptible`: then a
 // signal ends the wait with an EINTR error (a server pausing its
-// connection threads at a message boundary, R41).
+// connection threads at a message boundary, R41). `peek` (MSG_PEEK): the
+// bytes stay in the socket, and the descriptors that came with them arrive
+// as copies (they come again with the read that takes the bytes).
 [[nodiscard]] Result<Received> recv_with_fds(int sock, std::span<std::uint8_t> buf, std::span<UniqueFd> fds,
-                                             bool wait_all = false, bool interruptible = false);
+                                             bool wait_all = false, bool interruptible = false, bool peek = false);
 
 // A UNIX stream socket connected to `path` (close-on-exec). Errors name the
 // path: ENOENT (no socket there), ECONNREFUSED (nobody listening), EACCES.

@@ -16,6 +16,16 @@
 // then describes the connection for a successor process, whose restore()
 // continues it, or serve() may simply be called again.
 //
+// Journaled (crash survival, R41, with a keeper process holding the
+// descriptors): each message is peeked, answered, and only then taken from
+// the socket; a message that changes state first has the slot's record
+// published with its reply. A successor started after a death finds the
+// unanswered message still in the socket, or its reply in the record, or -
+// by the journal word - that it was answered already; the message in
+// flight is neither lost nor answered twice (one window remains: a death
+// between the reply's send and the journal word's store, a few
+// instructions, answers it twice).
+//
 // Thread-safety: serve() runs in one thread; stop() and request_pause() may
 // be called from any other thread (stop() shuts the socket down, which ends
 // serve()).
@@ -24,8 +34,12 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 #include <spdlog/spdlog.h>
@@ -49,6 +63,18 @@ class Connection {
                                                                    std::shared_ptr<spdlog::logger> log,
                                                                    std::atomic<std::uint64_t>& messages);
 
+  // A reply published before it is sent (journaled mode).
+  struct Pending {
+    std::uint16_t id = 0;
+    std::span<const std::uint8_t> reply;  // empty: the message asked for none
+  };
+  struct Journal {
+    std::atomic_ref<std::uint64_t> replied;  // the store's journal word for this connection
+    // Publishes the slot's record; `pending`: with this reply (may be null).
+    std::function<Result<void>(const Pending* pending)> publish;
+  };
+  void set_journal(Journal j) { journal_.emplace(std::move(j)); }
+
   struct Ended {
     std::string why;      // one line
     bool paused = false;  // request_pause(): nothing ended, serve() may go on
@@ -61,7 +87,7 @@ class Connection {
   void clear_pause() { pause_.store(false, std::memory_order_release); }
   // After serve() returned paused: the socket, the unparsed bytes and fds,
   // the session (its descriptors borrowed into `fds`).
-  [[nodiscard]] nlohmann::json save(sys::FdTable& fds) const;
+  [[nodiscard]] nlohmann::json save(sys::FdTable& fds, const Pending* pending = nullptr) const;
   [[nodiscard]] vfio::user::Teardown teardown() { return session_.teardown(); }
   void stop();
   // Whether the client has closed its end (any thread; reads nothing).
@@ -74,6 +100,9 @@ class Connection {
     std::size_t count = 0;
   };
   [[nodiscard]] bool send_reply();
+  [[nodiscard]] Ended serve_journaled();
+  // Takes `size` bytes (one answered message) and their fds from the socket.
+  [[nodiscard]] bool consume(std::size_t size);
   // Moves the fds that belong to the message at [start, end) into fds_.
   [[nodiscard]] bool claim_fds(std::uint64_t start, std::uint64_t end);
 
@@ -90,6 +119,12 @@ class Connection {
   std::array<sys::UniqueFd, vfio::user::kMaxMsgFds> fds_;  // the current message's
   std::size_t nfds_ = 0;
   std::atomic<bool> pause_{false};
+  std::optional<Journal> journal_;
+  struct Restored {
+    std::uint16_t id = 0;
+    std::vector<std::uint8_t> reply;
+  };
+  std::optional<Restored> pending_;  // a reply the predecessor published and may not have sent
 };
 
 }  // namespace nvgrace::serve

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,8 +30,9 @@ inline constexpr std::uint32_t kHandoverFormat = 1;
 inline constexpr const char* kHandoverFdEnv = "NVGRACE_HANDOVER_FD";
 inline constexpr const char* kHandoverCheckEnv = "NVGRACE_HANDOVER_CHECK";
 
-// The document with "fds" (the numbers of `fds`, in order) added, in a new
-// memfd, sealed against changes.
+// The document with "fds" (the numbers of `fds`, in order) added: header
+// and CBOR body as bytes, and in a new memfd, sealed against changes.
+[[nodiscard]] std::vector<std::uint8_t> encode_handover(nlohmann::json doc, std::span<const int> fds);
 [[nodiscard]] Result<sys::UniqueFd> write_handover(nlohmann::json doc, std::span<const int> fds);
 
 struct Handover {
@@ -40,5 +42,8 @@ struct Handover {
 // Reads and checks the hand-over in `fd`: magic, format, size, checksum, the
 // CBOR, and that every descriptor it names is open here (and named once).
 [[nodiscard]] Result<Handover> read_handover(int fd);
+[[nodiscard]] Result<Handover> decode_handover(std::span<const std::uint8_t> bytes);
+// The descriptor numbers a hand-over lists, checked but not owned.
+[[nodiscard]] Result<std::vector<int>> handover_descriptors(std::span<const std::uint8_t> bytes);
 
 }  // namespace nvgrace::serve

@@ -29,7 +29,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,8 @@
 
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/serve/connection.hpp"
+#include "nvgrace/serve/store.hpp"
 #include "nvgrace/sys/fd_table.hpp"
 #include "nvgrace/vfio/function.hpp"
 
@@ -54,6 +58,21 @@ struct SocketAccess {
   unsigned mode = 0600;
   std::optional<gid_t> group;
 };
+
+// What a serving process tells its keeper (a SOCK_SEQPACKET pair): a
+// connection's socket to hold (with it, as SCM_RIGHTS; the keeper answers
+// one byte once it holds it) or to let go.
+struct KeeperMessage {
+  std::uint32_t op = 0;
+  std::uint32_t slot = 0;
+};
+inline constexpr std::uint32_t kKeeperOpen = 1;
+inline constexpr std::uint32_t kKeeperClose = 2;
+inline constexpr std::uint32_t kKeeperReady = 3;  // the serving process took the state on
+
+// Where a keeper's connection sockets live: descriptor kConnectionFd + the
+// socket's index, the same number in the keeper and in every serving process.
+inline constexpr int kConnectionFd = 900;
 
 // What an upgrade execs: the binary at this path, with this command line
 // (argv[0] first), as the process was started.
@@ -74,18 +93,39 @@ class Server {
   // when one of the sockets fails.
   [[nodiscard]] static Result<std::unique_ptr<Server>> create(std::vector<ServedDevice> devices,
                                                              SocketAccess access = {});
-  // The successor's side of an upgrade: the same devices, built from the
-  // same command line, take on the hand-over's state; listeners and
-  // connections come from its descriptors. `serve_connections` false: check
-  // only (no connection thread starts; the caller leaves without tearing
-  // anything down, as every descriptor is still the predecessor's).
+  // One socket's record in a hand-over: {"device": ..., "slot": ...}, and
+  // the table its descriptor indexes refer to (several records may share one).
+  struct SlotState {
+    const nlohmann::json* record = nullptr;
+    sys::FdTable* fds = nullptr;
+  };
+  // The successor's side of an upgrade or of a death (R41): the same
+  // devices, built from the same command line, take on the records' state;
+  // listeners and connections come from their descriptors. `serve_connections`
+  // false: check only (no connection thread starts; the caller leaves
+  // without tearing anything down, as every descriptor is still the
+  // predecessor's).
   [[nodiscard]] static Result<std::unique_ptr<Server>> adopt(std::vector<ServedDevice> devices,
-                                                            const nlohmann::json& state, sys::FdTable& fds,
-                                                            bool serve_connections);
+                                                            std::span<const SlotState> slots,
+                                                            std::uint64_t messages, bool serve_connections);
+  // The records of an upgrade's document ({"slots": [...]}), all over `fds`.
+  [[nodiscard]] static Result<std::vector<SlotState>> slot_states(const nlohmann::json& doc, sys::FdTable& fds);
+  [[nodiscard]] std::size_t size() const { return slots_.size(); }
   ~Server();
 
   // Where SIGUSR2 takes the server; without one, SIGUSR2 is refused (logged).
   void set_upgrade(UpgradeTarget target) { upgrade_ = std::move(target); }
+
+  // Crash survival (keeper.hpp): connections are journaled and every socket's
+  // record kept current in `store`; an accepted connection's socket moves to
+  // descriptor kConnectionFd + i and goes to the keeper over `control`
+  // before it is served. Call before run().
+  void set_keeper(StateStore* store, int control);
+  // Tells the keeper this process took the state on and serves.
+  [[nodiscard]] Result<void> keeper_ready() { return tell_keeper(kKeeperReady, 0, -1); }
+  // Every socket's record, as things are now (the keeper, before the first
+  // serving process starts).
+  [[nodiscard]] Result<void> publish_all();
 
   // Serves until stop() or SIGINT/SIGTERM/SIGHUP (when `handle_signals`),
   // then ends every connection (tearing each down, R30), and removes the
@@ -101,6 +141,11 @@ class Server {
   Server() = default;
   struct Slot;
   void finish(Slot& slot);
+  [[nodiscard]] Result<nlohmann::json> slot_record(std::size_t index, sys::FdTable& fds, bool with_connection,
+                                                   const Connection::Pending* pending) const;
+  [[nodiscard]] Result<void> publish(std::size_t index, bool with_connection, const Connection::Pending* pending);
+  [[nodiscard]] Result<void> tell_keeper(std::uint32_t op, std::size_t index, int fd);
+  void journal(std::size_t index);
   void start(std::size_t index);
   // One SIGUSR2: returns only when the upgrade was refused (the exec never
   // returns); every connection is serving again by then.
@@ -112,7 +157,12 @@ class Server {
   sys::UniqueFd reap_fd_;  // a connection thread ended
   std::atomic<std::uint64_t> messages_{0};
   std::optional<UpgradeTarget> upgrade_;
+  StateStore* store_ = nullptr;
+  int control_ = -1;
+  std::mutex control_mutex_;
 };
+
+
 
 // Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in the calling thread, so that a signal
 // arriving while the server is being built waits for run(handle_signals=true)

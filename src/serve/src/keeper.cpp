@@ -1,0 +1,174 @@
+#include "nvgrace/serve/keeper.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "nvgrace/log/log.hpp"
+#include "nvgrace/serve/handover.hpp"
+#include "nvgrace/sys/scm.hpp"
+
+extern char** environ;
+
+namespace nvgrace::serve {
+
+namespace {
+
+// The descriptors the records name: what a serving process must inherit.
+std::set<int> named_descriptors(const StateStore& store) {
+  std::set<int> out;
+  for (std::size_t i = 0; i < store.slots(); ++i) {
+    if (auto fds = handover_descriptors(store.record(i))) out.insert(fds->begin(), fds->end());
+  }
+  return out;
+}
+
+// Forks and executes the serving process with `inherit` open (everything
+// else stays close-on-exec).
+pid_t spawn(const KeeperOptions& o, const std::set<int>& inherit, int store_fd, int control) {
+  auto argv_s = o.child.argv;
+  std::vector<std::string> env_s;
+  for (char** e = environ; e && *e; ++e)
+    if (!std::string_view(*e).starts_with(std::string(kKeeperEnv) + "=")) env_s.emplace_back(*e);
+  env_s.push_back(fmt::format("{}={},{}", kKeeperEnv, store_fd, control));
+  std::vector<char*> argv, env;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_s) env.push_back(e.data());
+  env.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  // The child: only what the records name, the store and its control end
+  // cross the exec.
+  for (int fd : inherit) ::fcntl(fd, F_SETFD, 0);
+  ::fcntl(store_fd, F_SETFD, 0);
+  ::fcntl(control, F_SETFD, 0);
+  ::execve(o.child.binary.c_str(), argv.data(), env.data());
+  ::_exit(127);
+}
+
+std::string how_it_ended(int status) {
+  if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  return fmt::format("exit {}", WEXITSTATUS(status));
+}
+
+}  // namespace
+
+int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
+  auto log = module_logger("keeper");
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGCHLD}) sigaddset(&mask, sig);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  sys::UniqueFd sigfd(::signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sigfd) {
+    log->error("signalfd: {}", std::strerror(errno));
+    return 1;
+  }
+  sys::UniqueFd control;
+  pid_t child = -1;
+  unsigned failed_starts = 0;  // serving processes in a row that died before they were serving
+  bool ready = false;          // the current one took the state on
+  bool stopping = false;
+  bool control_open = false;
+  auto start_child = [&]() -> bool {
+    int sp[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
+      log->error("socketpair: {}", std::strerror(errno));
+      return false;
+    }
+    control = sys::UniqueFd(sp[0]);
+    control_open = true;
+    sys::UniqueFd theirs(sp[1]);
+    const auto inherit = named_descriptors(store);
+    // A connection the keeper holds that no record names was accepted just
+    // before a death, before anything about it was published: let it go,
+    // so its client sees the socket close instead of waiting.
+    for (std::size_t i = 0; i < bound.size(); ++i) {
+      const int at = kConnectionFd + static_cast<int>(i);
+      if (::fcntl(at, F_GETFD) >= 0 && !inherit.contains(at)) {
+        log->warn("socket {}: a connection accepted just before the serving process died is closed", i);
+        ::close(at);
+      }
+    }
+    ready = false;
+    child = spawn(o, inherit, store.fd(), theirs.get());
+    if (child < 0) {
+      log->error("fork: {}", std::strerror(errno));
+      return false;
+    }
+    return true;
+  };
+  if (!start_child()) return 1;
+  log->info("keeping the descriptors and the state of {} socket(s); serving process {}", bound.size(), child);
+  for (;;) {
+    pollfd p[2] = {{sigfd.get(), POLLIN, 0}, {control_open ? control.get() : -1, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      log->error("poll: {}", std::strerror(errno));
+      return 1;
+    }
+    if (p[1].revents & POLLIN) {
+      KeeperMessage m{};
+      std::array<sys::UniqueFd, 2> fds;
+      auto r = sys::recv_with_fds(control.get(), std::span(reinterpret_cast<std::uint8_t*>(&m), sizeof m), fds);
+      if (r && r->bytes == sizeof m && m.op == kKeeperReady) {
+        ready = true;
+        failed_starts = 0;
+      } else if (r && r->bytes == sizeof m && m.slot < bound.size()) {
+        const int at = kConnectionFd + static_cast<int>(m.slot);
+        if (m.op == kKeeperOpen && r->fds == 1) {
+          ::dup3(fds[0].get(), at, O_CLOEXEC);
+          const std::uint8_t ack = 1;
+          [[maybe_unused]] auto n = ::send(control.get(), &ack, 1, MSG_NOSIGNAL);
+        } else if (m.op == kKeeperClose) {
+          ::close(at);
+        }
+      } else if (!r || r->bytes == 0) {
+        control_open = false;  // the serving process's end closed: its death follows (SIGCHLD)
+      }
+    }
+    if (!(p[0].revents & POLLIN)) continue;
+    signalfd_siginfo info{};
+    if (::read(sigfd.get(), &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo != SIGCHLD) {
+      if (info.ssi_signo != SIGUSR2) stopping = true;
+      if (child > 0) ::kill(child, static_cast<int>(info.ssi_signo));
+      continue;
+    }
+    int status = 0;
+    const pid_t w = ::waitpid(child, &status, WNOHANG);
+    if (w != child) continue;
+    if (stopping || (WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      log->info("serving process {} stopped ({}); the keeper leaves", child, how_it_ended(status));
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    }
+    // A process that dies before it is serving (a binary that cannot take
+    // the state on, a crash at start) is retried a few times, then the
+    // keeper gives up rather than loop; one that was serving is replaced
+    // however often it dies.
+    if (!ready && ++failed_starts >= o.max_failed_starts) {
+      log->error("serving process {} {} before it was serving, {} times in a row; giving up", child,
+                 how_it_ended(status), failed_starts);
+      return 1;
+    }
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(200) * failed_starts);
+    log->warn("serving process {} {}; starting another from the state it published", child, how_it_ended(status));
+    if (!start_child()) return 1;
+    log->info("serving process {} started", child);
+  }
+}
+
+}  // namespace nvgrace::serve
