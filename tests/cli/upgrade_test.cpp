@@ -56,6 +56,7 @@ std::vector<std::uint8_t> read_bytes(vfio::Function& f, RegionIndex r, std::uint
 // `expect`. Returns the longest round trip seen.
 std::chrono::milliseconds upgrade_while_talking(test::ServeProcess& s, vfio::Function& c, unsigned number,
                                                 const std::string& done, std::uint32_t expect) {
+  REQUIRE(s.pid() > 0);  // never kill(-1, ...)
   REQUIRE(::kill(s.pid(), SIGUSR2) == 0);
   std::chrono::milliseconds longest{0};
   const auto t0 = std::chrono::steady_clock::now();
@@ -182,4 +183,113 @@ TEST_CASE("serve: --view host upgrades in place too - BAR0's registers and confi
   upgrade_while_talking(s, *c, 1, "upgraded in place", expect);
   CHECK(read_bytes(*c, vfio::kBar0Region, 0x40, 4) == std::vector<std::uint8_t>{0xef, 0xcd, 0xab, 0});
   CHECK(s.stop(SIGTERM) == 0);
+}
+
+namespace {
+
+// The keeper's serving process (its one child).
+pid_t serving_process(pid_t keeper) {
+  if (keeper <= 0) return -1;
+  std::ifstream in("/proc/" + std::to_string(keeper) + "/task/" + std::to_string(keeper) + "/children");
+  pid_t child = -1;
+  in >> child;
+  return child;
+}
+
+// Kills the keeper's serving process and waits for its successor to serve
+// (`number` successors so far).
+void kill_serving(test::ServeProcess& s, unsigned number) {
+  const pid_t child = serving_process(s.pid());
+  REQUIRE(child > 0);
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  for (int i = 0; i < 500 && count_of(s.log(), "took the keeper's state on") < number + 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  REQUIRE(count_of(s.log(), "took the keeper's state on") == number + 1);
+}
+
+}  // namespace
+
+TEST_CASE("serve --keeper: the serving process SIGKILLed again and again while a client talks - no request fails, "
+          "nothing written is lost, the socket never closes (R41)") {
+  const auto sock = test::temp_path("keeper.sock");
+  test::ServeProcess s({"--keeper", "--socket", sock, "--profile", "gh200", "--mem-size", "0x60000000"});
+  REQUIRE(s.wait_socket(sock));
+  auto c = connect(sock);
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x40000000u));
+  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, PCI_COMMAND_MEMORY));
+  auto dma = sys::make_memfd("dma", 0x2000);
+  REQUIRE(dma);
+  REQUIRE(c->dma_map({Iova{0x100000}, 0x2000, dma->get(), 0, true, true}));
+  std::uint32_t n = 0;
+  auto talk = [&](std::chrono::milliseconds how_long) {
+    const auto until = std::chrono::steady_clock::now() + how_long;
+    while (std::chrono::steady_clock::now() < until) {
+      ++n;
+      // Config space, a BAR0 register and BAR4 memory, each written and read back.
+      const std::uint16_t cmd = (n & 1) ? (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) : PCI_COMMAND_MEMORY;
+      auto w = vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, cmd);
+      if (!w) FAIL("config write " << n << ": " << w.error().message);
+      auto r = vfio::config_read(*c, ConfigOffset{PCI_COMMAND}, 2);
+      if (!r) FAIL("config read " << n << ": " << r.error().message);
+      REQUIRE(*r == cmd);
+      REQUIRE(c->write(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
+      std::uint32_t back = 0;
+      REQUIRE(c->read(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<std::uint8_t*>(&back), 4)));
+      REQUIRE(back == n);
+      REQUIRE(c->write(vfio::kBar4Region, 0x100 + 4 * (n % 64), std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
+    }
+  };
+  for (unsigned k = 1; k <= 10; ++k) {
+    talk(std::chrono::milliseconds(50 + 37 * k));
+    kill_serving(s, k);
+  }
+  talk(200ms);
+  for (std::uint32_t i = n - 63; i <= n; ++i) {
+    std::uint32_t v = 0;
+    REQUIRE(c->read(vfio::kBar4Region, 0x100 + 4 * (i % 64), std::span(reinterpret_cast<std::uint8_t*>(&v), 4)));
+    CHECK(v == i);
+  }
+  CHECK(*vfio::config_read(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4) == 0x4000000Cu);
+  // The DMA table survived every death: the mapping unmaps exactly once.
+  CHECK(c->dma_unmap(Iova{0x100000}, 0x2000));
+  CHECK_FALSE(c->dma_unmap(Iova{0x100000}, 0x2000));
+  // And an upgrade under the keeper, then one more death.
+  upgrade_while_talking(s, *c, 1, "upgraded in place", 0x4000000Cu);
+  kill_serving(s, 11);
+  talk(100ms);
+  // The client leaves: the keeper lets its socket go, and the next client
+  // finds the device as the last one left it.
+  c.reset();
+  for (int i = 0; i < 100 && s.log().find("ready for the next client") == std::string::npos; ++i)
+    std::this_thread::sleep_for(20ms);
+  auto next = connect(sock);
+  CHECK(*vfio::config_read(*next, ConfigOffset{PCI_BASE_ADDRESS_4}, 4) == 0x4000000Cu);
+  next.reset();
+  CHECK(s.stop(SIGTERM) == 0);
+  CHECK_FALSE(fs::exists(sock));
+  CHECK(s.log().find("the keeper leaves") != std::string::npos);
+}
+
+TEST_CASE("serve --keeper: a serving process that cannot start is retried, then the keeper gives up with exit 1, "
+          "saying why (R41)") {
+  const auto dir = test::temp_path("keeper-bin");
+  fs::create_directories(dir);
+  const auto bin = dir + "/nvgrace";
+  fs::copy_file(NVGRACE_BIN, bin, fs::copy_options::overwrite_existing);
+  const auto sock = test::temp_path("keeper-broken.sock");
+  test::ServeProcess s({"--keeper", "--socket", sock, "--profile", "gb200", "--mem-size", "0x40000000"}, bin);
+  REQUIRE(s.wait_socket(sock));
+  {
+    const auto tmp = dir + "/nvgrace.new";
+    std::ofstream(tmp) << "#!/bin/sh\nexit 3\n";
+    fs::permissions(tmp, fs::perms::owner_all);
+    fs::rename(tmp, bin);
+  }
+  const pid_t child = serving_process(s.pid());
+  REQUIRE(child > 0);
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  for (int i = 0; i < 500 && !s.exited(); ++i) std::this_thread::sleep_for(20ms);
+  CHECK(s.stop(SIGTERM) == 1);
+  CHECK(s.log().find("exit 3 before it was serving, 5 times in a row; giving up") != std::string::npos);
+  fs::remove_all(dir);
 }

@@ -28,8 +28,8 @@ comp=$(PATH=$root/bin:$PATH bash -c "source '$root/share/bash-completion/complet
   COMP_WORDS=(nvgrace inspect --profile ''); COMP_CWORD=3; _nvgrace; echo \"\${COMPREPLY[*]}\"")
 check "bash completion lists the profiles after --profile ($comp)" "$(grep -q 'gh200 .*gb200' <<<"$comp"; echo $?)" "$comp"
 unit=$root/lib/systemd/system/nvgrace-serve@.service
-check "nvgrace-serve@.service starts $prefix/bin/nvgrace serve with its socket under /run/nvgrace/" \
-  "$(grep -qx "ExecStart=$prefix/bin/nvgrace serve --socket /run/nvgrace/%i/gpu.sock \$NVGRACE_SERVE_ARGS" "$unit"; echo $?)" \
+check "nvgrace-serve@.service starts $prefix/bin/nvgrace serve --keeper with its socket under /run/nvgrace/" \
+  "$(grep -qx "ExecStart=$prefix/bin/nvgrace serve --keeper --socket /run/nvgrace/%i/gpu.sock \$NVGRACE_SERVE_ARGS" "$unit"; echo $?)" \
   "$(grep ExecStart "$unit")"
 echo "$fails failed"
 [ "$fails" = 0 ]

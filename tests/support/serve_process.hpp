@@ -80,8 +80,10 @@ class ServeProcess {
     }
     return false;
   }
+  // Signals the server (unless it has exited already: never kill(-1, ...))
+  // and waits for it; its exit code, or 128 + the signal that ended it.
   int stop(int sig) {
-    ::kill(pid_, sig);
+    if (pid_ > 0) ::kill(pid_, sig);
     for (int i = 0; i < 250 && !exited(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     return rc_;
   }
