@@ -89,6 +89,7 @@ bool Connection::consume(std::size_t size) {
 
 Connection::Ended Connection::serve_journaled() {
   auto& j = *journal_;
+  unsigned partial = 0;  // looks at an incomplete message so far
   for (;;) {
     if (pause_.load(std::memory_order_acquire)) return {"paused for a hand-over", true};
     // The front message, peeked: it stays in the socket until answered.
@@ -106,10 +107,15 @@ Connection::Ended Connection::serve_journaled() {
       return {fmt::format("protocol violation: message size {} outside {}..{}", h.msg_size, sizeof h,
                           user::kMaxMessageSize)};
     if (r->bytes < sizeof h || r->bytes < h.msg_size) {
-      // The rest of a message larger than the socket's buffer is on its way.
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // Part of a message: the rest is on its way (a message larger than the
+      // socket's buffer), or the client left in the middle of it. A peek
+      // cannot wait for more, so look again soon, less often the longer it
+      // takes.
+      if (peer_closed()) return {fmt::format("client disconnected {} bytes into a message", r->bytes)};
+      std::this_thread::sleep_for(std::chrono::microseconds(std::min<unsigned>(50u << std::min(partial++, 8u), 10000u)));
       continue;
     }
+    partial = 0;
     const std::uint64_t tag = (std::uint64_t{1} << 32) | h.msg_id;
     // Answered by a predecessor that died before taking it from the socket.
     if (j.replied.load(std::memory_order_acquire) == tag) {

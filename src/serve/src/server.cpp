@@ -376,7 +376,12 @@ Result<void> Server::run(bool handle_signals) {
       slot.connection = std::make_unique<Connection>(fmt::format("{} client {}", slot.path, number), std::move(c),
                                                      *devices_[i].device, log, messages_);
       log->info("{}: client {} connected", slot.path, number);
-      if (store_) journal(i);
+      if (store_) {
+        // A new client's message ids start over: nothing of it is answered yet.
+        store_->replied(i).store(0, std::memory_order_release);
+        journal(i);
+        if (auto ok = publish(i, true, nullptr); !ok) log->warn("{}: publishing: {}", slot.path, ok.error().message);
+      }
       start(i);
     }
   }

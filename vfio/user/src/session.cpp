@@ -147,7 +147,7 @@ Outcome Session::version(const Header& h, std::span<const std::uint8_t> p, Reply
   const auto& dma = device_.dma_limits();
   const std::string caps = fmt::format(
       R"({{"capabilities":{{"max_msg_fds":{},"max_data_xfer_size":{},"pgsizes":{},"max_dma_maps":{}}}}})", kMaxMsgFds,
-      kMaxDataXferSize, dma.pgsizes, dma.max_maps);
+      kMaxDataXferSize, dma.pgsizes, std::min(dma.max_maps, dma_cap_));
   out.begin(h);
   out.append(kMajor);
   out.append(std::min(minor, kMinor));
@@ -184,7 +184,7 @@ Outcome Session::dma_map(const Header& h, std::span<const std::uint8_t> p, std::
     if (m.address < d.address + d.size && d.address < *end)
       return refuse(h, out, EEXIST, "DMA_MAP {:#x}+{:#x} overlaps the mapping {:#x}+{:#x}", m.address, m.size,
                     d.address, d.size);
-  if (dma_.size() >= lim.max_maps)
+  if (dma_.size() >= std::min(lim.max_maps, dma_cap_))
     return refuse(h, out, ENOSPC, "DMA_MAP: {} mappings exist, the announced max_dma_maps", dma_.size());
   const DmaMapping mapping{Iova{m.address}, m.size, fds.empty() ? -1 : fds[0].get(), m.offset,
                            (m.flags & VFIO_DMA_MAP_FLAG_READ) != 0, (m.flags & VFIO_DMA_MAP_FLAG_WRITE) != 0};

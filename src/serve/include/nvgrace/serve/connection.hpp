@@ -73,7 +73,13 @@ class Connection {
     // Publishes the slot's record; `pending`: with this reply (may be null).
     std::function<Result<void>(const Pending* pending)> publish;
   };
-  void set_journal(Journal j) { journal_.emplace(std::move(j)); }
+  // Journaled, a connection's DMA table is republished with each change:
+  // it holds at most this many mappings (announced as max_dma_maps).
+  static constexpr std::uint32_t kJournaledMaxDmaMaps = 1024;
+  void set_journal(Journal j) {
+    journal_.emplace(std::move(j));
+    session_.cap_dma_maps(kJournaledMaxDmaMaps);
+  }
 
   struct Ended {
     std::string why;      // one line

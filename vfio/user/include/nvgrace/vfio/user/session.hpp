@@ -80,6 +80,11 @@ class Session {
   [[nodiscard]] nlohmann::json save() const;
   [[nodiscard]] Result<void> restore(const nlohmann::json& state);
 
+  // At most this many DMA mappings (announced as max_dma_maps), below the
+  // function's own limit: a server that republishes the table with every
+  // change keeps it small (R41, the keeper).
+  void cap_dma_maps(std::uint32_t n) { dma_cap_ = n; }
+
   // Build the text of every message, not only of connection-closing ones.
   void set_detail(bool on) { detail_ = on; }
   // What the last handle() did (when detail is on, or it returned close).
@@ -118,6 +123,7 @@ class Session {
   std::uint32_t client_max_fds_ = kDefaultClientMaxMsgFds;
   std::uint32_t client_max_xfer_ = kDefaultClientMaxDataXferSize;
   std::vector<DmaRegion> dma_;
+  std::uint32_t dma_cap_ = UINT32_MAX;
   std::vector<IrqSetting> irqs_;
 };
 
