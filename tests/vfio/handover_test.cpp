@@ -17,6 +17,7 @@
 
 #include "nvgrace/devices/emulated.hpp"
 #include "nvgrace/serve/handover.hpp"
+#include "nvgrace/serve/store.hpp"
 #include "nvgrace/sys/memfd.hpp"
 #include "nvgrace/vfio/emulated/function.hpp"
 #include "nvgrace/vfio/function.hpp"
@@ -259,4 +260,34 @@ TEST_CASE("handover: the envelope refuses another format, a wrong checksum, a tr
     REQUIRE_FALSE(r);
     CHECK(r.error().message.find("twice") != std::string::npos);
   }
+}
+
+TEST_CASE("handover: the state store keeps the last whole record per socket, in another process's view too, and "
+          "its journal word (R41)") {
+  auto store = serve::StateStore::create(2);
+  REQUIRE(store);
+  CHECK(store->record(0).empty());
+  const std::vector<std::uint8_t> a(1000, 0xAA), b(3000, 0xBB);
+  REQUIRE(store->publish(0, a));
+  CHECK(store->record(0) == a);
+  REQUIRE(store->publish(0, b));
+  CHECK(store->record(0) == b);
+  CHECK(store->record(1).empty());  // sockets are separate
+  store->replied(1).store((1ull << 32) | 7);
+  // What a successor sees: the same memfd, attached through another descriptor.
+  auto other = serve::StateStore::attach(sys::UniqueFd(::fcntl(store->fd(), F_DUPFD_CLOEXEC, 0)));
+  REQUIRE(other);
+  CHECK(other->slots() == 2);
+  CHECK(other->record(0) == b);
+  CHECK(other->replied(1).load() == ((1ull << 32) | 7));
+  // A record too large for its room is refused and the current one stays.
+  const std::vector<std::uint8_t> huge(serve::StateStore::kRecordRoom + 1, 1);
+  auto r = store->publish(0, huge);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().err == E2BIG);
+  CHECK(other->record(0) == b);
+  // Not a store.
+  auto m = sys::make_memfd("not-a-store", 8192);
+  REQUIRE(m);
+  CHECK_FALSE(serve::StateStore::attach(std::move(*m)));
 }

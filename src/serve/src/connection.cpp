@@ -234,7 +234,12 @@ nlohmann::json Connection::save(sys::FdTable& fds, const Pending* pending) const
                    {"unparsed", vfio::state::binary(std::span(in_.get() + begin_, end_ - begin_))},
                    {"fd_batches", std::move(batches)},
                    {"session", session_.save()}};
-  if (pending) j["pending"] = {{"id", pending->id}, {"reply", vfio::state::binary(pending->reply)}};
+  // A reply a predecessor published and this process has not dealt with
+  // yet travels on as it came.
+  if (pending)
+    j["pending"] = {{"id", pending->id}, {"reply", vfio::state::binary(pending->reply)}};
+  else if (pending_)
+    j["pending"] = {{"id", pending_->id}, {"reply", vfio::state::binary(pending_->reply)}};
   return j;
 }
 
