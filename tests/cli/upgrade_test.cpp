@@ -137,7 +137,7 @@ TEST_CASE("serve: SIGUSR2 upgrades in place - same process and connection, every
 }
 
 TEST_CASE("serve: an upgrade to a binary that cannot take the state on is refused, saying why, and the server "
-          "serves on; the real binary then takes over (R41)") {
+          "serves on - then the real binary takes over (R41)") {
   const auto dir = test::temp_path("upgrade-bin");
   fs::create_directories(dir);
   const auto bin = dir + "/nvgrace";

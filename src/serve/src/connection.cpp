@@ -117,7 +117,8 @@ Connection::Ended Connection::serve_journaled() {
     }
     partial = 0;
     const std::uint64_t tag = (std::uint64_t{1} << 32) | h.msg_id;
-    // Answered by a predecessor that died before taking it from the socket.
+    // Answered by a predecessor that died before taking it from the socket
+    // (the journal word is stored just before a reply is sent).
     if (j.replied.load(std::memory_order_acquire) == tag) {
       if (!consume(h.msg_size)) return {"client went away"};
       continue;
@@ -127,8 +128,8 @@ Connection::Ended Connection::serve_journaled() {
       // never handle the message twice.
       const auto reply = std::move(pending_->reply);
       pending_.reset();
-      if (!reply.empty() && !sys::send_with_fds(fd_.get(), reply, {})) return {"client went away while receiving a reply"};
       j.replied.store(tag, std::memory_order_release);
+      if (!reply.empty() && !sys::send_with_fds(fd_.get(), reply, {})) return {"client went away while receiving a reply"};
       if (!consume(h.msg_size)) return {"client went away"};
       continue;
     }
@@ -147,12 +148,18 @@ Connection::Ended Connection::serve_journaled() {
         log_->warn("{}: publishing the state for a successor failed ({}); a crash now would lose it", name_,
                    ok.error().message);
     }
+    // The journal word before the reply: once the client can have the reply
+    // (and act on it - even by killing this process), a successor knows it
+    // was answered. A death between this store and the send's system call
+    // loses the reply (the client's request times out); never answering
+    // twice is the better side of that window, as a stray reply puts QEMU's
+    // client out of step for good.
+    j.replied.store(tag, std::memory_order_release);
     if (outcome == user::Outcome::reply) {
       const auto fds = out_.fds();
       if (!sys::send_with_fds(fd_.get(), out_.bytes(), std::span(fds.data(), fds.size())))
         return {"client went away while receiving a reply"};
     }
-    j.replied.store(tag, std::memory_order_release);
     if (!consume(h.msg_size)) return {"client went away"};
   }
 }
@@ -261,7 +268,7 @@ Result<std::unique_ptr<Connection>> Connection::restore(std::string name, const 
   auto fd = fds.take(*socket);
   if (!fd) return fail(fd.error());
   auto c = std::make_unique<Connection>(std::move(name), std::move(*fd), device, std::move(log), messages);
-  std::memcpy(c->in_.get(), unparsed->data(), unparsed->size());
+  if (!unparsed->empty()) std::memcpy(c->in_.get(), unparsed->data(), unparsed->size());
   c->begin_ = 0;
   c->end_ = unparsed->size();
   c->base_ = *position;

@@ -19,12 +19,14 @@
 // Journaled (crash survival, R41, with a keeper process holding the
 // descriptors): each message is peeked, answered, and only then taken from
 // the socket; a message that changes state first has the slot's record
-// published with its reply. A successor started after a death finds the
-// unanswered message still in the socket, or its reply in the record, or -
-// by the journal word - that it was answered already; the message in
-// flight is neither lost nor answered twice (one window remains: a death
-// between the reply's send and the journal word's store, a few
-// instructions, answers it twice).
+// published with its reply, and the journal word names each message just
+// before its reply goes out. A successor started after a death finds the
+// unanswered message still in the socket (and handles it), or its reply in
+// the record (and sends that), or - by the journal word - that it was
+// answered already (and takes it from the socket): the message in flight is
+// neither handled nor answered twice. One window remains: a death between
+// the journal word's store and the reply's system call (a few
+// instructions) loses that reply, and the client's request times out.
 //
 // Thread-safety: serve() runs in one thread; stop() and request_pause() may
 // be called from any other thread (stop() shuts the socket down, which ends
