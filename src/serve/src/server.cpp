@@ -184,6 +184,10 @@ void set_cloexec(std::span<const int> fds, bool on) {
 // state on as it would after exec, then leaves without touching anything.
 // Returns its verdict, one line when it refused.
 Result<void> check_successor(const UpgradeTarget& t, int state_fd) {
+  // Said here rather than left to posix_spawn, which under an emulator
+  // (QEMU user mode) reports a failed exec only as the child's exit 127.
+  if (::access(t.binary.c_str(), X_OK) != 0)
+    return fail_errno(errno, "cannot start {}: {}", t.binary, std::strerror(errno));
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return fail_errno(errno, "pipe: {}", std::strerror(errno));
   sys::UniqueFd rd(out[0]), wr(out[1]);

@@ -12,7 +12,9 @@ namespace nvgrace::serve {
 
 namespace {
 constexpr std::array<char, 8> kStoreMagic{'N', 'V', 'G', 'R', 'K', 'E', 'E', 'P'};
-constexpr std::uint64_t kHeaderRoom = 4096;  // magic, slot count, then the slot headers
+// Magic, slot count, then the slot headers; a whole page of the largest
+// size Linux uses (64 KiB, arm64), so the records start on a page.
+constexpr std::uint64_t kHeaderRoom = 65536;
 constexpr std::uint64_t size_for(std::size_t slots) { return kHeaderRoom + slots * 2 * StateStore::kRecordRoom; }
 }  // namespace
 
