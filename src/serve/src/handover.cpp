@@ -13,6 +13,8 @@
 
 #include "nvgrace/sys/memfd.hpp"
 
+extern char** environ;
+
 namespace nvgrace::serve {
 
 namespace {
@@ -99,6 +101,26 @@ Result<Handover> read_handover(int fd) {
   std::vector<std::uint8_t> all(static_cast<std::size_t>(st.st_size));
   if (auto ok = read_all(fd, 0, all.data(), all.size()); !ok) return fail(ok.error());
   return decode_handover(all);
+}
+
+std::vector<std::string> successor_environment(std::span<const std::string_view> drop,
+                                               std::span<const std::string> add) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view v(*e);
+    const auto eq = v.find('=');
+    const auto name = v.substr(0, eq);
+    if (std::find(drop.begin(), drop.end(), name) == drop.end()) env.emplace_back(v);
+  }
+  env.insert(env.end(), add.begin(), add.end());
+  return env;
+}
+
+std::vector<char*> exec_strings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
 }
 
 Result<std::vector<int>> handover_descriptors(std::span<const std::uint8_t> bytes) {

@@ -20,7 +20,6 @@
 #include "nvgrace/serve/handover.hpp"
 #include "nvgrace/sys/scm.hpp"
 
-extern char** environ;
 
 namespace nvgrace::serve {
 
@@ -39,15 +38,11 @@ std::set<int> named_descriptors(const StateStore& store) {
 // else stays close-on-exec).
 pid_t spawn(const KeeperOptions& o, const std::set<int>& inherit, int store_fd, int control) {
   auto argv_s = o.child.argv;
-  std::vector<std::string> env_s;
-  for (char** e = environ; e && *e; ++e)
-    if (!std::string_view(*e).starts_with(std::string(kKeeperEnv) + "=")) env_s.emplace_back(*e);
-  env_s.push_back(fmt::format("{}={},{}", kKeeperEnv, store_fd, control));
-  std::vector<char*> argv, env;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env_s) env.push_back(e.data());
-  env.push_back(nullptr);
+  const std::string_view drop[] = {kKeeperEnv};
+  const std::string add[] = {fmt::format("{}={},{}", kKeeperEnv, store_fd, control)};
+  auto env_s = successor_environment(drop, add);
+  auto argv = exec_strings(argv_s);
+  auto env = exec_strings(env_s);
   const pid_t pid = ::fork();
   if (pid != 0) return pid;
   // The child: only what the records name, the store and its control end

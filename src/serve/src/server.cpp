@@ -25,7 +25,6 @@
 #include "nvgrace/sys/scm.hpp"
 #include "nvgrace/vfio/state.hpp"
 
-extern char** environ;
 
 namespace nvgrace::serve {
 
@@ -154,23 +153,10 @@ void on_pause_signal(int) {}
 
 // The environment for the successor: ours, with the hand-over's variables set.
 std::vector<std::string> successor_env(int state_fd, bool check) {
-  std::vector<std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string_view v(*e);
-    if (v.starts_with(std::string(kHandoverFdEnv) + "=") || v.starts_with(std::string(kHandoverCheckEnv) + "="))
-      continue;
-    env.emplace_back(v);
-  }
-  env.push_back(fmt::format("{}={}", kHandoverFdEnv, state_fd));
-  if (check) env.push_back(fmt::format("{}=1", kHandoverCheckEnv));
-  return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
+  const std::string_view drop[] = {kHandoverFdEnv, kHandoverCheckEnv};
+  std::vector<std::string> add{fmt::format("{}={}", kHandoverFdEnv, state_fd)};
+  if (check) add.push_back(fmt::format("{}=1", kHandoverCheckEnv));
+  return successor_environment(drop, add);
 }
 
 void set_cloexec(std::span<const int> fds, bool on) {
@@ -197,8 +183,8 @@ Result<void> check_successor(const UpgradeTarget& t, int state_fd) {
   posix_spawn_file_actions_adddup2(&fa, wr.get(), 2);
   auto argv_s = t.argv;
   auto env_s = successor_env(state_fd, true);
-  auto argv = c_strings(argv_s);
-  auto env = c_strings(env_s);
+  auto argv = exec_strings(argv_s);
+  auto env = exec_strings(env_s);
   pid_t pid = -1;
   const int err = ::posix_spawn(&pid, t.binary.c_str(), &fa, nullptr, argv.data(), env.data());
   posix_spawn_file_actions_destroy(&fa);
@@ -500,8 +486,8 @@ void Server::upgrade() {
   log->flush();
   auto argv_s = target.argv;
   auto env_s = successor_env(state_fd, false);
-  auto argv = c_strings(argv_s);
-  auto env = c_strings(env_s);
+  auto argv = exec_strings(argv_s);
+  auto env = exec_strings(env_s);
   ::execve(target.binary.c_str(), argv.data(), env.data());
   undo(fmt::format("exec {}: {}", target.binary, std::strerror(errno)));
 }

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +45,13 @@ struct Handover {
 // CBOR, and that every descriptor it names is open here (and named once).
 [[nodiscard]] Result<Handover> read_handover(int fd);
 [[nodiscard]] Result<Handover> decode_handover(std::span<const std::uint8_t> bytes);
+// What a successor process is started with: this process's environment
+// without the variables named in `drop`, with `add` ("NAME=VALUE") after it;
+// and the NULL-terminated pointer arrays execve wants over such strings.
+[[nodiscard]] std::vector<std::string> successor_environment(std::span<const std::string_view> drop,
+                                                             std::span<const std::string> add);
+[[nodiscard]] std::vector<char*> exec_strings(std::vector<std::string>& strings);
+
 // The descriptor numbers a hand-over lists, checked but not owned.
 [[nodiscard]] Result<std::vector<int>> handover_descriptors(std::span<const std::uint8_t> bytes);
 
