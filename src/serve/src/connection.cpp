@@ -1,5 +1,6 @@
 #include "nvgrace/serve/connection.hpp"
 
+#include <linux/vfio.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -64,20 +65,38 @@ bool Connection::send_reply() {
 
 namespace {
 // The messages whose handling changes what a successor must know: the
-// negotiation, the DMA table, interrupts, reset, and any write (config space
-// and registers; memory writes land in the shared memory anyway).
-bool changes_state(std::uint16_t command) {
-  switch (command) {
+// negotiation, the DMA table, interrupts, reset, and config-space writes.
+// Writes to the other regions land in memory the successor shares (GPU
+// memory, BAR0's register file); what they change of the variant's own
+// state (readiness seen, counters) a successor finds again by itself.
+bool changes_state(const user::Header& h, std::span<const std::uint8_t> message) {
+  switch (h.command) {
     case user::kVersion:
     case user::kDmaMap:
     case user::kDmaUnmap:
     case user::kDeviceSetIrqs:
-    case user::kRegionWrite:
     case user::kDeviceReset: return true;
+    case user::kRegionWrite: {
+      // struct vfio_user_region_access: offset (8 bytes), then the region.
+      std::uint32_t region = VFIO_PCI_CONFIG_REGION_INDEX;
+      if (message.size() >= sizeof h + 12) std::memcpy(&region, message.data() + sizeof h + 8, sizeof region);
+      return region == VFIO_PCI_CONFIG_REGION_INDEX;
+    }
     default: return false;
   }
 }
 }  // namespace
+
+std::uint64_t Connection::message_tag(std::span<const std::uint8_t> message) {
+  std::uint32_t h = 2166136261u;  // FNV-1a, 32 bits
+  for (auto b : message) {
+    h ^= b;
+    h *= 16777619u;
+  }
+  std::uint16_t id = 0;
+  std::memcpy(&id, message.data() + offsetof(user::Header, msg_id), sizeof id);
+  return (std::uint64_t{1} << 63) | (std::uint64_t{h} << 16) | id;
+}
 
 bool Connection::consume(std::size_t size) {
   std::array<sys::UniqueFd, kFdRoom> got;
@@ -116,22 +135,31 @@ Connection::Ended Connection::serve_journaled() {
       continue;
     }
     partial = 0;
-    const std::uint64_t tag = (std::uint64_t{1} << 32) | h.msg_id;
-    // Answered by a predecessor that died before taking it from the socket
-    // (the journal word is stored just before a reply is sent).
-    if (j.replied.load(std::memory_order_acquire) == tag) {
-      if (!consume(h.msg_size)) return {"client went away"};
-      continue;
-    }
-    if (pending_ && pending_->id == h.msg_id) {
-      // Its reply was published before the predecessor died: send that one,
-      // never handle the message twice.
-      const auto reply = std::move(pending_->reply);
-      pending_.reset();
-      j.replied.store(tag, std::memory_order_release);
-      if (!reply.empty() && !sys::send_with_fds(fd_.get(), reply, {})) return {"client went away while receiving a reply"};
-      if (!consume(h.msg_size)) return {"client went away"};
-      continue;
+    // A message is known by its id and a checksum of its bytes: QEMU's ids
+    // count up, and a client that reuses ids still sends other bytes.
+    const std::uint64_t tag = message_tag(std::span(in_.get(), h.msg_size));
+    if (after_death_) {
+      // The first message after a predecessor died: it may be the one that
+      // predecessor was dealing with.
+      after_death_ = false;
+      if (j.replied.load(std::memory_order_acquire) == tag) {
+        // Answered (the journal word is stored just before a reply is
+        // sent); the predecessor died before taking it from the socket.
+        pending_.reset();
+        if (!consume(h.msg_size)) return {"client went away"};
+        continue;
+      }
+      if (pending_ && pending_->tag == tag) {
+        // Its reply was published, not sent: send that one, never handle
+        // the message twice.
+        const auto reply = std::move(pending_->reply);
+        pending_.reset();
+        j.replied.store(tag, std::memory_order_release);
+        if (!reply.empty() && !sys::send_with_fds(fd_.get(), reply, {}))
+          return {"client went away while receiving a reply"};
+        if (!consume(h.msg_size)) return {"client went away"};
+        continue;
+      }
     }
     pending_.reset();
     const std::size_t nfds = r->fds;
@@ -142,8 +170,8 @@ Connection::Ended Connection::serve_journaled() {
     if (outcome == user::Outcome::close) return {"protocol violation: " + session_.log()};
     if (!session_.log().empty()) log_->debug("{}: {}", name_, session_.log());
     if (outcome == user::Outcome::reply) out_.finish();
-    if (changes_state(h.command)) {
-      const Pending p{h.msg_id, outcome == user::Outcome::reply ? out_.bytes() : std::span<const std::uint8_t>()};
+    if (changes_state(h, std::span(in_.get(), h.msg_size))) {
+      const Pending p{tag, outcome == user::Outcome::reply ? out_.bytes() : std::span<const std::uint8_t>()};
       if (auto ok = j.publish(&p); !ok)
         log_->warn("{}: publishing the state for a successor failed ({}); a crash now would lose it", name_,
                    ok.error().message);
@@ -244,9 +272,11 @@ nlohmann::json Connection::save(sys::FdTable& fds, const Pending* pending) const
   // A reply a predecessor published and this process has not dealt with
   // yet travels on as it came.
   if (pending)
-    j["pending"] = {{"id", pending->id}, {"reply", vfio::state::binary(pending->reply)}};
+    j["pending"] = {{"tag", pending->tag}, {"reply", vfio::state::binary(pending->reply)}};
   else if (pending_)
-    j["pending"] = {{"id", pending_->id}, {"reply", vfio::state::binary(pending_->reply)}};
+    j["pending"] = {{"tag", pending_->tag}, {"reply", vfio::state::binary(pending_->reply)}};
+  // Saved between messages (an upgrade's pause): nothing was in flight.
+  if (pause_.load(std::memory_order_acquire)) j["between_messages"] = true;
   return j;
 }
 
@@ -290,11 +320,14 @@ Result<std::unique_ptr<Connection>> Connection::restore(std::string name, const 
     }
   }
   if (const auto p = j.find("pending"); p != j.end()) {
-    auto id = state::u64(*p, "id");
+    auto tag = state::u64(*p, "tag");
     auto reply = state::bytes(*p, "reply");
-    if (!id || !reply || *id > 0xFFFF) return fail_errno(EINVAL, "hand-over state: a pending reply without id or bytes");
-    c->pending_ = Restored{static_cast<std::uint16_t>(*id), std::vector<std::uint8_t>(reply->begin(), reply->end())};
+    if (!tag || !reply) return fail_errno(EINVAL, "hand-over state: a pending reply without its tag or bytes");
+    c->pending_ = Restored{*tag, std::vector<std::uint8_t>(reply->begin(), reply->end())};
   }
+  // A record published while a message may have been in flight (the keeper
+  // restarting after a death) rather than saved between messages.
+  c->after_death_ = !j.value("between_messages", false);
   // Last: nothing fails after it, so a half-restored session is never torn
   // down (its DMA table is the predecessor's and still in force).
   if (auto ok = c->session_.restore(**session); !ok) return fail(ok.error());

@@ -67,11 +67,11 @@ class Connection {
 
   // A reply published before it is sent (journaled mode).
   struct Pending {
-    std::uint16_t id = 0;
+    std::uint64_t tag = 0;  // message_tag() of the message it answers
     std::span<const std::uint8_t> reply;  // empty: the message asked for none
   };
   struct Journal {
-    std::atomic_ref<std::uint64_t> replied;  // the store's journal word for this connection
+    std::atomic_ref<std::uint64_t> replied;  // the store's journal word: message_tag() of the last answered
     // Publishes the slot's record; `pending`: with this reply (may be null).
     std::function<Result<void>(const Pending* pending)> publish;
   };
@@ -129,10 +129,14 @@ class Connection {
   std::atomic<bool> pause_{false};
   std::optional<Journal> journal_;
   struct Restored {
-    std::uint16_t id = 0;
+    std::uint64_t tag = 0;
     std::vector<std::uint8_t> reply;
   };
   std::optional<Restored> pending_;  // a reply the predecessor published and may not have sent
+  bool after_death_ = false;         // restored from a record that may have had a message in flight
+  // What the journal word and a pending reply name a message by: its id and
+  // an FNV-1a checksum of its bytes.
+  [[nodiscard]] static std::uint64_t message_tag(std::span<const std::uint8_t> message);
 };
 
 }  // namespace nvgrace::serve

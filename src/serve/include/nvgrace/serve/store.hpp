@@ -5,7 +5,8 @@
 //     connection's (a hand-over document, handover.hpp), in two copies, the
 //     new one written beside the current one and then made current, so a
 //     death mid-write leaves the previous record whole;
-//   - a journal word: the id of the last message whose reply went out.
+//   - a journal word: which message was answered last (its id and a
+//     checksum of its bytes), stored just before its reply is sent.
 // A process that dies cannot tear a store to memory, and the memory
 // outlives it: nothing published is lost.
 //
@@ -40,8 +41,8 @@ class StateStore {
   [[nodiscard]] Result<void> publish(std::size_t slot, std::span<const std::uint8_t> record);
   // The slot's current record; empty when none was published.
   [[nodiscard]] std::vector<std::uint8_t> record(std::size_t slot) const;
-  // The journal word: (1 << 32 | msg_id) of the last message answered on
-  // the slot's connection; 0 when none (a new connection).
+  // The journal word: the tag (connection.hpp) of the last message answered
+  // on the slot's connection; 0 when none (a new connection).
   [[nodiscard]] std::atomic_ref<std::uint64_t> replied(std::size_t slot) const;
 
  private:
