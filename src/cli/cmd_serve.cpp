@@ -322,8 +322,7 @@ class ServeCommand final : public Command {
     if (!store) return failure("serve", "--keeper: {}", store.error().message);
     server.set_keeper(&*store, -1);
     if (auto ok = server.publish_all(); !ok)
-      return failure("serve", "--keeper: {} cannot be kept: {}", ok.error().message.starts_with("/") ? "a device" : "it",
-                     ok.error().message);
+      return failure("serve", "--keeper cannot keep this server: {}", ok.error().message);
     for (const auto& l : lines) std::cout << l << '\n' << std::flush;
     serve::KeeperOptions o;
     o.child = *target;
