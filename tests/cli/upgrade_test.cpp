@@ -71,6 +71,24 @@ std::chrono::milliseconds upgrade_while_talking(test::ServeProcess& s, vfio::Fun
   return longest;
 }
 
+// A copy of the built nvgrace in a folder of its own, for a test that
+// replaces "the binary at the server's path" under it.
+std::string own_copy_of_nvgrace(const std::string& name) {
+  const auto dir = test::temp_path(name);
+  fs::create_directories(dir);
+  const auto bin = dir + "/nvgrace";
+  fs::copy_file(NVGRACE_BIN, bin, fs::copy_options::overwrite_existing);
+  return bin;
+}
+
+// Puts a shell script where `bin` is, as a package upgrade does (rename).
+void replace_with_script(const std::string& bin, const std::string& script) {
+  const auto tmp = bin + ".new";
+  std::ofstream(tmp) << "#!/bin/sh\n" << script;
+  fs::permissions(tmp, fs::perms::owner_all);
+  fs::rename(tmp, bin);
+}
+
 }  // namespace
 
 TEST_CASE("serve: SIGUSR2 upgrades in place - same process and connection, every register, byte, DMA mapping and "
@@ -138,10 +156,7 @@ TEST_CASE("serve: SIGUSR2 upgrades in place - same process and connection, every
 
 TEST_CASE("serve: an upgrade to a binary that cannot take the state on is refused, saying why, and the server "
           "serves on - then the real binary takes over (R41)") {
-  const auto dir = test::temp_path("upgrade-bin");
-  fs::create_directories(dir);
-  const auto bin = dir + "/nvgrace";
-  fs::copy_file(NVGRACE_BIN, bin, fs::copy_options::overwrite_existing);
+  const auto bin = own_copy_of_nvgrace("upgrade-bin");
   const auto sock = test::temp_path("refuse.sock");
   test::ServeProcess s({"--socket", sock, "--profile", "gb200", "--mem-size", "0x40000000"}, bin);
   REQUIRE(s.wait_socket(sock));
@@ -150,12 +165,7 @@ TEST_CASE("serve: an upgrade to a binary that cannot take the state on is refuse
   const std::vector<std::uint8_t> data{7, 7, 7, 7};
   REQUIRE(c->write(vfio::kBar4Region, 0, data));
   // A "new version" that does not know this state's format.
-  {
-    const auto tmp = dir + "/nvgrace.new";
-    std::ofstream(tmp) << "#!/bin/sh\necho 'the hand-over is in format 1; this binary reads format 2 only'\nexit 1\n";
-    fs::permissions(tmp, fs::perms::owner_all);
-    fs::rename(tmp, bin);
-  }
+  replace_with_script(bin, "echo 'the hand-over is in format 1; this binary reads format 2 only'\nexit 1\n");
   upgrade_while_talking(s, *c, 1, "upgrade refused", 0x8000000Cu);
   CHECK(s.log().find("this binary reads format 2 only; still serving with this binary") != std::string::npos);
   CHECK(read_bytes(*c, vfio::kBar4Region, 0, 4) == data);
@@ -168,7 +178,7 @@ TEST_CASE("serve: an upgrade to a binary that cannot take the state on is refuse
   upgrade_while_talking(s, *c, 1, "upgraded in place", 0x8000000Cu);
   CHECK(read_bytes(*c, vfio::kBar4Region, 0, 4) == data);
   CHECK(s.stop(SIGTERM) == 0);
-  fs::remove_all(dir);
+  fs::remove_all(fs::path(bin).parent_path());
 }
 
 TEST_CASE("serve: --view host upgrades in place too - BAR0's registers and config space kept (R37, R41)") {
@@ -272,24 +282,16 @@ TEST_CASE("serve --keeper: the serving process SIGKILLed again and again while a
 
 TEST_CASE("serve --keeper: a serving process that cannot start is retried, then the keeper gives up with exit 1, "
           "saying why (R41)") {
-  const auto dir = test::temp_path("keeper-bin");
-  fs::create_directories(dir);
-  const auto bin = dir + "/nvgrace";
-  fs::copy_file(NVGRACE_BIN, bin, fs::copy_options::overwrite_existing);
+  const auto bin = own_copy_of_nvgrace("keeper-bin");
   const auto sock = test::temp_path("keeper-broken.sock");
   test::ServeProcess s({"--keeper", "--socket", sock, "--profile", "gb200", "--mem-size", "0x40000000"}, bin);
   REQUIRE(s.wait_socket(sock));
-  {
-    const auto tmp = dir + "/nvgrace.new";
-    std::ofstream(tmp) << "#!/bin/sh\nexit 3\n";
-    fs::permissions(tmp, fs::perms::owner_all);
-    fs::rename(tmp, bin);
-  }
+  replace_with_script(bin, "exit 3\n");
   const pid_t child = serving_process(s.pid());
   REQUIRE(child > 0);
   REQUIRE(::kill(child, SIGKILL) == 0);
   for (int i = 0; i < 500 && !s.exited(); ++i) std::this_thread::sleep_for(20ms);
   CHECK(s.stop(SIGTERM) == 1);
   CHECK(s.log().find("exit 3 before it was serving, 5 times in a row; giving up") != std::string::npos);
-  fs::remove_all(dir);
+  fs::remove_all(fs::path(bin).parent_path());
 }
