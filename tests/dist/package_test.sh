@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian package on a clean Debian 12: apt installs it with the
-# dependencies dpkg-shlibdeps gave it, then `nvgrace --version`, `inspect`,
+# dependencies dpkg-shlibdeps gave it (and procps, for the unit's ExecReload=), then `nvgrace --version`, `inspect`,
 # `serve` (socket made and removed), the man page, bash completion and
 # `systemd-analyze verify` of nvgrace-serve@.service run there, and the
 # package is purged without leftovers. The clean system is the cached bookworm
