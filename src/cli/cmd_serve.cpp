@@ -20,6 +20,7 @@
 #include "nvgrace/serve/handover.hpp"
 #include "nvgrace/serve/keeper.hpp"
 #include "nvgrace/serve/server.hpp"
+#include "nvgrace/vfio/host/function.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -275,6 +276,12 @@ class ServeCommand final : public Command {
     q.mmap_fake_bars = !no_fake_bar_mmap_;
     q.allow_noiommu = noiommu_;
     q.allow_device_memory = allow_device_memory_;
+    // A serving process upgraded in place takes its devices from its own
+    // hand-over; the keeper's records name the keeper's descriptor numbers.
+    if (keeper_child_ && !takeover_) {
+      if (auto ok = load_keeper_records(); !ok) return failure("serve", "{}", ok.error().message);
+    }
+    if (takeover_ || keeper_child_) q.adopt = [this](Bdf bdf) { return adopt_host(bdf); };
     auto built = devices::build_host_devices(q);
     if (!built) {
       if (built.error().usage) return usage_error("{}", built.error().line);
@@ -329,17 +336,51 @@ class ServeCommand final : public Command {
     return serve::run_keeper(server, *store, o);
   }
 
+  // The keeper's records, read once (a --host device is adopted from them
+  // before the devices are built).
+  Result<void> load_keeper_records() {
+    if (keeper_records_) return {};
+    auto& k = *keeper_child_;
+    std::vector<serve::Handover> records;
+    for (std::size_t i = 0; i < k.store.slots(); ++i) {
+      auto h = serve::decode_handover(k.store.record(i));
+      if (!h) return fail("the keeper's record of socket {}: {}", i, h.error().message);
+      records.push_back(std::move(*h));
+    }
+    keeper_records_ = std::move(records);
+    return {};
+  }
+
+  // R41: the VFIO device of `bdf` as the predecessor (or the keeper) holds
+  // it, if a record names it.
+  std::optional<Result<vfio::host::OpenedVfio>> adopt_host(Bdf bdf) {
+    const auto name = bdf.to_string();
+    auto find = [&](const nlohmann::json& record, sys::FdTable& fds) -> std::optional<Result<vfio::host::OpenedVfio>> {
+      const auto device = record.find("device");
+      if (device == record.end()) return std::nullopt;
+      const auto* hs = vfio::host::host_state(*device);
+      if (!hs || hs->value("bdf", std::string()) != name) return std::nullopt;
+      return vfio::host::adopt_saved_vfio(*hs, fds);
+    };
+    if (takeover_) {
+      auto& h = takeover_->handover;
+      if (const auto slots = h.doc.find("slots"); slots != h.doc.end() && slots->is_array())
+        for (const auto& r : *slots)
+          if (auto got = find(r, h.fds)) return got;
+    }
+    if (keeper_records_)
+      for (auto& r : *keeper_records_)
+        if (auto got = find(r.doc, r.fds)) return got;
+    return std::nullopt;
+  }
+
   // The keeper's serving process: everything from the keeper's store.
   int serve_for_keeper(std::vector<serve::ServedDevice> devices, Result<serve::UpgradeTarget>& target) {
     auto& k = *keeper_child_;
-    std::vector<serve::Handover> records;
+    if (auto ok = load_keeper_records(); !ok) return failure("serve", "{}", ok.error().message);
+    auto& records = *keeper_records_;
     std::uint64_t messages = 0;
-    for (std::size_t i = 0; i < k.store.slots(); ++i) {
-      auto h = serve::decode_handover(k.store.record(i));
-      if (!h) return failure("serve", "the keeper's record of socket {}: {}", i, h.error().message);
-      messages = std::max<std::uint64_t>(messages, h->doc.value("messages", std::uint64_t{0}));
-      records.push_back(std::move(*h));
-    }
+    for (const auto& r : records) messages = std::max<std::uint64_t>(messages, r.doc.value("messages", std::uint64_t{0}));
     std::vector<serve::Server::SlotState> slots;
     for (auto& r : records) slots.push_back({&r.doc, &r.fds});
     auto server = serve::Server::adopt(std::move(devices), slots, messages, true);
@@ -399,6 +440,7 @@ class ServeCommand final : public Command {
   CLI::App* cmd_ = nullptr;
   std::optional<Takeover> takeover_;
   std::optional<KeeperChild> keeper_child_;
+  std::optional<std::vector<serve::Handover>> keeper_records_;
   bool keeper_ = false;
   CLI::Option* host_ = nullptr;
   std::vector<std::string> host_bdfs_;

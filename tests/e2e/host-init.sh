@@ -3,7 +3,7 @@
 # and edu): the real kernel vfio-pci and IOMMU serve devices that do DMA and
 # MSI-X, and `nvgrace serve --host` passes one through over vfio-user
 # (R26-R31). Every result line starts with "E2E " for the harness.
-# Kernel command line: nvg.api=cdev|group  nvg.scenario=main|bench
+# Kernel command line: nvg.api=cdev|group  nvg.scenario=main|bench|nested|upgrade
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -52,6 +52,55 @@ if [ "$scenario" = bench ]; then
     stop_server
     e2e_host_client bench-direct $nvme "$api" | sed 's/^/E2E /'
   done
+  say DONE
+  poweroff -f
+fi
+
+if [ "$scenario" = upgrade ]; then
+  # R41: the NVMe keeps doing DMA (Identify in a loop, with a fresh mapping
+  # every other time) while the server is upgraded in place and, under
+  # --keeper, SIGKILLed, at random points 0.2-2 s apart. nvg.rounds: how many
+  # of each (default 5); the plain server is upgraded 3 times first.
+  rounds=$(arg nvg.rounds); rounds=${rounds:-5}
+  pause() { sleep "$(( (RANDOM % 19) / 10 )).$(( RANDOM % 10 ))"; }
+  count() { grep -c "$1" /tmp/serve.log; }
+  wait_count() {  # wait_count N PATTERN: 15 s at most
+    for _ in $(seq 150); do [ "$(count "$2")" -ge "$1" ] && return 0; sleep 0.1; done; return 1
+  }
+  child_of() { for st in /proc/[0-9]*/stat; do read -r p _ _ pp _ < "$st" 2>/dev/null && [ "$pp" = "$1" ] && echo "$p"; done; }
+  loop() {  # loop NAME: the client until /tmp/stop-NAME exists
+    rm -f "/tmp/stop-$1"
+    e2e_host_client loop $sock NVGSERIAL01 "/tmp/stop-$1" > "/tmp/loop-$1.log" 2>&1 &
+    looper=$!
+    for _ in $(seq 100); do grep -q "LOOP START" "/tmp/loop-$1.log" && return 0; sleep 0.1; done
+    say "FAIL the $1 loop did not start: $(tail -2 "/tmp/loop-$1.log" | tr '\n' ' ')"
+  }
+  finish() {  # finish NAME: stop the client, report its lines
+    sleep 1; touch "/tmp/stop-$1"; wait $looper; say "LOOP_EXIT $1 $?"
+    sed "s/^/E2E LOOP $1 /" "/tmp/loop-$1.log" | tail -4
+  }
+  start_server /tmp/serve.log && loop plain
+  ups=0
+  for k in 1 2 3; do
+    pause; kill -USR2 $server; wait_count $k "upgraded in place" || break; ups=$k
+  done
+  finish plain
+  say "PLAIN upgrades=$ups refused=$(count 'upgrade refused') $(grep -o 'upgraded in place.*after the pause began' /tmp/serve.log | tail -1)"
+  stop_server
+  nvgrace serve --keeper --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > /tmp/serve.log 2>&1 &
+  server=$!
+  wait_count 1 "took the keeper's state on" || say "FAIL the keeper's serving process did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
+  loop keeper
+  ups=0; kills=0
+  for k in $(seq "$rounds"); do
+    pause; kill -USR2 $server; wait_count $k "upgraded in place" || break; ups=$k
+    pause; kill -KILL "$(child_of $server)"; wait_count $((k + 1)) "took the keeper's state on" || break; kills=$k
+  done
+  finish keeper
+  say "KEEPER upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $server 2>/dev/null && echo yes || echo no)"
+  grep -E "warn|error|nvgrace: " /tmp/serve.log | grep -v "SIGUSR2 will not\|--assume-device-id" | tail -6 | sed 's/^/E2E SERVER_LOG /'
+  dmesg | grep -iE "DMAR:.*(fault|PTE)|vfio.*(reset|error)" | tail -3 | sed 's/^/E2E KERNEL /'
+  stop_server
   say DONE
   poweroff -f
 fi

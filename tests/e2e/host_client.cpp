@@ -12,6 +12,13 @@
 //                                          +0x1000, prints BAR2's +0x2000
 //   e2e_host_client hold SOCKET            maps DMA, sets an IRQ, then waits to
 //                                          be killed
+//   e2e_host_client loop SOCKET SERIAL STOPFILE
+//                                          Identify in a loop until STOPFILE
+//                                          exists, through server upgrades and
+//                                          deaths (R41): each iteration reads
+//                                          config space through the server, and
+//                                          every other one maps a fresh buffer,
+//                                          Identifies into it and unmaps it
 //   e2e_host_client devmem ADDR [VALUE]    8 bytes of /dev/mem, mapped write-back
 //   e2e_host_client bench SOCKET           prints DMA_MAP 1 GiB, interrupt and
 //   e2e_host_client bench-direct BDF API   BAR0 figures through nvgrace, or
@@ -468,6 +475,57 @@ int run_hold(const std::string& socket) {
   for (;;) ::pause();
 }
 
+// R41: the device keeps working while the server is upgraded or killed
+// under it - DMA into mappings the old process made, completions on the
+// eventfd it handed VFIO, and new mappings and config accesses answered by
+// whichever process serves now. Any error or wrong value is a FAIL line; the
+// last line gives the count and the longest iteration (the stall).
+int run_loop(const std::string& socket, const std::string& serial, const std::string& stop_file) {
+  constexpr std::uint64_t kFreshIova = 0x800000;
+  UserTransport t(socket);
+  Memory queues(2 << 20), data(2 << 20), fresh(2 << 20);
+  Nvme nvme(t, queues);
+  std::string why;
+  if (!nvme.start(why)) die("NVMe enable through nvgrace: " + why);
+  if (!t.dma_map(kDataIova, data, why)) die(why);
+  const std::uint16_t vendor = t.config_read16(PCI_VENDOR_ID);
+  std::printf("LOOP START vendor %#06x\n", vendor);
+  std::uint64_t iterations = 0, fresh_maps = 0, bad = 0;
+  double longest_ms = 0;
+  while (::access(stop_file.c_str(), F_OK) != 0) {
+    const auto t0 = Clock::now();
+    ++iterations;
+    const bool use_fresh = iterations % 2 == 0;
+    if (const auto v = t.config_read16(PCI_VENDOR_ID); v != vendor) {
+      ++bad;
+      ok(false, fmt::format("iteration {}: vendor {:#06x} through the server, {:#06x} before", iterations, v, vendor));
+    }
+    Memory& buffer = use_fresh ? fresh : data;
+    const std::uint64_t iova = use_fresh ? kFreshIova : kDataIova;
+    if (use_fresh && !t.dma_map(kFreshIova, fresh, why)) die(fmt::format("iteration {}: {}", iterations, why));
+    std::memset(buffer.data, 0, 4096);
+    const auto before = nvme.interrupts();
+    const int status = nvme.admin(0x06, iova, 1, std::chrono::seconds(10));
+    const std::string sn(reinterpret_cast<const char*>(buffer.data + 4), 20);
+    if (status != 0 || nvme.interrupts() == before || !sn.starts_with(serial)) {
+      ++bad;
+      ok(false, fmt::format("iteration {}: Identify status {}, {} new interrupt(s), serial '{}'", iterations, status,
+                            nvme.interrupts() - before, sn));
+    }
+    if (use_fresh) {
+      if (!t.dma_unmap(kFreshIova, fresh.size, why)) die(fmt::format("iteration {}: {}", iterations, why));
+      ++fresh_maps;
+    }
+    longest_ms = std::max(longest_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  ok(bad == 0 && iterations > 0,
+     fmt::format("LOOP iterations={} fresh_maps={} bad={} interrupts={} longest_ms={:.0f}", iterations, fresh_maps,
+                 bad, nvme.interrupts(), longest_ms));
+  (void)t.dma_unmap(kDataIova, data.size, why);
+  nvme.stop();
+  return failures;
+}
+
 // The figures behind scripts/bench's ratios, one round: a 1 GiB DMA map,
 // admin-command round trips completed by MSI-X, and 32-bit BAR0 reads.
 int run_bench(Transport& t, const char* how) {
@@ -510,6 +568,7 @@ int main(int argc, char** argv) {
   if (cmd == "nvme" && argc == 4) return run_nvme(argv[2], argv[3]);
   if (cmd == "fakebar" && argc == 4) return run_fakebar(argv[2], std::stoull(argv[3], nullptr, 0));
   if (cmd == "hold" && argc == 3) return run_hold(argv[2]);
+  if (cmd == "loop" && argc == 5) return run_loop(argv[2], argv[3], argv[4]);
   if (cmd == "devmem" && (argc == 3 || argc == 4)) return run_devmem(std::stoull(argv[2], nullptr, 0), argc == 4 ? argv[3] : nullptr);
   if (cmd == "bench" && argc == 3) {
     UserTransport t(argv[2]);
@@ -521,7 +580,8 @@ int main(int argc, char** argv) {
     return run_bench(t, "direct");
   }
   std::fprintf(stderr,
-               "usage: e2e_host_client nvme SOCKET SERIAL | fakebar SOCKET VALUE | hold SOCKET | devmem ADDR [VALUE] | "
+               "usage: e2e_host_client nvme SOCKET SERIAL | fakebar SOCKET VALUE | hold SOCKET | "
+               "loop SOCKET SERIAL STOPFILE | devmem ADDR [VALUE] | "
                "bench SOCKET | bench-direct BDF cdev|group\n");
   return 2;
 }

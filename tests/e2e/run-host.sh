@@ -8,6 +8,8 @@
 #        the x86_64 6.12 kernel tests/e2e/build-kernel.sh builds, cached)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
 #             | nested (QEMU inside the guest as the client, under KVM)
+#             | upgrade (R41: the NVMe in a DMA loop across upgrades and
+#               SIGKILLs of the server; NVG_ROUNDS of each, default 5)
 # For experiments on the nested scenario: NVG_L1_APPEND adds to the outer
 # guest's kernel command line, NVG_L2_APPEND (comma-separated) to the nested
 # guest's, NVG_L2_CPU is the nested guest's -cpu (default host,-tsc-deadline),
@@ -67,7 +69,7 @@ timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64,+s
   -device nvme,serial=NVGSERIAL02,drive=d1,addr=0x4,msix-exclusive-bar=on \
   -acpitable file="$(in_root "$work/ssdt.aml")" \
   -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
-  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.api=$api nvg.scenario=$scenario nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
+  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.api=$api nvg.scenario=$scenario nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.rounds=${NVG_ROUNDS:-5} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
   > "$work/console.log" 2>&1
 qrc=$?
 secs=$(echo "$(date +%s.%N) - $start" | bc)
@@ -93,6 +95,27 @@ if [ "$scenario" = bench ]; then
   exit
 fi
 want_api=$([ "$api" = cdev ] && echo iommufd || echo type1)
+if [ "$scenario" = upgrade ]; then
+  rounds=${NVG_ROUNDS:-5}
+  for m in plain keeper; do
+    check "upgrade: the $m loop ran to the end with no error or wrong value (R41)" \
+      "$(e2e "LOOP_EXIT $m 0" > /dev/null && e2e "LOOP $m ok .*LOOP iterations=[0-9]* fresh_maps=[0-9]* bad=0" > /dev/null; echo $?)" \
+      "$(e2e "LOOP $m" | tr '\n' ' ') $(e2e "LOOP_EXIT $m")"
+  done
+  check "upgrade: the plain server was upgraded in place 3 times, none refused" \
+    "$(has PLAIN "upgrades=3 refused=0")" "$(e2e PLAIN) $(e2e SERVER_LOG | tr '\n' ' ')"
+  check "upgrade: under --keeper, $rounds upgrades and $rounds SIGKILLs of the serving process, none refused" \
+    "$(has KEEPER "upgrades=$rounds kills=$rounds refused=0 alive=yes")" "$(e2e KEEPER) $(e2e SERVER_LOG | tr '\n' ' ')"
+  check "upgrade: the guest kernel logged no DMAR fault and no VFIO reset" "$([ -z "$(e2e KERNEL)" ]; echo $?)" \
+    "$(e2e KERNEL | tr '\n' ' ')"
+  for m in plain keeper; do
+    echo "  $m: $(e2e "LOOP $m ok" | grep -o 'LOOP iterations.*')"
+  done
+  echo "  $(e2e PLAIN)"; echo "  $(e2e KEEPER)"
+  echo "$fails failed"
+  [ "$fails" = 0 ]
+  exit
+fi
 if [ "$scenario" = nested ]; then
   check "d: the outer guest has /dev/kvm (SVM with nested paging under TCG)" "$(has KVM yes)" "$(e2e KVM)"
   check "d: QEMU's vfio-user-pci gave the nested guest the NVMe, bound to its nvme driver" \

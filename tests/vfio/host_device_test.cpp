@@ -4,6 +4,7 @@
 // real kernel VFIO is exercised by the e2e scenarios (tests/e2e/host-*).
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <sys/eventfd.h>
@@ -16,8 +17,11 @@
 #include <fstream>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "arch.hpp"
 #include "nvgrace/pciemu/layout.hpp"
+#include "nvgrace/sys/fd_table.hpp"
 #include "nvgrace/vfio/host/function.hpp"
 #include "nvgrace/vfio/host/pci_host.hpp"
 #include "nvgrace/vfio/region_info.hpp"
@@ -159,6 +163,22 @@ struct FakeIommu final : Iommu {
     auto it = std::find_if(maps.begin(), maps.end(), [&](const Map& m) { return m.iova == iova && m.size == size; });
     if (it == maps.end()) return fail_errno(ENOENT, "no map");
     maps.erase(it);
+    return {};
+  }
+  // A container and a group, as type1 holds them.
+  sys::UniqueFd container{::eventfd(0, EFD_CLOEXEC)}, group{::eventfd(0, EFD_CLOEXEC)};
+  std::vector<int> descriptors() const override { return {container.get(), group.get()}; }
+  // R41: a mapping claimed is kept (its address updated) or made again.
+  std::vector<Map> claimed;
+  Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
+    claimed.push_back({iova, size, vaddr, r, w});
+    auto it = std::find_if(maps.begin(), maps.end(), [&](const Map& m) { return m.iova == iova; });
+    if (it == maps.end()) maps.push_back({iova, size, vaddr, r, w});
+    else it->vaddr = vaddr;
+    return {};
+  }
+  Result<void> unmap_within(Iova first, Iova last) override {
+    std::erase_if(maps, [&](const Map& m) { return m.iova >= first && m.iova.value() + m.size - 1 <= last.value(); });
     return {};
   }
 };
@@ -358,6 +378,84 @@ TEST_CASE("host R28: DMA maps the client's memory into this process, then into t
   CHECK(s.iommu->maps.empty());
   CHECK(s.host->dma_mappings() == 0);
   ::close(memfd);
+}
+
+TEST_CASE("host R41: a successor takes the DMA table over with the client's memory, and claims each mapping") {
+  auto s = serve(false);
+  const int memfd = ::memfd_create("client-ram", MFD_CLOEXEC);
+  REQUIRE(::ftruncate(memfd, 4 * MiB) == 0);
+  REQUIRE(::pwrite(memfd, "guest", 5, 2 * MiB) == 5);
+  REQUIRE(s.dev->dma_map({Iova{0x100000}, 2 * MiB, memfd, 2 * MiB, true, false}).has_value());
+  ::close(memfd);  // the function keeps its own copy of the client's fd
+  sys::FdTable out;
+  auto saved = s.dev->save_state(out);
+  REQUIRE(saved.has_value());
+  CHECK((*saved)["kind"] == "vfio-host");
+  CHECK((*saved)["bdf"] == "0000:00:03.0");
+  CHECK((*saved)["api"] == "type1");
+  REQUIRE((*saved)["iommu_fds"].size() == 2);
+  CHECK(out.borrowed()[(*saved)["device_fd"].get<std::size_t>()] == s.vfio->fd());
+  CHECK(out.borrowed()[(*saved)["iommu_fds"][0].get<std::size_t>()] == s.iommu->container.get());
+  REQUIRE((*saved)["dma"].size() == 1);
+  const auto& d = (*saved)["dma"][0];
+  CHECK(d["iova"] == 0x100000);
+  CHECK(d["offset"] == 2 * MiB);
+  CHECK(d["writable"] == false);
+  // host_state() finds it on its own and under a variant's record.
+  CHECK(host_state(*saved) == &*saved);
+  const nlohmann::json wrapped{{"kind", "variant"}, {"function", *saved}};
+  CHECK(host_state(wrapped) == &wrapped["function"]);
+  CHECK(host_state(nlohmann::json{{"kind", "emulated"}}) == nullptr);
+
+  // The successor: the same device (here a fresh fake), every descriptor
+  // arriving as a new one, as after exec.
+  std::vector<sys::UniqueFd> arrived;
+  for (int fd : out.borrowed()) arrived.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  sys::FdTable in(std::move(arrived));
+  for (auto key : {"device_fd"}) REQUIRE(in.take((*saved)[key].get<std::uint64_t>()).has_value());
+  for (const auto& i : (*saved)["iommu_fds"]) REQUIRE(in.take(i.get<std::uint64_t>()).has_value());
+  auto next = serve(false);
+  // The IOMMU as a predecessor that died mid-message can leave it: the
+  // recorded mapping kept, plus two made after the last record (one in each
+  // usable IOVA range).
+  static const char stale[3] = {};
+  next.iommu->maps.push_back({Iova{0x100000}, 2 * MiB, HostVirtAddr{stale}, true, false});
+  next.iommu->maps.push_back({Iova{0x800000}, 2 * MiB, HostVirtAddr{stale + 1}, true, true});
+  next.iommu->maps.push_back({Iova{0x100000000}, 4096, HostVirtAddr{stale + 2}, true, true});
+  REQUIRE(next.host->restore_state(*saved, in).has_value());
+  CHECK(in.untaken() == 0);
+  CHECK(next.host->dma_mappings() == 1);
+  CHECK(next.iommu->claimed.empty());  // only claim_state() touches the IOMMU
+  REQUIRE(next.host->claim_state().has_value());
+  REQUIRE(next.iommu->maps.size() == 1);  // the unrecorded ones removed
+  REQUIRE(next.iommu->claimed.size() == 1);
+  CHECK(next.iommu->claimed[0].iova == Iova{0x100000});
+  CHECK_FALSE(next.iommu->claimed[0].w);
+  CHECK(std::memcmp(next.iommu->maps[0].vaddr.ptr(), "guest", 5) == 0);  // the client's memory, mapped here
+  // A recorded mapping the IOMMU lost (removed, not yet recorded) is made again.
+  next.iommu->maps.clear();
+  REQUIRE(next.host->claim_state().has_value());
+  REQUIRE(next.iommu->maps.size() == 1);
+  REQUIRE(next.dev->dma_unmap(Iova{0x100000}, 2 * MiB).has_value());
+  CHECK(next.host->dma_mappings() == 0);
+
+  // Another device's state, or a malformed one, is refused by name.
+  auto other = *saved;
+  other["bdf"] = "0000:00:04.0";
+  sys::FdTable none;
+  auto r = serve(false).host->restore_state(other, none);
+  REQUIRE_FALSE(r.has_value());
+  CHECK_THAT(r.error().message, Catch::Contains("0000:00:04.0"));
+  auto bad = *saved;
+  bad["api"] = "vfio-v3";
+  std::vector<sys::UniqueFd> three;
+  for (int i = 0; i < 3; ++i) three.emplace_back(::eventfd(0, EFD_CLOEXEC));
+  sys::FdTable fds3(std::move(three));
+  bad["device_fd"] = 0u;
+  bad["iommu_fds"] = {1u, 2u};
+  auto a = adopt_saved_vfio(bad, fds3);
+  REQUIRE_FALSE(a.has_value());
+  CHECK_THAT(a.error().message, Catch::Contains("vfio-v3"));
 }
 
 TEST_CASE("host R29: SET_IRQS hands the client's eventfds to VFIO as they are, -1 to de-assign") {

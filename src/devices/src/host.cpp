@@ -98,8 +98,11 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
                            backend->describe());
     }
 
-    auto opened = host::open_vfio({bdf, q.api, q.sysfs, q.dev, q.allow_noiommu});
-    if (!opened) return unexpected(refuse(2, fmt::format("--host {}: {}", bdf, opened.error().message)));
+    auto adopted = q.adopt ? q.adopt(bdf) : std::nullopt;
+    auto opened = adopted ? std::move(*adopted) : host::open_vfio({bdf, q.api, q.sysfs, q.dev, q.allow_noiommu});
+    if (!opened)
+      return unexpected(refuse(2, fmt::format("--host {}: {}{}", bdf, adopted ? "taking it over: " : "",
+                                              opened.error().message)));
     if (kernel_variant && layout) {
       if (auto diff = kernel_regions_differ(*opened->device, *layout); !diff.empty())
         return unexpected(refuse(1, fmt::format("--host {}: the nvgrace-gpu driver's regions differ from the model: {}",

@@ -78,6 +78,7 @@ int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
   bool ready = false;          // the current one took the state on
   bool stopping = false;
   bool control_open = false;
+  std::set<int> kept;          // copies held for records (kKeeperHold)
   auto start_child = [&]() -> bool {
     int sp[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
@@ -97,6 +98,15 @@ int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
         log->warn("socket {}: a connection accepted just before the serving process died is closed", i);
         ::close(at);
       }
+    }
+    // So is a copy given to the keeper that no record came to name.
+    for (auto it = kept.begin(); it != kept.end();) {
+      if (inherit.contains(*it)) {
+        ++it;
+        continue;
+      }
+      ::close(*it);
+      it = kept.erase(it);
     }
     ready = false;
     child = spawn(o, inherit, store.fd(), theirs.get());
@@ -122,6 +132,19 @@ int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
       if (r && r->bytes == sizeof m && m.op == kKeeperReady) {
         ready = true;
         failed_starts = 0;
+      } else if (r && r->bytes == sizeof m && m.op == kKeeperHold && r->fds == 1) {
+        // A copy at the lowest free number of the range; the answer is it.
+        std::int32_t at = ::fcntl(fds[0].get(), F_DUPFD_CLOEXEC, kKeptFd);
+        if (at >= kConnectionFd) {
+          ::close(at);
+          at = -1;
+        }
+        if (at >= 0) kept.insert(at);
+        else log->warn("the serving process asked to hold a descriptor, and the keeper has no room ({}..{} in use)",
+                       kKeptFd, kConnectionFd - 1);
+        [[maybe_unused]] auto n = ::send(control.get(), &at, sizeof at, MSG_NOSIGNAL);
+      } else if (r && r->bytes == sizeof m && m.op == kKeeperRelease) {
+        if (kept.erase(static_cast<int>(m.slot)) != 0) ::close(static_cast<int>(m.slot));
       } else if (r && r->bytes == sizeof m && m.slot < bound.size()) {
         const int at = kConnectionFd + static_cast<int>(m.slot);
         if (m.op == kKeeperOpen && r->fds == 1) {

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -522,7 +523,73 @@ Result<void> Server::publish(std::size_t index, bool with_connection, const Conn
   auto record = slot_record(index, fds, with_connection, pending);
   if (!record) return fail(record.error());
   (*record)["messages"] = messages_.load();
-  return store_->publish(index, encode_handover(std::move(*record), fds.borrowed()));
+  std::vector<int> numbers(fds.borrowed().begin(), fds.borrowed().end());
+  if (control_ < 0) return store_->publish(index, encode_handover(std::move(*record), numbers));
+  // The keeper lets go of a copy only once no published record names it.
+  std::lock_guard lock(kept_mutex_);
+  std::vector<int> unnamed;
+  if (auto ok = keeper_numbers(index, numbers, unnamed); !ok) return ok;
+  if (auto ok = store_->publish(index, encode_handover(std::move(*record), numbers)); !ok) return ok;
+  for (int n : unnamed)
+    if (auto ok = tell_keeper(kKeeperRelease, static_cast<std::size_t>(n), -1); !ok) return ok;
+  return {};
+}
+
+namespace {
+std::optional<std::pair<dev_t, ino_t>> file_of(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::nullopt;
+  return std::pair(st.st_dev, st.st_ino);
+}
+}  // namespace
+
+// A record names descriptors by number, and a successor inherits them from
+// the keeper: every number must be one the keeper holds, as the same file.
+// Inherited descriptors and connections (kConnectionFd + i) are; anything
+// else the keeper is given a copy of first.
+Result<void> Server::keeper_numbers(std::size_t index, std::vector<int>& numbers, std::vector<int>& unnamed) {
+  if (named_.size() != slots_.size()) named_.resize(slots_.size());
+  for (int& n : numbers) {
+    if (n >= kConnectionFd && n < kConnectionFd + static_cast<int>(slots_.size())) continue;
+    const auto f = file_of(n);
+    if (!f) return fail_errno(errno, "descriptor {} of socket {}'s record: {}", n, index, std::strerror(errno));
+    const FileId id{f->first, f->second};
+    if (const auto it = inherited_.find(n); it != inherited_.end() && it->second == id) continue;
+    if (const auto it = kept_.find(id); it != kept_.end()) {
+      n = it->second;
+      continue;
+    }
+    std::lock_guard control(control_mutex_);
+    const KeeperMessage m{kKeeperHold, static_cast<std::uint32_t>(index)};
+    if (auto ok = sys::send_with_fds(control_, std::span(reinterpret_cast<const std::uint8_t*>(&m), sizeof m),
+                                     std::span<const int>(&n, 1));
+        !ok)
+      return fail(ok.error().context("keeper"));
+    std::int32_t at = -1;
+    ssize_t got;
+    do got = ::recv(control_, &at, sizeof at, 0);
+    while (got < 0 && errno == EINTR);
+    if (got != sizeof at) return fail_errno(EPIPE, "the keeper did not answer");
+    if (at < 0)
+      return fail_errno(EMFILE, "the keeper holds {} descriptors, all it has room for ({}..{})", kConnectionFd - kKeptFd,
+                        kKeptFd, kConnectionFd - 1);
+    kept_[id] = at;
+    n = at;
+  }
+  // Copies no record names any more go (a mapping removed).
+  std::set<int> now(numbers.begin(), numbers.end());
+  for (int old : named_[index]) {
+    if (now.contains(old) || old < kKeptFd || old >= kConnectionFd) continue;
+    const bool elsewhere = std::any_of(named_.begin(), named_.end(), [&](const auto& s) {
+      return &s != &named_[index] && s.contains(old);
+    });
+    if (elsewhere) continue;
+    std::erase_if(kept_, [&](const auto& e) { return e.second == old; });
+    std::erase_if(inherited_, [&](const auto& e) { return e.first == old; });
+    unnamed.push_back(old);
+  }
+  named_[index] = std::move(now);
+  return {};
 }
 
 Result<void> Server::publish_all() {
@@ -535,6 +602,18 @@ Result<void> Server::publish_all() {
 void Server::set_keeper(StateStore* store, int control) {
   store_ = store;
   control_ = control;
+  if (control_ >= 0) {
+    // What this process inherited from the keeper: the descriptors its
+    // records name (kept_numbers() relies on their being the same files).
+    std::lock_guard lock(kept_mutex_);
+    named_.assign(slots_.size(), {});
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (auto fds = handover_descriptors(store_->record(i))) {
+        for (int fd : *fds)
+          if (const auto f = file_of(fd)) inherited_[fd] = FileId{f->first, f->second};
+        named_[i].insert(fds->begin(), fds->end());
+      }
+  }
   for (std::size_t i = 0; i < slots_.size(); ++i)
     if (slots_[i]->connection) journal(i);
 }
@@ -627,8 +706,11 @@ Result<std::unique_ptr<Server>> Server::adopt(std::vector<ServedDevice> devices,
   for (const auto& r : records)
     if (const auto left = r.fds->untaken(); left != 0)
       return fail_errno(EINVAL, "the hand-over brought {} descriptor(s) nothing here takes", left);
+  // A check never claims anything (run() starts the adopted connections).
+  if (serve_connections)
+    for (auto& d : s->devices_)
+      if (auto ok = d.device->claim_state(); !ok) return fail(ok.error().context(d.socket_path));
   keep.done = true;
-  (void)serve_connections;  // run() starts the adopted connections; a check never runs
   return s;
 }
 

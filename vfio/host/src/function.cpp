@@ -2,6 +2,7 @@
 
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "nvgrace/common/checked.hpp"
 #include "nvgrace/pciemu/capabilities.hpp"
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/state.hpp"
 #include "nvgrace/vfio/wire.hpp"
 
 namespace nvgrace::vfio::host {
@@ -71,6 +73,7 @@ Result<std::unique_ptr<HostFunction>> HostFunction::create(OpenedVfio vfio, std:
   if (!(info->flags & VFIO_DEVICE_FLAGS_PCI) || info->num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
     return fail_errno(ENODEV, "{}: VFIO does not present it as a PCI device ({} regions)", f->name_, info->num_regions);
   f->info_ = *info;
+  f->limits_ = f->vfio_.iommu->limits();
   // The kernel's regions (R27): its info and capability chain as they are.
   for (unsigned i = 0; i < info->num_regions; ++i) {
     auto bytes = io.region_info(i);
@@ -139,8 +142,10 @@ Result<void> HostFunction::dma_map(const DmaMapping& m) {
   const int prot = PROT_READ | (m.writable ? PROT_WRITE : 0);
   auto memory = sys::Mapping::map(m.fd, m.offset, m.size, sys::huge_alignment(m.size), prot, MAP_SHARED);
   if (!memory) return fail(memory.error().context(fmt::format("mapping the client's memory for IOVA {:#x}", m.iova)));
+  sys::UniqueFd fd(::fcntl(m.fd, F_DUPFD_CLOEXEC, 0));
+  if (!fd) return fail_errno(errno, "keeping the client's fd for IOVA {:#x}: {}", m.iova, std::strerror(errno));
   if (auto ok = vfio_.iommu->map(m.iova, m.size, memory->address(), m.readable, m.writable); !ok) return fail(ok.error());
-  dma_.emplace(m.iova, DmaMap{m.size, std::move(*memory)});
+  dma_.emplace(m.iova, DmaMap{m.size, std::move(*memory), std::move(fd), m.offset, m.readable, m.writable});
   return {};
 }
 
@@ -174,6 +179,126 @@ Result<void> HostFunction::set_irqs(const IrqSet& s) {
   head.count = s.count;
   std::memcpy(buf.data(), &head, sizeof head);
   return vfio_.device->set_irqs(buf);
+}
+
+// R41. The document names the device by its BDF (the successor finds it by
+// that before it builds anything) and lists each descriptor by its index.
+Result<nlohmann::json> HostFunction::save_state(sys::FdTable& fds) const {
+  nlohmann::json iommu = nlohmann::json::array();
+  for (int fd : vfio_.iommu->descriptors()) iommu.push_back(fds.add(fd));
+  nlohmann::json dma = nlohmann::json::array();
+  for (const auto& [iova, m] : dma_)
+    dma.push_back({{"iova", iova.value()}, {"size", m.size}, {"fd", fds.add(m.fd.get())}, {"offset", m.offset},
+                   {"readable", m.readable}, {"writable", m.writable}});
+  return nlohmann::json{{"kind", "vfio-host"},
+                        {"bdf", name_},
+                        {"api", std::string(vfio_.iommu->api())},
+                        {"device_fd", fds.add(vfio_.device->fd())},
+                        {"iommu_fds", std::move(iommu)},
+                        {"ioas", vfio_.iommu->ioas()},
+                        {"max_maps", limits_.max_maps},
+                        {"dma", std::move(dma)}};
+}
+
+// The device and the IOMMU were adopted (adopt_saved_vfio) when this
+// function was built; what is left is the client's memory behind each
+// mapping, mapped here again.
+Result<void> HostFunction::restore_state(const nlohmann::json& j, sys::FdTable& fds) {
+  if (auto ok = state::expect_kind(j, "vfio-host"); !ok) return ok;
+  auto bdf = state::text(j, "bdf");
+  auto dma = state::array(j, "dma");
+  auto max_maps = state::u64(j, "max_maps");
+  if (!bdf || !dma || !max_maps) return fail(!bdf ? bdf.error() : !dma ? dma.error() : max_maps.error());
+  if (*bdf != name_) return fail_errno(EINVAL, "hand-over state: device {} saved, this one is {}", *bdf, name_);
+  std::map<Iova, DmaMap> table;
+  for (const auto& e : **dma) {
+    auto iova = state::u64(e, "iova"), size = state::u64(e, "size"), fd = state::u64(e, "fd"),
+         offset = state::u64(e, "offset");
+    auto r = state::boolean(e, "readable"), w = state::boolean(e, "writable");
+    for (const Error* err : {iova ? nullptr : &iova.error(), size ? nullptr : &size.error(),
+                             fd ? nullptr : &fd.error(), offset ? nullptr : &offset.error(),
+                             r ? nullptr : &r.error(), w ? nullptr : &w.error()})
+      if (err) return fail(*err);
+    auto owned = fds.take(*fd);
+    if (!owned) return fail(owned.error());
+    const int prot = PROT_READ | (*w ? PROT_WRITE : 0);
+    auto memory = sys::Mapping::map(owned->get(), *offset, *size, sys::huge_alignment(*size), prot, MAP_SHARED);
+    if (!memory)
+      return fail(memory.error().context(fmt::format("mapping the client's memory for IOVA {:#x} again", *iova)));
+    table.emplace(Iova{*iova}, DmaMap{*size, std::move(*memory), std::move(*owned), *offset, *r, *w});
+  }
+  dma_ = std::move(table);
+  // The limit the client was told: the adopted container's DMA_AVAIL now
+  // counts the mappings already there as used.
+  limits_.max_maps = static_cast<std::uint32_t>(std::min<std::uint64_t>(*max_maps, UINT32_MAX));
+  return {};
+}
+
+// The IOMMU made what the record says: mappings the record lacks removed
+// (every gap between the recorded ones, over the usable IOVA ranges), then
+// every recorded one claimed - kept, or made again where it is gone.
+Result<void> HostFunction::claim_state() {
+  auto gap = [&](std::uint64_t first, std::uint64_t last) -> Result<void> {
+    if (first == 0 && last == UINT64_MAX) {  // a size the ioctls cannot say: two halves
+      if (auto ok = vfio_.iommu->unmap_within(Iova{0}, Iova{UINT64_MAX / 2}); !ok) return ok;
+      return vfio_.iommu->unmap_within(Iova{UINT64_MAX / 2 + 1}, Iova{UINT64_MAX});
+    }
+    return vfio_.iommu->unmap_within(Iova{first}, Iova{last});
+  };
+  std::vector<IovaRange> usable = limits_.iova_ranges;
+  if (usable.empty()) usable.push_back({Iova{0}, Iova{UINT64_MAX}});
+  for (const auto& range : usable) {
+    std::uint64_t at = range.start.value();
+    const std::uint64_t end = range.last.value();
+    bool covered = false;  // a mapping reaches the range's end
+    for (const auto& [iova, m] : dma_) {
+      const std::uint64_t first = iova.value(), last = iova.value() + m.size - 1;
+      if (last < at) continue;
+      if (first > end) break;
+      if (first > at) {
+        if (auto ok = gap(at, first - 1); !ok) return fail(ok.error().context(name_));
+      }
+      if (last >= end) {
+        covered = true;
+        break;
+      }
+      at = last + 1;
+    }
+    if (!covered) {
+      if (auto ok = gap(at, end); !ok) return fail(ok.error().context(name_));
+    }
+  }
+  for (const auto& [iova, m] : dma_)
+    if (auto ok = vfio_.iommu->claim_mapping(iova, m.size, m.memory.address(), m.readable, m.writable); !ok)
+      return fail(ok.error().context(name_));
+  return {};
+}
+
+const nlohmann::json* host_state(const nlohmann::json& device_state) {
+  if (!device_state.is_object()) return nullptr;
+  if (device_state.value("kind", std::string()) == "vfio-host") return &device_state;
+  const auto f = device_state.find("function");
+  return f == device_state.end() ? nullptr : host_state(*f);
+}
+
+Result<OpenedVfio> adopt_saved_vfio(const nlohmann::json& j, sys::FdTable& fds) {
+  auto api = state::text(j, "api");
+  auto device = state::u64(j, "device_fd");
+  auto iommu = state::array(j, "iommu_fds");
+  auto ioas = state::u64(j, "ioas");
+  if (!api || !device || !iommu || !ioas)
+    return fail(!api ? api.error() : !device ? device.error() : !iommu ? iommu.error() : ioas.error());
+  auto dev = fds.take(*device);
+  if (!dev) return fail(dev.error());
+  std::vector<sys::UniqueFd> held;
+  for (const auto& e : **iommu) {
+    if (!e.is_number_unsigned()) return fail_errno(EINVAL, "hand-over state: iommu_fds holds a non-index");
+    auto fd = fds.take(e.get<std::uint64_t>());
+    if (!fd) return fail(fd.error());
+    held.push_back(std::move(*fd));
+  }
+  if (*ioas > UINT32_MAX) return fail_errno(EINVAL, "hand-over state: IOAS {} does not fit 32 bits", *ioas);
+  return adopt_vfio(*api, std::move(*dev), std::move(held), static_cast<std::uint32_t>(*ioas));
 }
 
 }  // namespace nvgrace::vfio::host

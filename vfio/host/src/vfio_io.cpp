@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -202,6 +203,48 @@ class Type1Iommu final : public Iommu {
     return {};
   }
 
+  std::vector<int> descriptors() const override { return {container_.get(), group_.get()}; }
+
+  // VFIO_UPDATE_VADDR: invalidate the mapping's address (EINVAL: a
+  // predecessor already did, and died before setting it), then set it here;
+  // ENOENT: the mapping is gone (removed, not yet recorded): made again.
+  Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
+    if (::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_UPDATE_VADDR) > 0) {
+      vfio_iommu_type1_dma_unmap u{};
+      u.argsz = sizeof u;
+      u.flags = VFIO_DMA_UNMAP_FLAG_VADDR;
+      u.iova = iova.value();
+      u.size = size;
+      if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0 && errno != EINVAL)
+        return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA(VADDR) {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
+      vfio_iommu_type1_dma_map m{};
+      m.argsz = sizeof m;
+      m.flags = VFIO_DMA_MAP_FLAG_VADDR;
+      m.vaddr = vaddr.value();
+      m.iova = iova.value();
+      m.size = size;
+      if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &m) == 0) return {};
+      if (errno != ENOENT)
+        return fail_errno(errno, "VFIO_IOMMU_MAP_DMA(VADDR) {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
+    }
+    // Without VFIO_UPDATE_VADDR the address is kept only for pinning by
+    // mdevs, which cannot be in this container: a mapping that is there
+    // stays as it is (EEXIST).
+    auto made = map(iova, size, vaddr, r, w);
+    if (!made && made.error().err == EEXIST) return {};
+    return made;
+  }
+
+  Result<void> unmap_within(Iova first, Iova last) override {
+    vfio_iommu_type1_dma_unmap u{};
+    u.argsz = sizeof u;
+    u.iova = first.value();
+    u.size = last.value() - first.value() + 1;
+    if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0)
+      return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA [{:#x}, {:#x}]: {}", first, last, std::strerror(errno));
+    return {};
+  }
+
  private:
   sys::UniqueFd container_;
   sys::UniqueFd group_;
@@ -226,6 +269,11 @@ class NoIommu final : public Iommu {
   Result<void> unmap(Iova iova, std::uint64_t size) override {
     return fail_errno(EINVAL, "DMA unmap {:#x}+{:#x}: nothing is mapped in a no-IOMMU group", iova, size);
   }
+  std::vector<int> descriptors() const override { return {container_.get(), group_.get()}; }
+  Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr, bool, bool) override {
+    return fail_errno(EINVAL, "DMA mapping {:#x}+{:#x} in a no-IOMMU group, which has none", iova, size);
+  }
+  Result<void> unmap_within(Iova, Iova) override { return {}; }
 
  private:
   sys::UniqueFd container_;
@@ -281,6 +329,26 @@ class IommufdIoas final : public Iommu {
     u.length = size;
     if (::ioctl(iommufd_.get(), IOMMU_IOAS_UNMAP, &u) != 0)
       return fail_errno(errno, "IOMMU_IOAS_UNMAP {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
+    return {};
+  }
+
+  std::vector<int> descriptors() const override { return {iommufd_.get()}; }
+  std::uint32_t ioas() const override { return ioas_; }
+  // A mapping that is there stays (EEXIST); one that is gone is made again.
+  Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
+    auto made = map(iova, size, vaddr, r, w);
+    if (!made && made.error().err == EEXIST) return {};
+    return made;
+  }
+
+  Result<void> unmap_within(Iova first, Iova last) override {
+    iommu_ioas_unmap u{};
+    u.size = sizeof u;
+    u.ioas_id = ioas_;
+    u.iova = first.value();
+    u.length = last.value() - first.value() + 1;
+    if (::ioctl(iommufd_.get(), IOMMU_IOAS_UNMAP, &u) != 0 && errno != ENOENT)
+      return fail_errno(errno, "IOMMU_IOAS_UNMAP [{:#x}, {:#x}]: {}", first, last, std::strerror(errno));
     return {};
   }
 
@@ -365,6 +433,28 @@ Result<OpenedVfio> open_group(const VfioOpenOptions& o, const PciHostState& st) 
 }
 
 }  // namespace
+
+Result<OpenedVfio> adopt_vfio(std::string_view api, sys::UniqueFd device, std::vector<sys::UniqueFd> iommu,
+                              std::uint32_t ioas) {
+  const std::size_t want = api == "iommufd" ? 1 : 2;
+  if (api != "iommufd" && api != "type1" && api != "noiommu")
+    return fail_errno(EINVAL, "a VFIO device handed over through the unknown API '{}'", api);
+  if (!device || iommu.size() != want || std::any_of(iommu.begin(), iommu.end(), [](const auto& f) { return !f; }))
+    return fail_errno(EBADF, "a VFIO device handed over ({}) without its device fd and {} IOMMU descriptor(s)", api,
+                      want);
+  auto dev = std::make_unique<KernelVfioDevice>(std::move(device));
+  if (auto info = dev->info(); !info) return fail(info.error().context("the handed-over VFIO device"));
+  if (api == "iommufd") {
+    auto ioas_obj = std::make_unique<IommufdIoas>(std::move(iommu[0]), ioas);
+    if (auto ok = ioas_obj->query(); !ok) return fail(ok.error().context("the handed-over IOAS"));
+    return OpenedVfio{std::move(dev), std::move(ioas_obj)};
+  }
+  if (api == "noiommu")
+    return OpenedVfio{std::move(dev), std::make_unique<NoIommu>(std::move(iommu[0]), std::move(iommu[1]))};
+  auto type1 = std::make_unique<Type1Iommu>(std::move(iommu[0]), std::move(iommu[1]));
+  if (auto ok = type1->query(); !ok) return fail(ok.error().context("the handed-over container"));
+  return OpenedVfio{std::move(dev), std::move(type1)};
+}
 
 std::string_view to_string(VfioApi api) {
   switch (api) {

@@ -416,6 +416,9 @@ Teardown Session::teardown() {
   }
   dma_.clear();
   for (const auto& s : irqs_) {
+    // An index with nothing assigned is already off (VFIO refuses to
+    // disable MSI/MSI-X that is not enabled: EINVAL).
+    if (s.triggers == 0) continue;
     const IrqSet off{VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, s.index, 0, 0, {}, {}};
     if (auto ok = device_.set_irqs(off); !ok)
       t.errors.push_back(fmt::format("disabling IRQ index {}: {}", s.index, ok.error().message));

@@ -4,6 +4,7 @@
 #include <linux/vfio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <cstring>
@@ -419,20 +420,34 @@ Result<void> Variant::restore_state(const nlohmann::json& j, sys::FdTable& fds) 
   auto fd = fds.take(*fd_index);
   if (!fd) return fail(fd.error());
   struct stat st {};
-  if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) < *base + *size)
+  if (::fstat(fd->get(), &st) != 0)
+    return fail_errno(errno, "hand-over state: the memory's descriptor: {}", std::strerror(errno));
+  if (S_ISCHR(st.st_mode)) {
+    // Physical memory through a device node (/dev/mem on a real host): the
+    // backend this process built from the same command line reaches the same
+    // range of the same node, and the memory itself never moved.
+    struct stat mine {};
+    if (here->fd < 0 || ::fstat(here->fd, &mine) != 0 || !S_ISCHR(mine.st_mode) || mine.st_rdev != st.st_rdev ||
+        std::string_view(memory_->kind()) != *kind)
+      return fail_errno(EINVAL, "hand-over state: the memory was {} through device {}:{}, here it is {}", *kind,
+                        major(st.st_rdev), minor(st.st_rdev), memory_->describe());
+  } else if (!S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) < *base + *size) {
     return fail_errno(EINVAL, "hand-over state: the memory's descriptor does not hold {:#x} bytes at {:#x}", *size,
                       *base);
-  // The whole file, as the backend that made it mapped it (hugetlbfs sizes
-  // are whole huge pages).
-  const auto length = static_cast<std::uint64_t>(st.st_size);
-  auto map = sys::Mapping::map(fd->get(), 0, length, sys::huge_alignment(length), PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_NORESERVE);
-  if (!map) return fail(map.error().context("handed-over GPU memory"));
-  const std::string k(*kind);
-  memory_ = make_contiguous_backend(k, fmt::format("{} handed over ({:#x} bytes)", k, *size), std::move(*fd),
-                                    std::move(*map), layout_, *base);
-  for (auto& r : regions_)
-    if (r.mem && r.fd >= 0) r.fd = memory_->range(r.mem->role)->fd;
+  }
+  if (S_ISREG(st.st_mode)) {
+    // The whole file, as the backend that made it mapped it (hugetlbfs sizes
+    // are whole huge pages).
+    const auto length = static_cast<std::uint64_t>(st.st_size);
+    auto map = sys::Mapping::map(fd->get(), 0, length, sys::huge_alignment(length), PROT_READ | PROT_WRITE,
+                                 MAP_SHARED | MAP_NORESERVE);
+    if (!map) return fail(map.error().context("handed-over GPU memory"));
+    const std::string k(*kind);
+    memory_ = make_contiguous_backend(k, fmt::format("{} handed over ({:#x} bytes)", k, *size), std::move(*fd),
+                                      std::move(*map), layout_, *base);
+    for (auto& r : regions_)
+      if (r.mem && r.fd >= 0) r.fd = memory_->range(r.mem->role)->fd;
+  }
   {
     std::lock_guard lock(overlay_mutex_);
     if (auto ok = overlay_->space().load(*overlay); !ok) return ok;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,10 @@ struct HostQuery {
   // Back the fake BARs with /dev/mem even where it gives Device memory
   // (--allow-device-memory; R40): tests only.
   bool allow_device_memory = false;
+  // R41: a successor server process takes each device over from the
+  // descriptors its predecessor handed over instead of opening it (which a
+  // held group or a bound cdev refuses). nullopt: not handed over, open it.
+  std::function<std::optional<Result<vfio::host::OpenedVfio>>(Bdf)> adopt;
 };
 
 // Why a device cannot be served, in one line that names what is wrong.

@@ -28,9 +28,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,6 +71,13 @@ struct KeeperMessage {
 inline constexpr std::uint32_t kKeeperOpen = 1;
 inline constexpr std::uint32_t kKeeperClose = 2;
 inline constexpr std::uint32_t kKeeperReady = 3;  // the serving process took the state on
+// Any other descriptor a record is about to name (a real device's DMA
+// memory, R28): the keeper holds a copy at a number of its choosing in
+// [kKeptFd, kConnectionFd) and answers that number (int32; -1: none free);
+// a record names the keeper's number. Release: `slot` is that number.
+inline constexpr std::uint32_t kKeeperHold = 4;
+inline constexpr std::uint32_t kKeeperRelease = 5;
+inline constexpr int kKeptFd = 512;
 
 // Where a keeper's connection sockets live: descriptor kConnectionFd + the
 // socket's index, the same number in the keeper and in every serving process.
@@ -102,9 +111,9 @@ class Server {
   // The successor's side of an upgrade or of a death (R41): the same
   // devices, built from the same command line, take on the records' state;
   // listeners and connections come from their descriptors. `serve_connections`
-  // false: check only (no connection thread starts; the caller leaves
-  // without tearing anything down, as every descriptor is still the
-  // predecessor's).
+  // false: check only (no connection thread starts, no device claims its
+  // state - Function::claim_state(); the caller leaves without tearing
+  // anything down, as every descriptor is still the predecessor's).
   [[nodiscard]] static Result<std::unique_ptr<Server>> adopt(std::vector<ServedDevice> devices,
                                                             std::span<const SlotState> slots,
                                                             std::uint64_t messages, bool serve_connections);
@@ -145,6 +154,11 @@ class Server {
                                                    const Connection::Pending* pending) const;
   [[nodiscard]] Result<void> publish(std::size_t index, bool with_connection, const Connection::Pending* pending);
   [[nodiscard]] Result<void> tell_keeper(std::uint32_t op, std::size_t index, int fd);
+  // Keeper mode (kept_mutex_ held): the descriptor numbers of slot
+  // `index`'s record, as the keeper holds them (copies made for those it
+  // does not hold yet), and the keeper's copies no record will name once it
+  // is published (`unnamed`: to let go of after that).
+  [[nodiscard]] Result<void> keeper_numbers(std::size_t index, std::vector<int>& numbers, std::vector<int>& unnamed);
   void journal(std::size_t index);
   void start(std::size_t index);
   // One SIGUSR2: returns only when the upgrade was refused (the exec never
@@ -160,6 +174,18 @@ class Server {
   StateStore* store_ = nullptr;
   int control_ = -1;
   std::mutex control_mutex_;
+  // Keeper mode: what the keeper holds of this process's descriptors -
+  // inherited ones by number, with the file each was; copies it made, by
+  // file - and the keeper numbers each slot's record names.
+  struct FileId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    auto operator<=>(const FileId&) const = default;
+  };
+  std::mutex kept_mutex_;
+  std::map<int, FileId> inherited_;
+  std::map<FileId, int> kept_;
+  std::vector<std::set<int>> named_;
 };
 
 

@@ -141,6 +141,11 @@ class Function {
   // from `fds`. An error leaves it unusable; the caller refuses the
   // hand-over.
   [[nodiscard]] virtual Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds);
+  // After restore_state(), in the process that goes on serving (never in a
+  // successor that only checks it could): claim what the kernel ties to the
+  // process that made it (a real device's DMA mappings, R28). Nothing, by
+  // default.
+  [[nodiscard]] virtual Result<void> claim_state() { return {}; }
 };
 
 // Config-space helpers over any function: a little-endian value of 1, 2 or

@@ -39,10 +39,21 @@ class HostFunction final : public Function {
   Result<std::size_t> read(RegionIndex index, std::uint64_t offset, std::span<std::uint8_t> out) override;
   Result<std::size_t> write(RegionIndex index, std::uint64_t offset, std::span<const std::uint8_t> in) override;
   Result<void> reset() override;
-  const DmaLimits& dma_limits() const override { return vfio_.iommu->limits(); }
+  const DmaLimits& dma_limits() const override { return limits_; }
   Result<void> dma_map(const DmaMapping& m) override;
   Result<void> dma_unmap(Iova iova, std::uint64_t size) override;
   Result<void> set_irqs(const IrqSet& s) override;
+
+  // R41: the device's VFIO descriptors and its DMA table (each mapping with
+  // the client's memory fd) for a successor process. The successor opens
+  // nothing: it is built over adopt_vfio() from these same descriptors
+  // (host_state() finds them), and restore_state() maps the client's memory
+  // again; claim_state() makes the IOMMU's mappings this process's. The
+  // interrupt eventfds need nothing: VFIO holds them. The device is never
+  // reset and its mappings never leave the IOMMU.
+  [[nodiscard]] Result<nlohmann::json> save_state(sys::FdTable& fds) const override;
+  [[nodiscard]] Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds) override;
+  [[nodiscard]] Result<void> claim_state() override;
 
   [[nodiscard]] std::string_view vfio_api() const { return vfio_.iommu->api(); }
   [[nodiscard]] std::size_t dma_mappings() const { return dma_.size(); }
@@ -60,13 +71,23 @@ class HostFunction final : public Function {
   OpenedVfio vfio_;
   std::string name_;
   DeviceInfo info_;
+  DmaLimits limits_;  // the IOMMU's, counting mappings a predecessor made
   std::vector<Region> regions_;
   struct DmaMap {
     std::uint64_t size = 0;
     sys::Mapping memory;  // the client's memory, mapped here for the IOMMU to pin
+    sys::UniqueFd fd;     // the client's fd, for a successor (R41)
+    std::uint64_t offset = 0;
+    bool readable = false, writable = false;
   };
   std::map<Iova, DmaMap> dma_;
 };
+
+// R41: a device state a HostFunction saved, within `device_state` (itself, or
+// the function under a variant), if it is one - named by its BDF - and the
+// VFIO device it names, adopted from `fds` (adopt_vfio()).
+[[nodiscard]] const nlohmann::json* host_state(const nlohmann::json& device_state);
+[[nodiscard]] Result<OpenedVfio> adopt_saved_vfio(const nlohmann::json& host_state, sys::FdTable& fds);
 
 // Every difference between the model's region table and what a host (the
 // kernel's nvgrace-gpu) reports, one line each. Empty when they agree (R16).

@@ -61,6 +61,25 @@ class Iommu {
   [[nodiscard]] virtual Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool readable,
                                          bool writable) = 0;
   virtual Result<void> unmap(Iova iova, std::uint64_t size) = 0;
+
+  // R41: the descriptors that hold this address space, for a successor
+  // process (type1: container, group; iommufd: /dev/iommu), and the IOAS id
+  // (iommufd; 0 otherwise). Closing them would tear the mappings down.
+  [[nodiscard]] virtual std::vector<int> descriptors() const = 0;
+  [[nodiscard]] virtual std::uint32_t ioas() const { return 0; }
+  // R41, a successor process making the address space what its record says
+  // (a predecessor may have died between changing the IOMMU and recording
+  // the change). claim_mapping: [iova, +size) maps the memory at `vaddr`
+  // here - kept if the mapping is there (the IOMMU keeps its pages pinned
+  // across exec and the death of the process that mapped them), made again
+  // if it is not. type1 also records the address and the owning process
+  // (VFIO_UPDATE_VADDR: invalidated, then set, which moves the locked-memory
+  // accounting here); iommufd in 6.12 has no such call
+  // (IOMMU_IOAS_CHANGE_PROCESS came later). unmap_within: every mapping
+  // wholly inside [first, last] removed; none there is no error.
+  [[nodiscard]] virtual Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool readable,
+                                                   bool writable) = 0;
+  [[nodiscard]] virtual Result<void> unmap_within(Iova first, Iova last) = 0;
 };
 
 enum class VfioApi { automatic, cdev, group };
@@ -88,5 +107,13 @@ struct OpenedVfio {
 // A no-IOMMU group (/dev/vfio/noiommu-N) is opened through the group API
 // with VFIO_NOIOMMU_IOMMU, only with allow_noiommu; its Iommu refuses maps.
 [[nodiscard]] Result<OpenedVfio> open_vfio(const VfioOpenOptions& opts);
+
+// R41: the device a predecessor process opened, from the descriptors it
+// handed over (the device fd, then Iommu::descriptors() in order, and the
+// IOAS id for iommufd). Nothing is opened, bound or attached again: a group
+// open elsewhere or a bound cdev refuses that, and the last close of a
+// device fd resets the device. `api` is Iommu::api() of the predecessor.
+[[nodiscard]] Result<OpenedVfio> adopt_vfio(std::string_view api, sys::UniqueFd device,
+                                            std::vector<sys::UniqueFd> iommu, std::uint32_t ioas);
 
 }  // namespace nvgrace::vfio::host

@@ -118,6 +118,7 @@ class Variant final : public Function {
   // stands. restore_state() takes the memory over from the descriptor.
   [[nodiscard]] Result<nlohmann::json> save_state(sys::FdTable& fds) const override;
   [[nodiscard]] Result<void> restore_state(const nlohmann::json& state, sys::FdTable& fds) override;
+  [[nodiscard]] Result<void> claim_state() override { return function_->claim_state(); }
 
   // R18: what to mmap for [offset, offset + length) of a fake BAR. Only
   // [0, memory length) may be mapped; anything reaching past it is EINVAL.
