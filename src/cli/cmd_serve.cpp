@@ -67,7 +67,7 @@ Result<serve::UpgradeTarget> upgrade_target() {
 // inherits them).
 struct KeeperChild {
   serve::StateStore store;
-  sys::UniqueFd control;
+  std::unique_ptr<serve::DescriptorKeeper> keeper;
 };
 Result<std::optional<KeeperChild>> keeper_from_environment() {
   const char* text = std::getenv(serve::kKeeperEnv);
@@ -83,7 +83,8 @@ Result<std::optional<KeeperChild>> keeper_from_environment() {
   auto store = serve::StateStore::attach(sys::UniqueFd(store_fd));
   if (!store) return fail(store.error());
   ::fcntl(control, F_SETFD, FD_CLOEXEC);
-  return std::optional<KeeperChild>(KeeperChild{std::move(*store), sys::UniqueFd(control)});
+  return std::optional<KeeperChild>(
+      KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(control))});
 }
 
 // The hand-over a predecessor left in the environment (R41), if any; the
@@ -327,7 +328,7 @@ class ServeCommand final : public Command {
     if (!target) return failure("serve", "--keeper: cannot find this program to run it: {}", target.error().message);
     auto store = serve::StateStore::create(server.size());
     if (!store) return failure("serve", "--keeper: {}", store.error().message);
-    server.set_keeper(&*store, -1);
+    server.set_keeper(&*store, nullptr);
     if (auto ok = server.publish_all(); !ok)
       return failure("serve", "--keeper cannot keep this server: {}", ok.error().message);
     for (const auto& l : lines) std::cout << l << '\n' << std::flush;
@@ -385,7 +386,7 @@ class ServeCommand final : public Command {
     for (auto& r : records) slots.push_back({&r.doc, &r.fds});
     auto server = serve::Server::adopt(std::move(devices), slots, messages, true);
     if (!server) return failure("serve", "cannot take the keeper's state on: {}", server.error().message);
-    (*server)->set_keeper(&k.store, k.control.get());
+    (*server)->set_keeper(&k.store, k.keeper.get());
     auto log = module_logger("serve");
     if (auto ok = (*server)->keeper_ready(); !ok) log->warn("{}", ok.error().message);
     std::size_t connections = 0;
@@ -420,7 +421,7 @@ class ServeCommand final : public Command {
     if (!server) return failure("serve", "cannot take over from the previous server: {}", server.error().message);
     auto log = module_logger("serve");
     if (keeper_child_) {
-      (*server)->set_keeper(&keeper_child_->store, keeper_child_->control.get());
+      (*server)->set_keeper(&keeper_child_->store, keeper_child_->keeper.get());
       if (auto ok = (*server)->keeper_ready(); !ok) log->warn("{}", ok.error().message);
     }
     // CLOCK_MONOTONIC is the system's: the predecessor's pause began at this

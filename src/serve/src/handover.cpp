@@ -162,18 +162,25 @@ Result<Handover> decode_handover(std::span<const std::uint8_t> bytes) {
   // Every descriptor checked before any is owned: a refused hand-over
   // closes nothing.
   std::vector<int> numbers;
-  std::set<int> seen;
   for (const auto& n : *it) {
     if (!n.is_number_integer() || n.get<long long>() < 0 || n.get<long long>() > INT32_MAX)
       return fail_errno(EBADMSG, "the hand-over lists {} as a descriptor", n.dump());
     const int f = n.get<int>();
-    if (!seen.insert(f).second) return fail_errno(EBADMSG, "the hand-over lists descriptor {} twice", f);
     if (::fcntl(f, F_GETFD) < 0)
       return fail_errno(EBADF, "the hand-over names descriptor {}, which is not open here", f);
     numbers.push_back(f);
   }
+  // A descriptor listed again (a keeper's one copy of a file two DMA
+  // mappings use) is owned once more as a duplicate.
   std::vector<sys::UniqueFd> owned;
+  std::set<int> seen;
   for (int f : numbers) {
+    if (!seen.insert(f).second) {
+      sys::UniqueFd again(::fcntl(f, F_DUPFD_CLOEXEC, 0));
+      if (!again) return fail_errno(errno, "duplicating descriptor {}: {}", f, std::strerror(errno));
+      owned.push_back(std::move(again));
+      continue;
+    }
     ::fcntl(f, F_SETFD, FD_CLOEXEC);
     owned.emplace_back(f);
   }

@@ -61,6 +61,45 @@ std::string how_it_ended(int status) {
 
 }  // namespace
 
+Result<void> KeeperChannel::tell(std::uint32_t op, std::uint32_t slot, int fd, std::span<std::uint8_t> answer) {
+  std::lock_guard lock(mutex_);
+  const KeeperMessage m{op, slot};
+  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(&m), sizeof m);
+  if (auto ok = sys::send_with_fds(control_.get(), bytes,
+                                   fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
+      !ok)
+    return fail(ok.error().context("keeper"));
+  if (answer.empty()) return {};
+  ssize_t n;
+  do n = ::recv(control_.get(), answer.data(), answer.size(), 0);
+  while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(answer.size())) return fail_errno(EPIPE, "the keeper did not answer");
+  return {};
+}
+
+Result<void> KeeperChannel::hold_connection(std::size_t slot, int fd) {
+  std::uint8_t ack = 0;
+  return tell(kKeeperOpen, static_cast<std::uint32_t>(slot), fd, std::span(&ack, 1));
+}
+
+void KeeperChannel::drop_connection(std::size_t slot) {
+  (void)tell(kKeeperClose, static_cast<std::uint32_t>(slot), -1, {});
+}
+
+Result<int> KeeperChannel::hold_copy(int fd) {
+  std::int32_t at = -1;
+  if (auto ok = tell(kKeeperHold, 0, fd, std::span(reinterpret_cast<std::uint8_t*>(&at), sizeof at)); !ok)
+    return fail(ok.error());
+  if (at < 0)
+    return fail_errno(EMFILE, "the keeper holds {} descriptors, all it has room for ({}..{})", kConnectionFd - kKeptFd,
+                      kKeptFd, kConnectionFd - 1);
+  return at;
+}
+
+void KeeperChannel::release_copy(int number) { (void)tell(kKeeperRelease, static_cast<std::uint32_t>(number), -1, {}); }
+
+Result<void> KeeperChannel::ready() { return tell(kKeeperReady, 0, -1, {}); }
+
 int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
   auto log = module_logger("keeper");
   sigset_t mask;

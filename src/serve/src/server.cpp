@@ -263,7 +263,7 @@ void Server::start(std::size_t index) {
         // The successor must not find this connection, and the keeper lets
         // its socket go: the client sees it close.
         if (auto ok = publish(index, false, nullptr); !ok) log->warn("{}: publishing: {}", slot.path, ok.error().message);
-        (void)tell_keeper(kKeeperClose, index, -1);
+        if (keeper_) keeper_->drop_connection(index);
       }
       log->log(end.why.starts_with("protocol violation") ? spdlog::level::warn : spdlog::level::info,
                "{}: client {}: {}; closing the connection ({} DMA mapping(s) removed, {} IRQ index(es) "
@@ -357,7 +357,7 @@ Result<void> Server::run(bool handle_signals) {
         // The keeper holds the socket, at the same number, before anything
         // about it is published (R41).
         const int at = kConnectionFd + static_cast<int>(i);
-        if (::dup3(c.get(), at, O_CLOEXEC) < 0 || !tell_keeper(kKeeperOpen, i, at)) {
+        if (::dup3(c.get(), at, O_CLOEXEC) < 0 || !keeper_->hold_connection(i, at)) {
           log->warn("{}: client {}: the keeper cannot hold its socket; refused", slot.path, number);
           ::close(at);
           continue;
@@ -469,10 +469,9 @@ void Server::upgrade() {
   // control socket cross the exec too (their numbers are in the environment).
   std::vector<int> crossing(fds.borrowed().begin(), fds.borrowed().end());
   crossing.push_back(state->get());
-  if (store_) {
-    crossing.push_back(store_->fd());
-    crossing.push_back(control_);
-  }
+  if (store_) crossing.push_back(store_->fd());
+  if (keeper_)
+    for (int fd : keeper_->descriptors()) crossing.push_back(fd);
   set_cloexec(crossing, false);
   const int state_fd = state->get();
   auto undo = [&](const std::string& why) {
@@ -524,14 +523,13 @@ Result<void> Server::publish(std::size_t index, bool with_connection, const Conn
   if (!record) return fail(record.error());
   (*record)["messages"] = messages_.load();
   std::vector<int> numbers(fds.borrowed().begin(), fds.borrowed().end());
-  if (control_ < 0) return store_->publish(index, encode_handover(std::move(*record), numbers));
+  if (!keeper_) return store_->publish(index, encode_handover(std::move(*record), numbers));
   // The keeper lets go of a copy only once no published record names it.
   std::lock_guard lock(kept_mutex_);
   std::vector<int> unnamed;
   if (auto ok = keeper_numbers(index, numbers, unnamed); !ok) return ok;
   if (auto ok = store_->publish(index, encode_handover(std::move(*record), numbers)); !ok) return ok;
-  for (int n : unnamed)
-    if (auto ok = tell_keeper(kKeeperRelease, static_cast<std::size_t>(n), -1); !ok) return ok;
+  for (int n : unnamed) keeper_->release_copy(n);
   return {};
 }
 
@@ -559,22 +557,10 @@ Result<void> Server::keeper_numbers(std::size_t index, std::vector<int>& numbers
       n = it->second;
       continue;
     }
-    std::lock_guard control(control_mutex_);
-    const KeeperMessage m{kKeeperHold, static_cast<std::uint32_t>(index)};
-    if (auto ok = sys::send_with_fds(control_, std::span(reinterpret_cast<const std::uint8_t*>(&m), sizeof m),
-                                     std::span<const int>(&n, 1));
-        !ok)
-      return fail(ok.error().context("keeper"));
-    std::int32_t at = -1;
-    ssize_t got;
-    do got = ::recv(control_, &at, sizeof at, 0);
-    while (got < 0 && errno == EINTR);
-    if (got != sizeof at) return fail_errno(EPIPE, "the keeper did not answer");
-    if (at < 0)
-      return fail_errno(EMFILE, "the keeper holds {} descriptors, all it has room for ({}..{})", kConnectionFd - kKeptFd,
-                        kKeptFd, kConnectionFd - 1);
-    kept_[id] = at;
-    n = at;
+    auto at = keeper_->hold_copy(n);
+    if (!at) return fail(at.error());
+    kept_[id] = *at;
+    n = *at;
   }
   // Copies no record names any more go (a mapping removed).
   std::set<int> now(numbers.begin(), numbers.end());
@@ -599,10 +585,10 @@ Result<void> Server::publish_all() {
   return {};
 }
 
-void Server::set_keeper(StateStore* store, int control) {
+void Server::set_keeper(StateStore* store, DescriptorKeeper* keeper) {
   store_ = store;
-  control_ = control;
-  if (control_ >= 0) {
+  keeper_ = keeper;
+  if (keeper_) {
     // What this process inherited from the keeper: the descriptors its
     // records name (kept_numbers() relies on their being the same files).
     std::lock_guard lock(kept_mutex_);
@@ -613,6 +599,11 @@ void Server::set_keeper(StateStore* store, int control) {
           if (const auto f = file_of(fd)) inherited_[fd] = FileId{f->first, f->second};
         named_[i].insert(fds->begin(), fds->end());
       }
+    std::vector<int> copies;
+    for (const auto& n : named_)
+      for (int fd : n)
+        if (fd >= kKeptFd && fd < kConnectionFd) copies.push_back(fd);
+    keeper_->adopt_copies(copies);
   }
   for (std::size_t i = 0; i < slots_.size(); ++i)
     if (slots_[i]->connection) journal(i);
@@ -623,24 +614,6 @@ void Server::set_keeper(StateStore* store, int control) {
 void Server::journal(std::size_t index) {
   slots_[index]->connection->set_journal(
       {store_->replied(index), [this, index](const Connection::Pending* p) { return publish(index, true, p); }});
-}
-
-// One message to the keeper: op, slot, maybe a descriptor; an open waits
-// for the keeper to say it holds it.
-Result<void> Server::tell_keeper(std::uint32_t op, std::size_t index, int fd) {
-  std::lock_guard lock(control_mutex_);
-  const KeeperMessage m{op, static_cast<std::uint32_t>(index)};
-  const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(&m), sizeof m);
-  if (auto ok = sys::send_with_fds(control_, bytes, fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
-      !ok)
-    return fail(ok.error().context("keeper"));
-  if (op != kKeeperOpen) return {};
-  std::uint8_t ack = 0;
-  ssize_t n;
-  do n = ::recv(control_, &ack, 1, 0);
-  while (n < 0 && errno == EINTR);
-  if (n != 1) return fail_errno(EPIPE, "the keeper did not answer");
-  return {};
 }
 
 // R41, the successor's side.

@@ -17,6 +17,8 @@
 // Thread-safety: run_keeper() is a process's whole life; single-threaded.
 #pragma once
 
+#include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,25 @@ struct KeeperOptions {
   // with kKeeperReady) before the keeper gives up; one that was serving is
   // replaced however often it dies.
   unsigned max_failed_starts = 5;
+};
+
+// The serving process's side: its keeper, over the control socket the
+// keeper gave it (KeeperMessage).
+class KeeperChannel final : public DescriptorKeeper {
+ public:
+  explicit KeeperChannel(sys::UniqueFd control) : control_(std::move(control)) {}
+  Result<void> hold_connection(std::size_t slot, int fd) override;
+  void drop_connection(std::size_t slot) override;
+  Result<int> hold_copy(int fd) override;
+  void release_copy(int number) override;
+  Result<void> ready() override;
+  std::vector<int> descriptors() const override { return {control_.get()}; }
+
+ private:
+  // One message, maybe with a descriptor; `answer`: bytes to wait for.
+  Result<void> tell(std::uint32_t op, std::uint32_t slot, int fd, std::span<std::uint8_t> answer);
+  sys::UniqueFd control_;
+  std::mutex mutex_;
 };
 
 // Runs the keeper over the bound server (its records already published in

@@ -83,6 +83,29 @@ inline constexpr int kKeptFd = 512;
 // socket's index, the same number in the keeper and in every serving process.
 inline constexpr int kConnectionFd = 900;
 
+// Who holds a serving process's descriptors so that its death loses none
+// (R41): a keeper process (keeper.hpp) or systemd's file-descriptor store
+// (fdstore.hpp). The server calls it from any thread, one call at a time.
+class DescriptorKeeper {
+ public:
+  virtual ~DescriptorKeeper() = default;
+  // A connection's socket, at kConnectionFd + slot in this process and in a
+  // successor; held before anything about the connection is published.
+  [[nodiscard]] virtual Result<void> hold_connection(std::size_t slot, int fd) = 0;
+  virtual void drop_connection(std::size_t slot) = 0;
+  // Any other descriptor a record is about to name: kept where a successor
+  // finds it, at the number returned (in [kKeptFd, kConnectionFd)).
+  [[nodiscard]] virtual Result<int> hold_copy(int fd) = 0;
+  // The copy at `number`, named by no published record any more, let go.
+  virtual void release_copy(int number) = 0;
+  // Copies a predecessor made, named by the records this process took on.
+  virtual void adopt_copies(std::span<const int> numbers) { (void)numbers; }
+  // This process took the state on and serves.
+  [[nodiscard]] virtual Result<void> ready() = 0;
+  // Descriptors of its own that must stay open across an upgrade's exec.
+  [[nodiscard]] virtual std::vector<int> descriptors() const = 0;
+};
+
 // What an upgrade execs: the binary at this path, with this command line
 // (argv[0] first), as the process was started.
 struct UpgradeTarget {
@@ -125,13 +148,14 @@ class Server {
   // Where SIGUSR2 takes the server; without one, SIGUSR2 is refused (logged).
   void set_upgrade(UpgradeTarget target) { upgrade_ = std::move(target); }
 
-  // Crash survival (keeper.hpp): connections are journaled and every socket's
-  // record kept current in `store`; an accepted connection's socket moves to
-  // descriptor kConnectionFd + i and goes to the keeper over `control`
-  // before it is served. Call before run().
-  void set_keeper(StateStore* store, int control);
+  // Crash survival (keeper.hpp, fdstore.hpp): connections are journaled and
+  // every socket's record kept current in `store`; an accepted connection's
+  // socket moves to descriptor kConnectionFd + i and goes to `keeper` before
+  // it is served. Without `keeper` (the keeper process itself), records only.
+  // Call before run().
+  void set_keeper(StateStore* store, DescriptorKeeper* keeper);
   // Tells the keeper this process took the state on and serves.
-  [[nodiscard]] Result<void> keeper_ready() { return tell_keeper(kKeeperReady, 0, -1); }
+  [[nodiscard]] Result<void> keeper_ready() { return keeper_->ready(); }
   // Every socket's record, as things are now (the keeper, before the first
   // serving process starts).
   [[nodiscard]] Result<void> publish_all();
@@ -153,7 +177,6 @@ class Server {
   [[nodiscard]] Result<nlohmann::json> slot_record(std::size_t index, sys::FdTable& fds, bool with_connection,
                                                    const Connection::Pending* pending) const;
   [[nodiscard]] Result<void> publish(std::size_t index, bool with_connection, const Connection::Pending* pending);
-  [[nodiscard]] Result<void> tell_keeper(std::uint32_t op, std::size_t index, int fd);
   // Keeper mode (kept_mutex_ held): the descriptor numbers of slot
   // `index`'s record, as the keeper holds them (copies made for those it
   // does not hold yet), and the keeper's copies no record will name once it
@@ -172,8 +195,7 @@ class Server {
   std::atomic<std::uint64_t> messages_{0};
   std::optional<UpgradeTarget> upgrade_;
   StateStore* store_ = nullptr;
-  int control_ = -1;
-  std::mutex control_mutex_;
+  DescriptorKeeper* keeper_ = nullptr;
   // Keeper mode: what the keeper holds of this process's descriptors -
   // inherited ones by number, with the file each was; copies it made, by
   // file - and the keeper numbers each slot's record names.
