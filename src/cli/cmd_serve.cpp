@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <set>
 
 #include "command.hpp"
 #include "nvgrace/common/size.hpp"
@@ -17,6 +18,7 @@
 #include "nvgrace/log/log.hpp"
 #include "nvgrace/pciemu/identity.hpp"
 #include "nvgrace/pciemu/profiles.hpp"
+#include "nvgrace/serve/fdstore.hpp"
 #include "nvgrace/serve/handover.hpp"
 #include "nvgrace/serve/keeper.hpp"
 #include "nvgrace/serve/server.hpp"
@@ -87,6 +89,35 @@ Result<std::optional<KeeperChild>> keeper_from_environment() {
       KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(control))});
 }
 
+// --fdstore (R41): the state store of a process systemd restarted (its
+// descriptors put back first, from LISTEN_FDS), or the one a predecessor
+// upgraded in place left (NVGRACE_FDSTORE_STATE; left there for the next
+// upgrade). nullopt: a first start.
+Result<std::optional<KeeperChild>> fdstore_from_environment() {
+  auto restored = serve::restore_from_fdstore();
+  if (!restored) return fail(restored.error().context("taking systemd's stored descriptors back"));
+  sys::UniqueFd state;
+  if (*restored) {
+    state = std::move((*restored)->state);
+  } else if (const char* text = std::getenv(serve::kFdStoreStateEnv)) {
+    const std::string v(text);
+    int fd = -1;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), fd);
+    if (ec != std::errc() || p != v.data() + v.size() || fd < 0)
+      return fail("{}={} is not a descriptor number", serve::kFdStoreStateEnv, v);
+    state = sys::UniqueFd(fd);
+  } else {
+    return std::optional<KeeperChild>();
+  }
+  ::setenv(serve::kFdStoreStateEnv, std::to_string(state.get()).c_str(), 1);
+  ::fcntl(state.get(), F_SETFD, FD_CLOEXEC);
+  auto store = serve::StateStore::attach(std::move(state));
+  if (!store) return fail(store.error());
+  auto fdstore = serve::FdStore::connect();
+  if (!fdstore) return fail(fdstore.error());
+  return std::optional<KeeperChild>(KeeperChild{std::move(*store), std::move(*fdstore)});
+}
+
 // The hand-over a predecessor left in the environment (R41), if any; the
 // variables are cleared so that nothing this process starts sees them.
 struct Takeover {
@@ -145,6 +176,12 @@ class ServeCommand final : public Command {
                    "Survive the serving process's death: this process stays as a keeper that holds every socket, "
                    "the GPU memory and the state the serving process (its child) publishes, and starts another "
                    "when it dies; its clients notice nothing (emulated GPUs; R41, docs/vfio-user.md)");
+    cmd_->add_flag("--fdstore", fdstore_,
+                   "Survive this process's death under systemd: every socket, the GPU memory and the published "
+                   "state go to the unit's file-descriptor store, and the process systemd restarts takes them "
+                   "back; its clients notice nothing (needs NotifyAccess=main and FileDescriptorStoreMax= in the "
+                   "unit; emulated GPUs; R41, docs/vfio-user.md)")
+        ->excludes(cmd_->get_option("--keeper"));
     cmd_->add_option("--socket-mode", socket_mode_text_, "Permissions of the socket files, octal")
         ->type_name("MODE")->capture_default_str();
     cmd_->add_option("--socket-group", socket_group_,
@@ -181,12 +218,19 @@ class ServeCommand final : public Command {
 
   int run() override {
     serve::block_shutdown_signals();  // a SIGTERM from now on shuts down cleanly
+    if (fdstore_) {
+      // First: the descriptors systemd kept go back to their numbers before
+      // anything else here opens one.
+      auto kept = fdstore_from_environment();
+      if (!kept) return failure("serve", "--fdstore: {}", kept.error().message);
+      keeper_child_ = std::move(*kept);
+    }
     auto takeover = takeover_from_environment();
     if (!takeover) return failure("serve", "cannot take over from the previous server: {}", takeover.error().message);
     takeover_ = std::move(*takeover);
     auto keeper = keeper_from_environment();
     if (!keeper) return failure("serve", "cannot serve for the keeper: {}", keeper.error().message);
-    keeper_child_ = std::move(*keeper);
+    if (*keeper) keeper_child_ = std::move(*keeper);
     serve::SocketAccess access;
     auto mode = parse_mode(socket_mode_text_);
     if (!mode) return usage_error("--socket-mode: {}", mode.error().message);
@@ -261,6 +305,9 @@ class ServeCommand final : public Command {
   int serve_host(const serve::SocketAccess& access) {
     for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file", "--view", "--ready-after"})
       if (!cmd_->get_option(opt)->empty()) return usage_error("--host conflicts with {}: it serves real devices", opt);
+    if (fdstore_)
+      return usage_error("--host conflicts with --fdstore: a real device's DMA memory needs a keeper's copy "
+                         "(use --keeper)");
     devices::HostQuery q;
     q.bdfs = host_bdfs_;
     q.api = vfio_api_ == "cdev" ? vfio::host::VfioApi::cdev
@@ -315,6 +362,9 @@ class ServeCommand final : public Command {
       return usage_error("{}", server.error().message);
     }
     if (keeper_) return keep(**server, lines, target);
+    if (fdstore_) {
+      if (auto ok = store_all(**server); !ok) return failure("serve", "--fdstore: {}", ok.error().message);
+    }
     for (const auto& l : lines) std::cout << l << '\n' << std::flush;
     if (target) (*server)->set_upgrade(std::move(*target));
     else module_logger("serve")->warn("SIGUSR2 will not upgrade this server: {}", target.error().message);
@@ -335,6 +385,33 @@ class ServeCommand final : public Command {
     serve::KeeperOptions o;
     o.child = *target;
     return serve::run_keeper(server, *store, o);
+  }
+
+  // --fdstore, a first start: every socket's record published, then each
+  // descriptor the records name and the store itself given to systemd, and
+  // from then on connections and records are kept as for a keeper.
+  Result<void> store_all(serve::Server& server) {
+    auto store = serve::StateStore::create(server.size());
+    if (!store) return fail(store.error());
+    auto fdstore = serve::FdStore::connect();
+    if (!fdstore) return fail(fdstore.error());
+    keeper_child_ = KeeperChild{std::move(*store), std::move(*fdstore)};
+    auto& k = *keeper_child_;
+    server.set_keeper(&k.store, nullptr);
+    if (auto ok = server.publish_all(); !ok) return fail(ok.error().context("publishing the state"));
+    auto& fdstore_ref = static_cast<serve::FdStore&>(*k.keeper);
+    std::set<int> named;
+    for (std::size_t i = 0; i < k.store.slots(); ++i) {
+      auto fds = serve::handover_descriptors(k.store.record(i));
+      if (!fds) return fail(fds.error());
+      named.insert(fds->begin(), fds->end());
+    }
+    for (int fd : named)
+      if (auto ok = fdstore_ref.store(fd, serve::fdstore_name(fd)); !ok) return fail(ok.error());
+    if (auto ok = fdstore_ref.store(k.store.fd(), serve::kFdStoreStateName); !ok) return fail(ok.error());
+    ::setenv(serve::kFdStoreStateEnv, std::to_string(k.store.fd()).c_str(), 1);
+    server.set_keeper(&k.store, k.keeper.get());
+    return k.keeper->ready();
   }
 
   // The keeper's records, read once (a --host device is adopted from them
@@ -392,8 +469,9 @@ class ServeCommand final : public Command {
     std::size_t connections = 0;
     for (const auto& r : records)
       if (const auto c = r.doc["slot"].find("connection"); c != r.doc["slot"].end() && !c->is_null()) ++connections;
-    log->info("serving process {} took the keeper's state on: {} socket(s), {} connection(s), {} message(s) so far",
-              ::getpid(), records.size(), connections, messages);
+    log->info("serving process {} took the state on from {}: {} socket(s), {} connection(s), {} message(s) so far",
+              ::getpid(), fdstore_ ? "systemd's file-descriptor store" : "the keeper", records.size(), connections,
+              messages);
     if (target) (*server)->set_upgrade(std::move(*target));
     if (auto ok = (*server)->run(true); !ok) return failure("serve", "{}", ok.error().message);
     return kExitOk;
@@ -443,6 +521,7 @@ class ServeCommand final : public Command {
   std::optional<KeeperChild> keeper_child_;
   std::optional<std::vector<serve::Handover>> keeper_records_;
   bool keeper_ = false;
+  bool fdstore_ = false;
   CLI::Option* host_ = nullptr;
   std::vector<std::string> host_bdfs_;
   std::string vfio_api_ = "auto";

@@ -89,12 +89,12 @@ if [ "$scenario" = upgrade ]; then
   stop_server
   nvgrace serve --keeper --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > /tmp/serve.log 2>&1 &
   server=$!
-  wait_count 1 "took the keeper's state on" || say "FAIL the keeper's serving process did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
+  wait_count 1 "took the state on from the keeper" || say "FAIL the keeper's serving process did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
   loop keeper
   ups=0; kills=0
   for k in $(seq "$rounds"); do
     pause; kill -USR2 $server; wait_count $k "upgraded in place" || break; ups=$k
-    pause; kill -KILL "$(child_of $server)"; wait_count $((k + 1)) "took the keeper's state on" || break; kills=$k
+    pause; kill -KILL "$(child_of $server)"; wait_count $((k + 1)) "took the state on from the keeper" || break; kills=$k
   done
   finish keeper
   say "KEEPER upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $server 2>/dev/null && echo yes || echo no)"

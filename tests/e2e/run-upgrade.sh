@@ -63,7 +63,7 @@ if [ "$looping" = 1 ]; then
     # The serving process is the keeper's child; it takes the keeper's state
     # on once at the start and once after each death.
     kill -KILL "$(pgrep -P $server)" 2>/dev/null || break
-    wait_log $((k + 1)) "took the keeper's state on" || break
+    wait_log $((k + 1)) "took the state on from the keeper" || break
     done_kills=$k
   done
   sleep 2
