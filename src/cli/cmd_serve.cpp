@@ -70,6 +70,7 @@ Result<serve::UpgradeTarget> upgrade_target() {
 struct KeeperChild {
   serve::StateStore store;
   std::unique_ptr<serve::DescriptorKeeper> keeper;
+  std::vector<int> keeper_copies;  // descriptors the records name that `keeper` owns (the fd store's copies)
 };
 Result<std::optional<KeeperChild>> keeper_from_environment() {
   const char* text = std::getenv(serve::kKeeperEnv);
@@ -86,7 +87,7 @@ Result<std::optional<KeeperChild>> keeper_from_environment() {
   if (!store) return fail(store.error());
   ::fcntl(control, F_SETFD, FD_CLOEXEC);
   return std::optional<KeeperChild>(
-      KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(control))});
+      KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(control)), {}});
 }
 
 // --fdstore (R41): the state store of a process systemd restarted (its
@@ -97,8 +98,10 @@ Result<std::optional<KeeperChild>> fdstore_from_environment() {
   auto restored = serve::restore_from_fdstore();
   if (!restored) return fail(restored.error().context("taking systemd's stored descriptors back"));
   sys::UniqueFd state;
+  std::vector<int> copies;
   if (*restored) {
     state = std::move((*restored)->state);
+    copies = (*restored)->copies;
   } else if (const char* text = std::getenv(serve::kFdStoreStateEnv)) {
     const std::string v(text);
     int fd = -1;
@@ -115,7 +118,7 @@ Result<std::optional<KeeperChild>> fdstore_from_environment() {
   if (!store) return fail(store.error());
   auto fdstore = serve::FdStore::connect();
   if (!fdstore) return fail(fdstore.error());
-  return std::optional<KeeperChild>(KeeperChild{std::move(*store), std::move(*fdstore)});
+  return std::optional<KeeperChild>(KeeperChild{std::move(*store), std::move(*fdstore), std::move(copies)});
 }
 
 // The hand-over a predecessor left in the environment (R41), if any; the
@@ -180,7 +183,7 @@ class ServeCommand final : public Command {
                    "Survive this process's death under systemd: every socket, the GPU memory and the published "
                    "state go to the unit's file-descriptor store, and the process systemd restarts takes them "
                    "back; its clients notice nothing (needs NotifyAccess=main and FileDescriptorStoreMax= in the "
-                   "unit; emulated GPUs; R41, docs/vfio-user.md)")
+                   "unit; R41, docs/vfio-user.md)")
         ->excludes(cmd_->get_option("--keeper"));
     cmd_->add_option("--socket-mode", socket_mode_text_, "Permissions of the socket files, octal")
         ->type_name("MODE")->capture_default_str();
@@ -305,9 +308,6 @@ class ServeCommand final : public Command {
   int serve_host(const serve::SocketAccess& access) {
     for (const auto* opt : {"--profile", "--count", "--mem-size", "--memory-file", "--view", "--ready-after"})
       if (!cmd_->get_option(opt)->empty()) return usage_error("--host conflicts with {}: it serves real devices", opt);
-    if (fdstore_)
-      return usage_error("--host conflicts with --fdstore: a real device's DMA memory needs a keeper's copy "
-                         "(use --keeper)");
     devices::HostQuery q;
     q.bdfs = host_bdfs_;
     q.api = vfio_api_ == "cdev" ? vfio::host::VfioApi::cdev
@@ -395,7 +395,7 @@ class ServeCommand final : public Command {
     if (!store) return fail(store.error());
     auto fdstore = serve::FdStore::connect();
     if (!fdstore) return fail(fdstore.error());
-    keeper_child_ = KeeperChild{std::move(*store), std::move(*fdstore)};
+    keeper_child_ = KeeperChild{std::move(*store), std::move(*fdstore), {}};
     auto& k = *keeper_child_;
     server.set_keeper(&k.store, nullptr);
     if (auto ok = server.publish_all(); !ok) return fail(ok.error().context("publishing the state"));
@@ -421,7 +421,7 @@ class ServeCommand final : public Command {
     auto& k = *keeper_child_;
     std::vector<serve::Handover> records;
     for (std::size_t i = 0; i < k.store.slots(); ++i) {
-      auto h = serve::decode_handover(k.store.record(i));
+      auto h = serve::decode_handover(k.store.record(i), k.keeper_copies);
       if (!h) return fail("the keeper's record of socket {}: {}", i, h.error().message);
       records.push_back(std::move(*h));
     }

@@ -7,19 +7,15 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
-#include <linux/kcmp.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 
 #include <chrono>
@@ -32,6 +28,7 @@
 #include "nvgrace/vfio/function.hpp"
 #include "nvgrace/vfio/user/client.hpp"
 #include "serve_process.hpp"
+#include "standin_systemd.hpp"
 
 using namespace nvgrace;
 using namespace std::chrono_literals;
@@ -305,159 +302,27 @@ TEST_CASE("serve --keeper: a serving process that cannot start is retried, then 
   fs::remove_all(fs::path(bin).parent_path());
 }
 
-namespace {
-
-// A stand-in for systemd's side of `serve --fdstore` (R41): the notify
-// socket, a file-descriptor store kept as systemd keeps it (FDSTORE=1 under
-// FDNAME, FDSTOREREMOVE=1, a descriptor of an open file already stored is
-// dropped as a duplicate - systemd compares them with kcmp), and a restart
-// that passes the store as LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID from fd 3.
-class StandInSystemd {
- public:
-  explicit StandInSystemd(std::vector<std::string> args)
-      : args_(std::move(args)), notify_(test::temp_path("notify.sock")), log_(test::temp_path("fdstore.log")) {
-    fs::remove(notify_);
-    sock_ = sys::UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    REQUIRE(sock_);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, notify_.c_str(), sizeof a.sun_path - 1);
-    REQUIRE(::bind(sock_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    std::ofstream(log_, std::ios::trunc).flush();
-    start();
-  }
-  ~StandInSystemd() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    fs::remove(notify_);
-  }
-
-  // The service's main process, with the store passed to it when not empty.
-  void start() {
-    drain();
-    std::vector<std::string> names;
-    std::vector<int> fds;
-    for (const auto& [name, fd] : store_) {
-      names.push_back(name);
-      fds.push_back(fd.get());
-    }
-    std::vector<std::string> argv_s{NVGRACE_BIN, "serve"};
-    argv_s.insert(argv_s.end(), args_.begin(), args_.end());
-    const int log_fd = ::open(log_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    REQUIRE(log_fd >= 0);
-    pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      // Above every number in play first, then down to 3, 4, ...
-      std::vector<int> high;
-      for (int fd : fds) high.push_back(::fcntl(fd, F_DUPFD, 2000));
-      ::dup2(log_fd, 1);
-      ::dup2(log_fd, 2);
-      for (std::size_t i = 0; i < high.size(); ++i) ::dup2(high[i], 3 + static_cast<int>(i));
-      std::string joined;
-      for (const auto& n : names) joined += (joined.empty() ? "" : ":") + n;
-      ::setenv("NOTIFY_SOCKET", notify_.c_str(), 1);
-      if (!fds.empty()) {
-        ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
-        ::setenv("LISTEN_FDS", std::to_string(fds.size()).c_str(), 1);
-        ::setenv("LISTEN_FDNAMES", joined.c_str(), 1);
-      }
-      std::vector<char*> argv;
-      for (auto& a : argv_s) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(NVGRACE_BIN, argv.data());
-      ::_exit(127);
-    }
-    ::close(log_fd);
-  }
-
-  // SIGKILL, then systemd's Restart=.
-  void kill_and_restart() {
-    REQUIRE(pid_ > 0);
-    REQUIRE(::kill(pid_, SIGKILL) == 0);
-    REQUIRE(::waitpid(pid_, nullptr, 0) == pid_);
-    pid_ = -1;
-    start();
-  }
-
-  // Reads every notification sent so far into the store.
-  void drain() {
-    for (;;) {
-      std::array<std::uint8_t, 4096> buf{};
-      std::array<sys::UniqueFd, 4> fds;
-      auto r = sys::recv_with_fds(sock_.get(), buf, fds, false);
-      if (!r || r->bytes == 0) return;
-      const std::string text(reinterpret_cast<const char*>(buf.data()), r->bytes);
-      messages_.push_back(text);
-      auto field = [&](const std::string& key) -> std::string {
-        const auto at = text.find(key + "=");
-        if (at == std::string::npos || (at != 0 && text[at - 1] != '\n')) return {};
-        const auto end = text.find('\n', at);
-        return text.substr(at + key.size() + 1, end == std::string::npos ? std::string::npos : end - at - key.size() - 1);
-      };
-      const auto name = field("FDNAME");
-      if (field("FDSTOREREMOVE") == "1") {
-        std::erase_if(store_, [&](const auto& e) { return e.first == name; });
-      } else if (field("FDSTORE") == "1" && r->fds == 1) {
-        CHECK(field("FDPOLL") == "0");
-        const bool duplicate = std::any_of(store_.begin(), store_.end(), [&](const auto& e) {
-          return ::syscall(SYS_kcmp, ::getpid(), ::getpid(), KCMP_FILE, e.second.get(), fds[0].get()) == 0;
-        });
-        if (!duplicate) store_.emplace_back(name, std::move(fds[0]));
-      }
-    }
-  }
-  // Waits for a notification, or for the log to say something.
-  bool wait_message(const std::string& what, std::size_t count = 1) {
-    for (int i = 0; i < 500; ++i) {
-      drain();
-      if (static_cast<std::size_t>(std::count(messages_.begin(), messages_.end(), what)) >= count) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }
-  bool wait_log(const std::string& what, std::size_t count = 1) {
-    for (int i = 0; i < 500 && count_of(log(), what) < count; ++i) std::this_thread::sleep_for(20ms);
-    return count_of(log(), what) >= count;
-  }
-  [[nodiscard]] std::vector<std::string> names() {
-    drain();
-    std::vector<std::string> out;
-    for (const auto& e : store_) out.push_back(e.first);
-    return out;
-  }
-  [[nodiscard]] std::string log() const { return test::slurp(log_); }
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  int stop() {
-    REQUIRE(pid_ > 0);
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    REQUIRE(::waitpid(pid_, &status, 0) == pid_);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  std::vector<std::string> args_;
-  std::string notify_, log_;
-  sys::UniqueFd sock_;
-  pid_t pid_ = -1;
-  std::vector<std::pair<std::string, sys::UniqueFd>> store_;
-  std::vector<std::string> messages_;
-};
-
-}  // namespace
-
 TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd while a client talks - the store "
           "gives everything back, nothing written is lost, the socket never closes (R41)") {
   const auto sock = test::temp_path("fdstore.sock");
-  StandInSystemd sd({"--fdstore", "--socket", sock, "--profile", "gh200", "--mem-size", "0x60000000"});
-  REQUIRE(sd.wait_message("READY=1"));
+  const auto log = test::temp_path("fdstore.log");
+  std::ofstream(log, std::ios::trunc).flush();
+  test::StandInSystemd sd({NVGRACE_BIN, "serve", "--fdstore", "--socket", sock, "--profile", "gh200", "--mem-size",
+                           "0x60000000"},
+                          test::temp_path("notify.sock"), log);
+  REQUIRE(sd.error().empty());
+  REQUIRE(sd.start());
+  auto wait_for = [&](auto&& done) {
+    for (int i = 0; i < 500 && !done(); ++i) std::this_thread::sleep_for(20ms);
+    return done();
+  };
+  auto started = [&](std::size_t k) {
+    return count_of(test::slurp(log), "took the state on from systemd's file-descriptor store") >= k;
+  };
+  REQUIRE(wait_for([&] { return sd.count("READY=1") == 1; }));
   {
     const auto names = sd.names();
-    INFO(sd.log());
+    INFO(test::slurp(log));
     CHECK(std::count(names.begin(), names.end(), "nvgrace-state") == 1);
     CHECK(names.size() >= 4);  // the state, the listener, the GPU memory, BAR0's registers
     for (const auto& n : names) CHECK(n.starts_with("nvgrace-"));
@@ -479,9 +344,9 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
       ++n;
       const std::uint16_t cmd = (n & 1) ? (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) : PCI_COMMAND_MEMORY;
       auto w = vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, cmd);
-      if (!w) FAIL("config write " << n << ": " << w.error().message << "\n" << sd.log());
+      if (!w) FAIL("config write " << n << ": " << w.error().message << "\n" << test::slurp(log));
       auto r = vfio::config_read(*c, ConfigOffset{PCI_COMMAND}, 2);
-      if (!r) FAIL("config read " << n << ": " << r.error().message << "\n" << sd.log());
+      if (!r) FAIL("config read " << n << ": " << r.error().message << "\n" << test::slurp(log));
       REQUIRE(*r == cmd);
       REQUIRE(c->write(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
       REQUIRE(c->write(vfio::kBar4Region, 0x100 + 4 * (n % 64), std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
@@ -489,9 +354,9 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
   };
   for (unsigned k = 1; k <= 6; ++k) {
     talk(std::chrono::milliseconds(50 + 37 * k));
-    sd.kill_and_restart();
-    INFO(sd.log());
-    REQUIRE(sd.wait_log("took the state on from systemd's file-descriptor store", k));
+    REQUIRE(sd.kill_and_restart());
+    INFO(test::slurp(log));
+    REQUIRE(wait_for([&] { return started(k); }));
   }
   talk(200ms);
   for (std::uint32_t i = n - 63; i <= n; ++i) {
@@ -506,16 +371,17 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
   CHECK(c->dma_unmap(Iova{0x100000}, 0x2000));
   CHECK_FALSE(c->dma_unmap(Iova{0x100000}, 0x2000));
   // An upgrade in place keeps the store (same process), then one more death.
+  REQUIRE(sd.pid() > 0);
   REQUIRE(::kill(sd.pid(), SIGUSR2) == 0);
-  REQUIRE(sd.wait_log("upgraded in place"));
+  REQUIRE(wait_for([&] { return count_of(test::slurp(log), "upgraded in place") == 1; }));
   talk(100ms);
-  sd.kill_and_restart();
-  REQUIRE(sd.wait_log("took the state on from systemd's file-descriptor store", 7));
+  REQUIRE(sd.kill_and_restart());
+  REQUIRE(wait_for([&] { return started(7); }));
   talk(100ms);
   // The client leaves: its socket leaves the store; the next client finds
   // the device as the last one left it.
   c.reset();
-  REQUIRE(sd.wait_log("ready for the next client"));
+  REQUIRE(wait_for([&] { return count_of(test::slurp(log), "ready for the next client") == 1; }));
   {
     const auto names = sd.names();
     CHECK(std::count(names.begin(), names.end(), "nvgrace-900") == 0);
@@ -523,23 +389,21 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
   auto next = connect(sock);
   CHECK(*vfio::config_read(*next, ConfigOffset{PCI_BASE_ADDRESS_4}, 4) == 0x4000000Cu);
   next.reset();
+  CHECK(sd.bad().empty());
   CHECK(sd.stop() == 0);
   CHECK_FALSE(fs::exists(sock));
 }
 
-TEST_CASE("serve --fdstore: without systemd's notify socket, or with --host, refused in one line") {
+TEST_CASE("serve --fdstore: without systemd's notify socket, or with --keeper, refused in one line") {
   const auto sock = test::temp_path("fdstore-refused.sock");
   ::unsetenv("NOTIFY_SOCKET");
   test::ServeProcess s({"--fdstore", "--socket", sock, "--profile", "gh200"});
   for (int i = 0; i < 250 && !s.exited(); ++i) std::this_thread::sleep_for(20ms);
   CHECK(s.stop(SIGTERM) == 1);
   CHECK(s.log().find("--fdstore needs systemd's notify socket") != std::string::npos);
-  test::ServeProcess h({"--fdstore", "--socket", sock, "--host", "0000:00:03.0"});
-  for (int i = 0; i < 250 && !h.exited(); ++i) std::this_thread::sleep_for(20ms);
-  CHECK(h.stop(SIGTERM) == 2);
-  CHECK(h.log().find("--host conflicts with --fdstore") != std::string::npos);
   test::ServeProcess k({"--fdstore", "--keeper", "--socket", sock, "--profile", "gh200"});
   for (int i = 0; i < 250 && !k.exited(); ++i) std::this_thread::sleep_for(20ms);
   CHECK(k.stop(SIGTERM) == 2);
+  CHECK(k.log().find("--keeper excludes --fdstore") != std::string::npos);
   CHECK_FALSE(fs::exists(sock));
 }

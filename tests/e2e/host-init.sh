@@ -59,8 +59,9 @@ fi
 if [ "$scenario" = upgrade ]; then
   # R41: the NVMe keeps doing DMA (Identify in a loop, with a fresh mapping
   # every other time) while the server is upgraded in place and, under
-  # --keeper, SIGKILLed, at random points 0.2-2 s apart. nvg.rounds: how many
-  # of each (default 5); the plain server is upgraded 3 times first.
+  # --keeper and --fdstore (under a stand-in systemd), SIGKILLed, at random
+  # points 0.2-2 s apart. nvg.rounds: how many of each (default 5); the plain
+  # server is upgraded 3 times first.
   rounds=$(arg nvg.rounds); rounds=${rounds:-5}
   pause() { sleep "$(( (RANDOM % 19) / 10 )).$(( RANDOM % 10 ))"; }
   count() { grep -c "$1" /tmp/serve.log; }
@@ -99,8 +100,28 @@ if [ "$scenario" = upgrade ]; then
   finish keeper
   say "KEEPER upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $server 2>/dev/null && echo yes || echo no)"
   grep -E "warn|error|nvgrace: " /tmp/serve.log | grep -v "SIGUSR2 will not\|--assume-device-id" | tail -6 | sed 's/^/E2E SERVER_LOG /'
-  dmesg | grep -iE "DMAR:.*(fault|PTE)|vfio.*(reset|error)" | tail -3 | sed 's/^/E2E KERNEL /'
   stop_server
+  # --fdstore under a stand-in systemd (e2e_host_client systemd): the unit's
+  # file-descriptor store keeps the device, its IOMMU and the DMA memory.
+  : > /tmp/serve.log
+  e2e_host_client systemd /run/notify.sock /tmp/service.pid /tmp/serve.log -- "$(command -v nvgrace)" serve --fdstore \
+    --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > /tmp/systemd.log 2>&1 &
+  sup=$!
+  wait_count 1 "listening on" || say "FAIL the --fdstore server did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
+  loop fdstore
+  ups=0; kills=0
+  for k in $(seq "$rounds"); do
+    pause; kill -USR2 "$(cat /tmp/service.pid)"; wait_count $k "upgraded in place" || break; ups=$k
+    pause; kill -KILL "$(cat /tmp/service.pid)"
+    wait_count $k "took the state on from systemd's file-descriptor store" || break; kills=$k
+  done
+  finish fdstore
+  say "FDSTORE upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $sup 2>/dev/null && echo yes || echo no)"
+  grep -E "warn|error|nvgrace: " /tmp/serve.log | grep -v "SIGUSR2 will not\|--assume-device-id" | tail -6 | sed 's/^/E2E SERVER_LOG /'
+  grep -E "^info start" /tmp/systemd.log | tail -2 | sed 's/^/E2E SYSTEMD_LOG /'
+  kill -TERM $sup; wait $sup; say "SYSTEMD_EXIT $? $(tail -1 /tmp/systemd.log)"
+  grep FAIL /tmp/systemd.log | sed 's/^/E2E SYSTEMD /'
+  dmesg | grep -iE "DMAR:.*(fault|PTE)|vfio.*(reset|error)" | tail -3 | sed 's/^/E2E KERNEL /'
   say DONE
   poweroff -f
 fi

@@ -19,6 +19,13 @@
 //                                          config space through the server, and
 //                                          every other one maps a fresh buffer,
 //                                          Identifies into it and unmaps it
+//   e2e_host_client systemd NOTIFY PIDFILE LOG -- PROGRAM ARGS...
+//                                          runs PROGRAM as a stand-in systemd
+//                                          runs a unit with a file-descriptor
+//                                          store and Restart=on-failure
+//                                          (tests/support/standin_systemd.hpp);
+//                                          PIDFILE holds the service's pid;
+//                                          SIGTERM stops it and the stand-in
 //   e2e_host_client devmem ADDR [VALUE]    8 bytes of /dev/mem, mapped write-back
 //   e2e_host_client bench SOCKET           prints DMA_MAP 1 GiB, interrupt and
 //   e2e_host_client bench-direct BDF API   BAR0 figures through nvgrace, or
@@ -29,14 +36,17 @@
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +56,7 @@
 #include "nvgrace/vfio/host/vfio_io.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/user/protocol.hpp"
+#include "standin_systemd.hpp"
 #include "vfio_user_client.hpp"
 
 namespace user = nvgrace::vfio::user;
@@ -103,6 +114,10 @@ class UserTransport final : public Transport {
  public:
   explicit UserTransport(const std::string& socket) : sock_(test::vfio_user_connect(socket)) {
     if (!sock_) die("cannot connect to " + socket);
+    // QEMU's client gives up on a reply after x-msg-timeout (5 s); this one
+    // after 10 s, so that a server that never answers is a failure, not a hang.
+    const timeval limit{10, 0};
+    ::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     std::vector<std::uint8_t> v;
     put(v, std::uint32_t{0});
     const std::string caps = R"({"capabilities":{"max_msg_fds":8,"max_data_xfer_size":1048576}})";
@@ -120,7 +135,9 @@ class UserTransport final : public Transport {
     put(m, user::Header{++id_, cmd, static_cast<std::uint32_t>(16 + p.size()), 0, 0});
     m.insert(m.end(), p.begin(), p.end());
     auto r = test::vfio_user_call(sock_.get(), m, got_fd, fds);
-    if (r.size() < 16) die(fmt::format("{}: the server closed the connection", user::command_name(cmd)));
+    if (r.size() < 16)
+      die(fmt::format("{}: no reply (the server closed the connection, or none came within 10 s)",
+                      user::command_name(cmd)));
     user::Header h{};
     std::memcpy(&h, r.data(), 16);
     if (err) *err = (h.flags & user::kError) ? static_cast<int>(h.error) : 0;
@@ -526,6 +543,40 @@ int run_loop(const std::string& socket, const std::string& serial, const std::st
   return failures;
 }
 
+// The service under a stand-in systemd until SIGTERM, restarted whenever it
+// dies other than by a clean stop (Restart=on-failure); one line per start.
+volatile sig_atomic_t g_stop = 0;
+int run_systemd(const std::string& notify, const std::string& pidfile, const std::string& log,
+                std::vector<std::string> argv) {
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  ::sigaction(SIGTERM, &sa, nullptr);
+  test::StandInSystemd sd(std::move(argv), notify, log);
+  if (!sd.error().empty()) die(sd.error());
+  unsigned starts = 0;
+  auto start = [&] {
+    if (!sd.start()) die(sd.error());
+    ++starts;
+    std::ofstream(pidfile + ".new") << sd.pid() << "\n";
+    std::rename((pidfile + ".new").c_str(), pidfile.c_str());
+    std::printf("info start %u: service pid %d, %zu descriptor(s) passed\n", starts, sd.pid(), sd.names().size());
+  };
+  start();
+  while (!g_stop) {
+    sd.drain();
+    if (const int status = sd.reap(); status != -1) {
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+      if (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) return 0;
+      start();
+    }
+    ::usleep(10000);
+  }
+  const int code = sd.stop();
+  for (const auto& b : sd.bad()) ok(false, b);
+  std::printf("info stopped: exit %d after %u start(s)\n", code, starts);
+  return code == 0 ? failures : 1;
+}
+
 // The figures behind scripts/bench's ratios, one round: a 1 GiB DMA map,
 // admin-command round trips completed by MSI-X, and 32-bit BAR0 reads.
 int run_bench(Transport& t, const char* how) {
@@ -569,6 +620,8 @@ int main(int argc, char** argv) {
   if (cmd == "fakebar" && argc == 4) return run_fakebar(argv[2], std::stoull(argv[3], nullptr, 0));
   if (cmd == "hold" && argc == 3) return run_hold(argv[2]);
   if (cmd == "loop" && argc == 5) return run_loop(argv[2], argv[3], argv[4]);
+  if (cmd == "systemd" && argc > 6 && std::string(argv[5]) == "--")
+    return run_systemd(argv[2], argv[3], argv[4], std::vector<std::string>(argv + 6, argv + argc));
   if (cmd == "devmem" && (argc == 3 || argc == 4)) return run_devmem(std::stoull(argv[2], nullptr, 0), argc == 4 ? argv[3] : nullptr);
   if (cmd == "bench" && argc == 3) {
     UserTransport t(argv[2]);
@@ -581,7 +634,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "usage: e2e_host_client nvme SOCKET SERIAL | fakebar SOCKET VALUE | hold SOCKET | "
-               "loop SOCKET SERIAL STOPFILE | devmem ADDR [VALUE] | "
+               "loop SOCKET SERIAL STOPFILE | systemd NOTIFY PIDFILE LOG -- PROGRAM ARGS... | devmem ADDR [VALUE] | "
                "bench SOCKET | bench-direct BDF cdev|group\n");
   return 2;
 }

@@ -9,7 +9,8 @@
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
 #             | nested (QEMU inside the guest as the client, under KVM)
 #             | upgrade (R41: the NVMe in a DMA loop across upgrades and
-#               SIGKILLs of the server; NVG_ROUNDS of each, default 5)
+#               SIGKILLs of the server, plain, --keeper and --fdstore under a
+#               stand-in systemd; NVG_ROUNDS of each, default 5)
 # For experiments on the nested scenario: NVG_L1_APPEND adds to the outer
 # guest's kernel command line, NVG_L2_APPEND (comma-separated) to the nested
 # guest's, NVG_L2_CPU is the nested guest's -cpu (default host,-tsc-deadline),
@@ -97,7 +98,7 @@ fi
 want_api=$([ "$api" = cdev ] && echo iommufd || echo type1)
 if [ "$scenario" = upgrade ]; then
   rounds=${NVG_ROUNDS:-5}
-  for m in plain keeper; do
+  for m in plain keeper fdstore; do
     check "upgrade: the $m loop ran to the end with no error or wrong value (R41)" \
       "$(e2e "LOOP_EXIT $m 0" > /dev/null && e2e "LOOP $m ok .*LOOP iterations=[0-9]* fresh_maps=[0-9]* bad=0" > /dev/null; echo $?)" \
       "$(e2e "LOOP $m" | tr '\n' ' ') $(e2e "LOOP_EXIT $m")"
@@ -106,12 +107,16 @@ if [ "$scenario" = upgrade ]; then
     "$(has PLAIN "upgrades=3 refused=0")" "$(e2e PLAIN) $(e2e SERVER_LOG | tr '\n' ' ')"
   check "upgrade: under --keeper, $rounds upgrades and $rounds SIGKILLs of the serving process, none refused" \
     "$(has KEEPER "upgrades=$rounds kills=$rounds refused=0 alive=yes")" "$(e2e KEEPER) $(e2e SERVER_LOG | tr '\n' ' ')"
+  check "upgrade: under --fdstore and a stand-in systemd, $rounds upgrades and $rounds SIGKILLs, none refused" \
+    "$(has FDSTORE "upgrades=$rounds kills=$rounds refused=0 alive=yes")" "$(e2e FDSTORE) $(e2e SERVER_LOG | tr '\n' ' ')"
+  check "upgrade: the stand-in systemd stopped the --fdstore server cleanly, every notification well formed" \
+    "$(e2e "SYSTEMD_EXIT 0" > /dev/null && [ -z "$(e2e "SYSTEMD FAIL")" ]; echo $?)" "$(e2e SYSTEMD_EXIT) $(e2e "SYSTEMD FAIL")"
   check "upgrade: the guest kernel logged no DMAR fault and no VFIO reset" "$([ -z "$(e2e KERNEL)" ]; echo $?)" \
     "$(e2e KERNEL | tr '\n' ' ')"
-  for m in plain keeper; do
+  for m in plain keeper fdstore; do
     echo "  $m: $(e2e "LOOP $m ok" | grep -o 'LOOP iterations.*')"
   done
-  echo "  $(e2e PLAIN)"; echo "  $(e2e KEEPER)"
+  echo "  $(e2e PLAIN)"; echo "  $(e2e KEEPER)"; echo "  $(e2e FDSTORE)"
   echo "$fails failed"
   [ "$fails" = 0 ]
   exit

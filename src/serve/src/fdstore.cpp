@@ -103,12 +103,37 @@ Result<void> FdStore::hold_connection(std::size_t slot, int fd) {
 
 void FdStore::drop_connection(std::size_t slot) { (void)remove(fdstore_name(kConnectionFd + static_cast<int>(slot))); }
 
+// A copy of this process's own at the lowest free number of the range, not
+// closed on exec (an upgrade's successor finds it where the records say),
+// and in the store under that number.
 Result<int> FdStore::hold_copy(int fd) {
-  return fail_errno(ENOTSUP, "descriptor {}: --fdstore keeps only the descriptors a server starts with and its "
-                    "connections (a real device's DMA memory needs --keeper)", fd);
+  const int at = ::fcntl(fd, F_DUPFD, kKeptFd);
+  if (at < 0) return fail_errno(errno, "copying descriptor {}: {}", fd, std::strerror(errno));
+  if (at >= kConnectionFd) {
+    ::close(at);
+    return fail_errno(EMFILE, "{} descriptors are kept for records already, all there is room for ({}..{})",
+                      kConnectionFd - kKeptFd, kKeptFd, kConnectionFd - 1);
+  }
+  if (auto ok = store(at, fdstore_name(at)); !ok) {
+    ::close(at);
+    return fail(ok.error());
+  }
+  std::lock_guard lock(mutex_);
+  copies_.insert(at);
+  return at;
 }
 
-void FdStore::release_copy(int) {}
+void FdStore::release_copy(int number) {
+  (void)remove(fdstore_name(number));
+  std::lock_guard lock(mutex_);
+  if (copies_.erase(number) != 0) ::close(number);
+}
+
+void FdStore::adopt_copies(std::span<const int> numbers) {
+  std::lock_guard lock(mutex_);
+  for (int n : numbers)
+    if (::fcntl(n, F_GETFD) >= 0) copies_.insert(n);
+}
 
 Result<void> FdStore::ready() { return send("READY=1", -1); }
 
@@ -170,9 +195,12 @@ Result<std::optional<FdStoreRestore>> restore_from_fdstore() {
     if (::fcntl(*at, F_GETFD) >= 0)
       return fail_errno(EBUSY, "descriptor {} ({}) cannot be put back: the number is in use", *at,
                         names[static_cast<std::size_t>(i)]);
-    if (::dup3(moved[static_cast<std::size_t>(i)].get(), *at, O_CLOEXEC) < 0)
+    // A copy (hold_copy) stays open across exec, as it was made.
+    const bool copy = *at >= kKeptFd && *at < kConnectionFd;
+    if (::dup3(moved[static_cast<std::size_t>(i)].get(), *at, copy ? 0 : O_CLOEXEC) < 0)
       return fail_errno(errno, "putting descriptor {} back: {}", *at, std::strerror(errno));
     out.placed.push_back(*at);
+    if (copy) out.copies.push_back(*at);
   }
   return std::optional<FdStoreRestore>(std::move(out));
 }

@@ -140,7 +140,7 @@ Result<std::vector<int>> handover_descriptors(std::span<const std::uint8_t> byte
   return out;
 }
 
-Result<Handover> decode_handover(std::span<const std::uint8_t> bytes) {
+Result<Handover> decode_handover(std::span<const std::uint8_t> bytes, std::span<const int> duplicate) {
   Header h;
   if (bytes.size() < sizeof h) return fail_errno(EINVAL, "{} bytes hold no nvgrace hand-over", bytes.size());
   std::memcpy(&h, bytes.data(), sizeof h);
@@ -175,7 +175,7 @@ Result<Handover> decode_handover(std::span<const std::uint8_t> bytes) {
   std::vector<sys::UniqueFd> owned;
   std::set<int> seen;
   for (int f : numbers) {
-    if (!seen.insert(f).second) {
+    if (!seen.insert(f).second || std::find(duplicate.begin(), duplicate.end(), f) != duplicate.end()) {
       sys::UniqueFd again(::fcntl(f, F_DUPFD_CLOEXEC, 0));
       if (!again) return fail_errno(errno, "duplicating descriptor {}: {}", f, std::strerror(errno));
       owned.push_back(std::move(again));

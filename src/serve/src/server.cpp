@@ -553,6 +553,17 @@ Result<void> Server::keeper_numbers(std::size_t index, std::vector<int>& numbers
     if (!f) return fail_errno(errno, "descriptor {} of socket {}'s record: {}", n, index, std::strerror(errno));
     const FileId id{f->first, f->second};
     if (const auto it = inherited_.find(n); it != inherited_.end() && it->second == id) continue;
+    // The same file as a copy this process inherited (from the keeper, or
+    // its own from before an upgrade's exec): that copy, never a second one -
+    // systemd's store drops a second descriptor of an open file it holds.
+    if (const auto it = std::find_if(inherited_.begin(), inherited_.end(),
+                                     [&](const auto& e) {
+                                       return e.second == id && e.first >= kKeptFd && e.first < kConnectionFd;
+                                     });
+        it != inherited_.end()) {
+      n = it->first;
+      continue;
+    }
     if (const auto it = kept_.find(id); it != kept_.end()) {
       n = it->second;
       continue;

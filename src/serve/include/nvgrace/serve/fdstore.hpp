@@ -16,9 +16,11 @@
 // restart passes them as LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID (sd_listen_fds(3)).
 // The unit needs FileDescriptorStoreMax= and NotifyAccess=main.
 //
-// Not for real devices: a DMA mapping's memory would need a copy at a
-// number of its own in the store (the keeper makes those); `serve --host`
-// refuses --fdstore.
+// A real device's DMA memory (hold_copy) is kept as a copy of this
+// process's own at a number in [kKeptFd, kConnectionFd), not closed on
+// exec, stored under that number; a restarted process gets the copy back
+// there, and the records' restore is given duplicates of it
+// (decode_handover's `duplicate`), so the copy stays the store's.
 //
 // Thread-safety: FdStore's calls are serialized inside; the restore is a
 // process's first step, single-threaded.
@@ -27,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,6 +61,7 @@ class FdStore final : public DescriptorKeeper {
   void drop_connection(std::size_t slot) override;
   Result<int> hold_copy(int fd) override;
   void release_copy(int number) override;
+  void adopt_copies(std::span<const int> numbers) override;
   // READY=1 (harmless where the unit is not Type=notify).
   Result<void> ready() override;
   std::vector<int> descriptors() const override { return {}; }
@@ -68,6 +72,7 @@ class FdStore final : public DescriptorKeeper {
   sys::UniqueFd socket_;
   std::string address_;  // sockaddr_un's path, a leading NUL for an abstract one
   std::mutex mutex_;
+  std::set<int> copies_;  // hold_copy()'s, owned here
 };
 
 // What systemd passed this process (LISTEN_PID is this process): every
@@ -78,6 +83,7 @@ class FdStore final : public DescriptorKeeper {
 struct FdStoreRestore {
   sys::UniqueFd state;
   std::vector<int> placed;
+  std::vector<int> copies;  // of those, hold_copy()'s (open across exec)
 };
 [[nodiscard]] Result<std::optional<FdStoreRestore>> restore_from_fdstore();
 

@@ -44,7 +44,10 @@ struct Handover {
 // Reads and checks the hand-over in `fd`: magic, format, size, checksum, the
 // CBOR, and that every descriptor it names is open here (and named once).
 [[nodiscard]] Result<Handover> read_handover(int fd);
-[[nodiscard]] Result<Handover> decode_handover(std::span<const std::uint8_t> bytes);
+// `duplicate`: descriptors someone else keeps owning (the fd store's
+// copies): a duplicate of each is owned instead.
+[[nodiscard]] Result<Handover> decode_handover(std::span<const std::uint8_t> bytes,
+                                               std::span<const int> duplicate = {});
 // What a successor process is started with: this process's environment
 // without the variables named in `drop`, with `add` ("NAME=VALUE") after it;
 // and the NULL-terminated pointer arrays execve wants over such strings.
