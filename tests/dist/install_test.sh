@@ -28,8 +28,9 @@ comp=$(PATH=$root/bin:$PATH bash -c "source '$root/share/bash-completion/complet
   COMP_WORDS=(nvgrace inspect --profile ''); COMP_CWORD=3; _nvgrace; echo \"\${COMPREPLY[*]}\"")
 check "bash completion lists the profiles after --profile ($comp)" "$(grep -q 'gh200 .*gb200' <<<"$comp"; echo $?)" "$comp"
 unit=$root/lib/systemd/system/nvgrace-serve@.service
-check "nvgrace-serve@.service starts $prefix/bin/nvgrace serve --keeper with its socket under /run/nvgrace/" \
-  "$(grep -qx "ExecStart=$prefix/bin/nvgrace serve --keeper --socket /run/nvgrace/%i/gpu.sock \$NVGRACE_SERVE_ARGS" "$unit"; echo $?)" \
+check "nvgrace-serve@.service starts $prefix/bin/nvgrace serve --fdstore with its socket under /run/nvgrace/, and keeps a store" \
+  "$(grep -qx "ExecStart=$prefix/bin/nvgrace serve --fdstore --socket /run/nvgrace/%i/gpu.sock \$NVGRACE_SERVE_ARGS" "$unit" &&
+     grep -qx "Type=notify" "$unit" && grep -qx "NotifyAccess=main" "$unit" && grep -q "^FileDescriptorStoreMax=[1-9]" "$unit"; echo $?)" \
   "$(grep ExecStart "$unit")"
 echo "$fails failed"
 [ "$fails" = 0 ]
