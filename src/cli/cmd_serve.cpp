@@ -178,7 +178,7 @@ class ServeCommand final : public Command {
     cmd_->add_flag("--keeper", keeper_,
                    "Survive the serving process's death: this process stays as a keeper that holds every socket, "
                    "the GPU memory and the state the serving process (its child) publishes, and starts another "
-                   "when it dies; its clients notice nothing (emulated GPUs; R41, docs/vfio-user.md)");
+                   "when it dies; its clients notice nothing (R41, docs/vfio-user.md)");
     cmd_->add_flag("--fdstore", fdstore_,
                    "Survive this process's death under systemd: every socket, the GPU memory and the published "
                    "state go to the unit's file-descriptor store, and the process systemd restarts takes them "
