@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <thread>
 
@@ -75,6 +76,28 @@ std::chrono::milliseconds upgrade_while_talking(test::ServeProcess& s, vfio::Fun
     longest = std::max(longest, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - a));
   }
   return longest;
+}
+
+// A client that keeps talking for `how_long`: config space, a BAR0 register
+// and BAR4 memory (at 0x100 + 4 * (n % 64)), each written, the first two read
+// back; `n` counts the rounds. `context` is added to a failure's message.
+void talk_for(vfio::Function& c, std::uint32_t& n, std::chrono::milliseconds how_long,
+              const std::function<std::string()>& context) {
+  const auto until = std::chrono::steady_clock::now() + how_long;
+  while (std::chrono::steady_clock::now() < until) {
+    ++n;
+    const std::uint16_t cmd = (n & 1) ? (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) : PCI_COMMAND_MEMORY;
+    auto w = vfio::config_write(c, ConfigOffset{PCI_COMMAND}, 2, cmd);
+    if (!w) FAIL("config write " << n << ": " << w.error().message << "\n" << context());
+    auto r = vfio::config_read(c, ConfigOffset{PCI_COMMAND}, 2);
+    if (!r) FAIL("config read " << n << ": " << r.error().message << "\n" << context());
+    REQUIRE(*r == cmd);
+    REQUIRE(c.write(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
+    std::uint32_t back = 0;
+    REQUIRE(c.read(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<std::uint8_t*>(&back), 4)));
+    REQUIRE(back == n);
+    REQUIRE(c.write(vfio::kBar4Region, 0x100 + 4 * (n % 64), std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
+  }
 }
 
 // A copy of the built nvgrace in a folder of its own, for a test that
@@ -237,24 +260,7 @@ TEST_CASE("serve --keeper: the serving process SIGKILLed again and again while a
   REQUIRE(dma);
   REQUIRE(c->dma_map({Iova{0x100000}, 0x2000, dma->get(), 0, true, true}));
   std::uint32_t n = 0;
-  auto talk = [&](std::chrono::milliseconds how_long) {
-    const auto until = std::chrono::steady_clock::now() + how_long;
-    while (std::chrono::steady_clock::now() < until) {
-      ++n;
-      // Config space, a BAR0 register and BAR4 memory, each written and read back.
-      const std::uint16_t cmd = (n & 1) ? (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) : PCI_COMMAND_MEMORY;
-      auto w = vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, cmd);
-      if (!w) FAIL("config write " << n << ": " << w.error().message);
-      auto r = vfio::config_read(*c, ConfigOffset{PCI_COMMAND}, 2);
-      if (!r) FAIL("config read " << n << ": " << r.error().message);
-      REQUIRE(*r == cmd);
-      REQUIRE(c->write(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
-      std::uint32_t back = 0;
-      REQUIRE(c->read(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<std::uint8_t*>(&back), 4)));
-      REQUIRE(back == n);
-      REQUIRE(c->write(vfio::kBar4Region, 0x100 + 4 * (n % 64), std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
-    }
-  };
+  auto talk = [&](std::chrono::milliseconds how_long) { talk_for(*c, n, how_long, [&] { return s.log(); }); };
   for (unsigned k = 1; k <= 10; ++k) {
     talk(std::chrono::milliseconds(50 + 37 * k));
     kill_serving(s, k);
@@ -338,20 +344,7 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
     CHECK(std::count(names.begin(), names.end(), "nvgrace-900") == 1);  // the connection, before it is served
   }
   std::uint32_t n = 0;
-  auto talk = [&](std::chrono::milliseconds how_long) {
-    const auto until = std::chrono::steady_clock::now() + how_long;
-    while (std::chrono::steady_clock::now() < until) {
-      ++n;
-      const std::uint16_t cmd = (n & 1) ? (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER) : PCI_COMMAND_MEMORY;
-      auto w = vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, cmd);
-      if (!w) FAIL("config write " << n << ": " << w.error().message << "\n" << test::slurp(log));
-      auto r = vfio::config_read(*c, ConfigOffset{PCI_COMMAND}, 2);
-      if (!r) FAIL("config read " << n << ": " << r.error().message << "\n" << test::slurp(log));
-      REQUIRE(*r == cmd);
-      REQUIRE(c->write(vfio::kBar0Region, 0x100, std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
-      REQUIRE(c->write(vfio::kBar4Region, 0x100 + 4 * (n % 64), std::span(reinterpret_cast<const std::uint8_t*>(&n), 4)));
-    }
-  };
+  auto talk = [&](std::chrono::milliseconds how_long) { talk_for(*c, n, how_long, [&] { return test::slurp(log); }); };
   for (unsigned k = 1; k <= 6; ++k) {
     talk(std::chrono::milliseconds(50 + 37 * k));
     REQUIRE(sd.kill_and_restart());
