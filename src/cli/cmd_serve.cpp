@@ -67,6 +67,14 @@ Result<serve::UpgradeTarget> upgrade_target() {
 // A keeper's serving process (R41): the store and the control socket its
 // keeper gave it, from the environment (left there: an upgrade's successor
 // inherits them).
+// A descriptor number as a predecessor wrote it into the environment.
+std::optional<int> descriptor_number(std::string_view text) {
+  int fd = -1;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
+  if (ec != std::errc() || p != text.data() + text.size() || fd < 0) return std::nullopt;
+  return fd;
+}
+
 struct KeeperChild {
   serve::StateStore store;
   std::unique_ptr<serve::DescriptorKeeper> keeper;
@@ -75,19 +83,16 @@ struct KeeperChild {
 Result<std::optional<KeeperChild>> keeper_from_environment() {
   const char* text = std::getenv(serve::kKeeperEnv);
   if (!text) return std::optional<KeeperChild>();
-  const std::string v(text);
-  int store_fd = -1, control = -1;
+  const std::string_view v(text);
   const auto comma = v.find(',');
-  auto a = std::from_chars(v.data(), v.data() + (comma == std::string::npos ? v.size() : comma), store_fd);
-  auto b = comma == std::string::npos ? std::from_chars_result{nullptr, std::errc::invalid_argument}
-                                      : std::from_chars(v.data() + comma + 1, v.data() + v.size(), control);
-  if (a.ec != std::errc() || b.ec != std::errc() || store_fd < 0 || control < 0)
-    return fail("{}={} is not two descriptor numbers", serve::kKeeperEnv, v);
-  auto store = serve::StateStore::attach(sys::UniqueFd(store_fd));
+  const auto store_fd = descriptor_number(v.substr(0, comma));
+  const auto control = comma == std::string_view::npos ? std::nullopt : descriptor_number(v.substr(comma + 1));
+  if (!store_fd || !control) return fail("{}={} is not two descriptor numbers", serve::kKeeperEnv, v);
+  auto store = serve::StateStore::attach(sys::UniqueFd(*store_fd));
   if (!store) return fail(store.error());
-  ::fcntl(control, F_SETFD, FD_CLOEXEC);
+  ::fcntl(*control, F_SETFD, FD_CLOEXEC);
   return std::optional<KeeperChild>(
-      KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(control)), {}});
+      KeeperChild{std::move(*store), std::make_unique<serve::KeeperChannel>(sys::UniqueFd(*control)), {}});
 }
 
 // --fdstore (R41): the state store of a process systemd restarted (its
@@ -103,12 +108,9 @@ Result<std::optional<KeeperChild>> fdstore_from_environment() {
     state = std::move((*restored)->state);
     copies = (*restored)->copies;
   } else if (const char* text = std::getenv(serve::kFdStoreStateEnv)) {
-    const std::string v(text);
-    int fd = -1;
-    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), fd);
-    if (ec != std::errc() || p != v.data() + v.size() || fd < 0)
-      return fail("{}={} is not a descriptor number", serve::kFdStoreStateEnv, v);
-    state = sys::UniqueFd(fd);
+    const auto fd = descriptor_number(text);
+    if (!fd) return fail("{}={} is not a descriptor number", serve::kFdStoreStateEnv, text);
+    state = sys::UniqueFd(*fd);
   } else {
     return std::optional<KeeperChild>();
   }
@@ -134,11 +136,9 @@ Result<std::optional<Takeover>> takeover_from_environment() {
   const std::string text(fd_text);
   ::unsetenv(serve::kHandoverFdEnv);
   ::unsetenv(serve::kHandoverCheckEnv);
-  int fd = -1;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
-  if (ec != std::errc() || p != text.data() + text.size() || fd < 0)
-    return fail("{}={} is not a descriptor number", serve::kHandoverFdEnv, text);
-  sys::UniqueFd state(fd);
+  const auto fd = descriptor_number(text);
+  if (!fd) return fail("{}={} is not a descriptor number", serve::kHandoverFdEnv, text);
+  sys::UniqueFd state(*fd);
   auto h = serve::read_handover(state.get());
   if (!h) return fail(h.error());
   return std::optional<Takeover>(Takeover{std::move(*h), check});
