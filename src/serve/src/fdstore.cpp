@@ -107,13 +107,9 @@ void FdStore::drop_connection(std::size_t slot) { (void)remove(fdstore_name(kCon
 // closed on exec (an upgrade's successor finds it where the records say),
 // and in the store under that number.
 Result<int> FdStore::hold_copy(int fd) {
-  const int at = ::fcntl(fd, F_DUPFD, kKeptFd);
-  if (at < 0) return fail_errno(errno, "copying descriptor {}: {}", fd, std::strerror(errno));
-  if (at >= kConnectionFd) {
-    ::close(at);
-    return fail_errno(EMFILE, "{} descriptors are kept for records already, all there is room for ({}..{})",
-                      kConnectionFd - kKeptFd, kKeptFd, kConnectionFd - 1);
-  }
+  auto copy = copy_into_kept_range(fd, false);
+  if (!copy) return fail(copy.error());
+  const int at = *copy;
   if (auto ok = store(at, fdstore_name(at)); !ok) {
     ::close(at);
     return fail(ok.error());

@@ -173,14 +173,10 @@ int run_keeper(Server& bound, StateStore& store, const KeeperOptions& o) {
         failed_starts = 0;
       } else if (r && r->bytes == sizeof m && m.op == kKeeperHold && r->fds == 1) {
         // A copy at the lowest free number of the range; the answer is it.
-        std::int32_t at = ::fcntl(fds[0].get(), F_DUPFD_CLOEXEC, kKeptFd);
-        if (at >= kConnectionFd) {
-          ::close(at);
-          at = -1;
-        }
-        if (at >= 0) kept.insert(at);
-        else log->warn("the serving process asked to hold a descriptor, and the keeper has no room ({}..{} in use)",
-                       kKeptFd, kConnectionFd - 1);
+        const auto copy = copy_into_kept_range(fds[0].get(), true);
+        const std::int32_t at = copy ? *copy : -1;
+        if (copy) kept.insert(at);
+        else log->warn("the serving process asked to hold a descriptor: {}", copy.error().message);
         [[maybe_unused]] auto n = ::send(control.get(), &at, sizeof at, MSG_NOSIGNAL);
       } else if (r && r->bytes == sizeof m && m.op == kKeeperRelease) {
         if (kept.erase(static_cast<int>(m.slot)) != 0) ::close(static_cast<int>(m.slot));

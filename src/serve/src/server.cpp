@@ -533,6 +533,17 @@ Result<void> Server::publish(std::size_t index, bool with_connection, const Conn
   return {};
 }
 
+Result<int> copy_into_kept_range(int fd, bool close_on_exec) {
+  const int at = ::fcntl(fd, close_on_exec ? F_DUPFD_CLOEXEC : F_DUPFD, kKeptFd);
+  if (at < 0) return fail_errno(errno, "copying descriptor {}: {}", fd, std::strerror(errno));
+  if (at >= kConnectionFd) {
+    ::close(at);
+    return fail_errno(EMFILE, "{} descriptors are kept for records already, all there is room for ({}..{})",
+                      kConnectionFd - kKeptFd, kKeptFd, kConnectionFd - 1);
+  }
+  return at;
+}
+
 namespace {
 std::optional<std::pair<dev_t, ino_t>> file_of(int fd) {
   struct stat st {};

@@ -180,26 +180,14 @@ class Type1Iommu final : public Iommu {
   }
 
   Result<void> map(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
-    vfio_iommu_type1_dma_map m{};
-    m.argsz = sizeof m;
-    m.flags = (r ? VFIO_DMA_MAP_FLAG_READ : 0u) | (w ? VFIO_DMA_MAP_FLAG_WRITE : 0u);
-    m.vaddr = vaddr.value();
-    m.iova = iova.value();
-    m.size = size;
-    if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &m) != 0)
-      return fail_errno(errno, "VFIO_IOMMU_MAP_DMA {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
-    return {};
+    return map_dma(iova, size, vaddr, (r ? VFIO_DMA_MAP_FLAG_READ : 0u) | (w ? VFIO_DMA_MAP_FLAG_WRITE : 0u));
   }
 
   Result<void> unmap(Iova iova, std::uint64_t size) override {
-    vfio_iommu_type1_dma_unmap u{};
-    u.argsz = sizeof u;
-    u.iova = iova.value();
-    u.size = size;
-    if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0)
-      return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
-    if (u.size != size)
-      return fail_errno(EINVAL, "VFIO_IOMMU_UNMAP_DMA {:#x}+{:#x} removed {:#x} bytes", iova, size, u.size);
+    auto removed = unmap_dma(iova, size, 0);
+    if (!removed) return fail(removed.error());
+    if (*removed != size)
+      return fail_errno(EINVAL, "VFIO_IOMMU_UNMAP_DMA {:#x}+{:#x} removed {:#x} bytes", iova, size, *removed);
     return {};
   }
 
@@ -210,22 +198,10 @@ class Type1Iommu final : public Iommu {
   // ENOENT: the mapping is gone (removed, not yet recorded): made again.
   Result<void> claim_mapping(Iova iova, std::uint64_t size, HostVirtAddr vaddr, bool r, bool w) override {
     if (::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_UPDATE_VADDR) > 0) {
-      vfio_iommu_type1_dma_unmap u{};
-      u.argsz = sizeof u;
-      u.flags = VFIO_DMA_UNMAP_FLAG_VADDR;
-      u.iova = iova.value();
-      u.size = size;
-      if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0 && errno != EINVAL)
-        return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA(VADDR) {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
-      vfio_iommu_type1_dma_map m{};
-      m.argsz = sizeof m;
-      m.flags = VFIO_DMA_MAP_FLAG_VADDR;
-      m.vaddr = vaddr.value();
-      m.iova = iova.value();
-      m.size = size;
-      if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &m) == 0) return {};
-      if (errno != ENOENT)
-        return fail_errno(errno, "VFIO_IOMMU_MAP_DMA(VADDR) {:#x}+{:#x}: {}", iova, size, std::strerror(errno));
+      if (auto gone = unmap_dma(iova, size, VFIO_DMA_UNMAP_FLAG_VADDR); !gone && gone.error().err != EINVAL)
+        return fail(gone.error());
+      auto set = map_dma(iova, size, vaddr, VFIO_DMA_MAP_FLAG_VADDR);
+      if (set || set.error().err != ENOENT) return set;
     }
     // Without VFIO_UPDATE_VADDR the address is kept only for pinning by
     // mdevs, which cannot be in this container: a mapping that is there
@@ -236,13 +212,36 @@ class Type1Iommu final : public Iommu {
   }
 
   Result<void> unmap_within(Iova first, Iova last) override {
+    auto removed = unmap_dma(first, last.value() - first.value() + 1, 0);
+    if (!removed) return fail(removed.error());
+    return {};
+  }
+
+ private:
+  // VFIO_IOMMU_MAP_DMA / UNMAP_DMA with `flags`; an unmap says how many
+  // bytes it removed.
+  Result<void> map_dma(Iova iova, std::uint64_t size, HostVirtAddr vaddr, std::uint32_t flags) {
+    vfio_iommu_type1_dma_map m{};
+    m.argsz = sizeof m;
+    m.flags = flags;
+    m.vaddr = vaddr.value();
+    m.iova = iova.value();
+    m.size = size;
+    if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &m) != 0)
+      return fail_errno(errno, "VFIO_IOMMU_MAP_DMA{} {:#x}+{:#x}: {}",
+                        (flags & VFIO_DMA_MAP_FLAG_VADDR) ? "(VADDR)" : "", iova, size, std::strerror(errno));
+    return {};
+  }
+  Result<std::uint64_t> unmap_dma(Iova iova, std::uint64_t size, std::uint32_t flags) {
     vfio_iommu_type1_dma_unmap u{};
     u.argsz = sizeof u;
-    u.iova = first.value();
-    u.size = last.value() - first.value() + 1;
+    u.flags = flags;
+    u.iova = iova.value();
+    u.size = size;
     if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &u) != 0)
-      return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA [{:#x}, {:#x}]: {}", first, last, std::strerror(errno));
-    return {};
+      return fail_errno(errno, "VFIO_IOMMU_UNMAP_DMA{} {:#x}+{:#x}: {}",
+                        (flags & VFIO_DMA_UNMAP_FLAG_VADDR) ? "(VADDR)" : "", iova, size, std::strerror(errno));
+    return u.size;
   }
 
  private:
@@ -342,14 +341,9 @@ class IommufdIoas final : public Iommu {
   }
 
   Result<void> unmap_within(Iova first, Iova last) override {
-    iommu_ioas_unmap u{};
-    u.size = sizeof u;
-    u.ioas_id = ioas_;
-    u.iova = first.value();
-    u.length = last.value() - first.value() + 1;
-    if (::ioctl(iommufd_.get(), IOMMU_IOAS_UNMAP, &u) != 0 && errno != ENOENT)
-      return fail_errno(errno, "IOMMU_IOAS_UNMAP [{:#x}, {:#x}]: {}", first, last, std::strerror(errno));
-    return {};
+    auto removed = unmap(first, last.value() - first.value() + 1);
+    if (!removed && removed.error().err == ENOENT) return {};  // nothing there
+    return removed;
   }
 
  private:

@@ -78,6 +78,9 @@ inline constexpr std::uint32_t kKeeperReady = 3;  // the serving process took th
 inline constexpr std::uint32_t kKeeperHold = 4;
 inline constexpr std::uint32_t kKeeperRelease = 5;
 inline constexpr int kKeptFd = 512;
+// A copy of `fd` at the lowest free number in [kKeptFd, kConnectionFd)
+// (close-on-exec or not); EMFILE when the range is full.
+[[nodiscard]] Result<int> copy_into_kept_range(int fd, bool close_on_exec);
 
 // Where a keeper's connection sockets live: descriptor kConnectionFd + the
 // socket's index, the same number in the keeper and in every serving process.
