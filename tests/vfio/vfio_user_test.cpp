@@ -283,27 +283,21 @@ TEST_CASE("vfio-user: teardown removes every DMA mapping and disables every IRQ 
     put(map, std::uint64_t{0x200000});
     REQUIRE(header(n.send(user::kDmaMap, map)).error == 0);
   }
-  std::vector<std::uint8_t> set;
-  for (std::uint32_t v : {20u, static_cast<std::uint32_t>(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER),
-                          static_cast<std::uint32_t>(VFIO_PCI_INTX_IRQ_INDEX), 0u, 1u})
-    put(set, v);
-  std::vector<UniqueFd> fds;
-  fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
-  REQUIRE(header(n.send_raw(message(user::kDeviceSetIrqs, set), std::move(fds))).error == 0);
+  // SET_IRQS of `count` interrupts from 0, with one eventfd each for DATA_EVENTFD.
+  auto set_irqs = [&](std::uint32_t data, std::uint32_t index, std::uint32_t count) {
+    std::vector<std::uint8_t> set;
+    for (std::uint32_t v : {20u, data | static_cast<std::uint32_t>(VFIO_IRQ_SET_ACTION_TRIGGER), index, 0u, count})
+      put(set, v);
+    std::vector<UniqueFd> fds;
+    if (data == VFIO_IRQ_SET_DATA_EVENTFD)
+      for (std::uint32_t i = 0; i < count; ++i) fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
+    return header(n.send_raw(message(user::kDeviceSetIrqs, set), std::move(fds))).error;
+  };
+  REQUIRE(set_irqs(VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_INTX_IRQ_INDEX, 1) == 0);
   // MSI-X assigned, then turned off by the client: already off, and VFIO
   // refuses to disable MSI-X that is not enabled.
-  set.clear();
-  for (std::uint32_t v : {20u, static_cast<std::uint32_t>(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER),
-                          static_cast<std::uint32_t>(VFIO_PCI_MSIX_IRQ_INDEX), 0u, 1u})
-    put(set, v);
-  fds.clear();
-  fds.emplace_back(::eventfd(0, EFD_CLOEXEC));
-  REQUIRE(header(n.send_raw(message(user::kDeviceSetIrqs, set), std::move(fds))).error == 0);
-  set.clear();
-  for (std::uint32_t v : {20u, static_cast<std::uint32_t>(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER),
-                          static_cast<std::uint32_t>(VFIO_PCI_MSIX_IRQ_INDEX), 0u, 0u})
-    put(set, v);
-  REQUIRE(header(n.send(user::kDeviceSetIrqs, set)).error == 0);
+  REQUIRE(set_irqs(VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_MSIX_IRQ_INDEX, 1) == 0);
+  REQUIRE(set_irqs(VFIO_IRQ_SET_DATA_NONE, VFIO_PCI_MSIX_IRQ_INDEX, 0) == 0);
   const auto t = n.s.teardown();
   CHECK(t.dma_unmapped == 2);
   CHECK(t.irq_indexes_disabled == 1);  // INTx only
