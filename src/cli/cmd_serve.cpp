@@ -64,9 +64,6 @@ Result<serve::UpgradeTarget> upgrade_target() {
   return t;
 }
 
-// A keeper's serving process (R41): the store and the control socket its
-// keeper gave it, from the environment (left there: an upgrade's successor
-// inherits them).
 // A descriptor number as a predecessor wrote it into the environment.
 std::optional<int> descriptor_number(std::string_view text) {
   int fd = -1;
@@ -80,13 +77,17 @@ struct KeeperChild {
   std::unique_ptr<serve::DescriptorKeeper> keeper;
   std::vector<int> keeper_copies;  // descriptors the records name that `keeper` owns (the fd store's copies)
 };
+// A keeper's serving process (R41): the store and the control socket its
+// keeper gave it, from the environment (left there: an upgrade's successor
+// inherits them).
 Result<std::optional<KeeperChild>> keeper_from_environment() {
   const char* text = std::getenv(serve::kKeeperEnv);
   if (!text) return std::optional<KeeperChild>();
   const std::string_view v(text);
   const auto comma = v.find(',');
+  if (comma == std::string_view::npos) return fail("{}={} is not two descriptor numbers", serve::kKeeperEnv, v);
   const auto store_fd = descriptor_number(v.substr(0, comma));
-  const auto control = comma == std::string_view::npos ? std::nullopt : descriptor_number(v.substr(comma + 1));
+  const auto control = descriptor_number(v.substr(comma + 1));
   if (!store_fd || !control) return fail("{}={} is not two descriptor numbers", serve::kKeeperEnv, v);
   auto store = serve::StateStore::attach(sys::UniqueFd(*store_fd));
   if (!store) return fail(store.error());
