@@ -1,21 +1,18 @@
 #include "nvgrace/probe/probe.hpp"
 
-#include <setjmp.h>
-#include <signal.h>
-
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstring>
 #include <iterator>
 #include <map>
 
 #include <fmt/format.h>
 
+#include "fault_guard.hpp"
 #include "nvgrace/sys/fd.hpp"
 #include "nvgrace/vfio/region_info.hpp"
 #include "nvgrace/vfio/wire.hpp"
@@ -42,34 +39,15 @@ std::string hex(std::span<const std::uint8_t> b) {
 // A store and a load through a mapping that may fault: the kernel's 7.x
 // driver answers a fault with SIGBUS where memory is disabled (R20), a
 // mapping past a file's end faults too. The fault is part of the
-// transcript, not the end of the probe.
-thread_local sigjmp_buf* volatile fault_jump = nullptr;
-void on_fault(int) {
-  if (fault_jump) siglongjmp(*fault_jump, 1);
-  std::abort();
-}
-
-// Stores `store` at `p` when given, then loads from `p`; nullopt when either
-// faulted.
+// transcript, not the end of the probe. Stores `store` at `p` when given,
+// then loads from `p`; nullopt when either faulted.
 std::optional<std::uint64_t> guarded_access(volatile std::uint64_t* p, std::optional<std::uint64_t> store) {
-  struct sigaction sa{}, old_bus{}, old_segv{};
-  sa.sa_handler = on_fault;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGBUS, &sa, &old_bus);
-  ::sigaction(SIGSEGV, &sa, &old_segv);
-  sigjmp_buf jb;
-  std::optional<std::uint64_t> got;
-  if (sigsetjmp(jb, 1) == 0) {
-    fault_jump = &jb;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::uint64_t got = 0;
+  const bool ok = detail::without_fault([&] {
     if (store) p[0] = *store;
     got = p[0];
-  }
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  fault_jump = nullptr;
-  ::sigaction(SIGBUS, &old_bus, nullptr);
-  ::sigaction(SIGSEGV, &old_segv, nullptr);
-  return got;
+  });
+  return ok ? std::optional(got) : std::nullopt;
 }
 
 // A region as the probe needs it: its size, the memory behind it (the
