@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "command.hpp"
+#include "nvgrace/probe/memory_type.hpp"
 #include "nvgrace/probe/targets.hpp"
 
 namespace nvgrace::cli {
@@ -29,8 +30,14 @@ class ProbeCommand final : public Command {
         ->check(CLI::IsMember({"auto", "cdev", "group"}))->type_name("API")->capture_default_str();
     cmd_->add_flag("--vfio-noiommu", noiommu_,
                    "Accept a function in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1); the probe does no DMA");
-    cmd_->add_flag("--aligned-only", aligned_only_,
+    auto* mt = cmd_->add_flag("--memory-type", memory_type_,
+                              "Instead of the transcript: map the first page of each fake BAR's memory as a VMM does "
+                              "and try the accesses Device memory refuses (unaligned loads and stores; arm64: DC ZVA, "
+                              "LDXR/STXR). Exit 0 when every region behaves as Normal memory, 1 when one does not "
+                              "(R40). It puts the bytes it touched back");
+    auto* ao = cmd_->add_flag("--aligned-only", aligned_only_,
                    "Config space at aligned offsets only for widths 2 and 4 (quicker; not the oracle's full list)");
+    mt->excludes(ao);
     cmd_->add_option("-o,--output", output_, "Write the transcript here instead of stdout")->type_name("FILE");
     cmd_->add_option("--sysfs", sysfs_, "sysfs root for --vfio")->type_name("ROOT")->capture_default_str();
     cmd_->add_option("--dev", dev_, "/dev root for --vfio")->type_name("ROOT")->capture_default_str();
@@ -57,17 +64,34 @@ class ProbeCommand final : public Command {
       target = probe::open_socket_target(socket_);
     }
     if (!target) return failure("probe", "{}", target.error().message);
+    if (memory_type_) return memory_types(**target);
     probe::Options po;
     po.every_offset = !aligned_only_;
     auto t = probe::run(**target, po);
     if (!t) return failure("probe", "{}", t.error().message);
+    return write_out(*t) ? kExitOk : failure("probe", "cannot write {}", output_.empty() ? "stdout" : output_);
+  }
+
+  // R40: what the client's mapping of each fake BAR's memory behaves as.
+  int memory_types(probe::Target& target) {
+    auto regions = probe::probe_memory_types(target);
+    if (!regions) return failure("probe", "{}", regions.error().message);
+    if (!write_out(probe::format_memory_types(*regions)))
+      return failure("probe", "cannot write {}", output_.empty() ? "stdout" : output_);
+    if (regions->empty()) return failure("probe", "--memory-type: the device has no region with a sparse area to map");
+    for (const auto& r : *regions)
+      if (r.verdict() != probe::RegionMemoryType::Verdict::normal)
+        return failure("probe", "--memory-type: region {} does not behave as Normal memory (R40)", r.index);
+    return kExitOk;
+  }
+
+  bool write_out(const std::string& text) const {
     if (output_.empty()) {
-      std::cout << *t << std::flush;
-      return std::cout ? kExitOk : failure("probe", "cannot write to stdout");
+      std::cout << text << std::flush;
+      return static_cast<bool>(std::cout);
     }
     std::ofstream f(output_, std::ios::trunc);
-    if (!(f << *t) || !f.flush()) return failure("probe", "cannot write {}", output_);
-    return kExitOk;
+    return (f << text) && f.flush();
   }
 
  private:
@@ -76,6 +100,7 @@ class ProbeCommand final : public Command {
   std::string api_ = "auto";
   bool noiommu_ = false;
   bool aligned_only_ = false;
+  bool memory_type_ = false;
   std::string output_;
   std::string sysfs_ = "/sys", dev_ = "/dev";
 };

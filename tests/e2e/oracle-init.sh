@@ -111,6 +111,24 @@ dmesg | grep -iE "nvgrace|vfio" | tail -3 | sed 's/^/E2E KERNEL_AFTER /'
 
 dmesg > /tmp/dmesg-a.txt; put_file dmesg-a /tmp/dmesg-a.txt
 
+# R40: what a client's mapping of the memory behaves as. The kernel's driver
+# maps usemem cacheable and resmem write-combined - Normal memory both -
+# through its device fd, and so through serve --host serving the driver's
+# own regions (the kernel-variant path): every access of the memory-type
+# probe must work on both.
+memtype() {  # memtype NAME ARGS...: nvgrace probe --memory-type, its exit code and lines
+  name=$1; shift
+  nvgrace probe --memory-type "$@" > /tmp/mt-$name.txt 2>&1
+  say "MEMTYPE $name exit $?"
+  sed "s/^/E2E MEMTYPE $name /" /tmp/mt-$name.txt
+}
+memtype kernel --vfio $fn $nio
+if serve /tmp/kv.log --host $fn --acpi $acpi --socket /run/kv.sock $nio; then
+  say "SERVING_KERNEL_VARIANT $(grep -m1 'the kernel nvgrace-gpu driver' /tmp/kv.log)"
+  memtype served-kernel --socket /run/kv.sock
+  kill -TERM $server; wait $server
+fi
+
 # (b) nvgrace serve --host on the same function, bound to plain vfio-pci.
 bind vfio-pci
 devmem_ok=
@@ -125,6 +143,8 @@ fi
 if serve /tmp/b.log --host $fn --acpi $acpi --socket /run/b.sock $nio $devmem_ok; then
   say "SERVING $(grep '^serving' /tmp/b.log)"
   probe b --socket /run/b.sock
+  # The /dev/mem path: Device memory on arm64 (R40), write-back on x86.
+  memtype served-devmem --socket /run/b.sock
   kill -TERM $server; wait $server
 fi
 
