@@ -4,6 +4,8 @@
 # MSI-X, and `nvgrace serve --host` passes one through over vfio-user
 # (R26-R31). Every result line starts with "E2E " for the harness.
 # Kernel command line: nvg.api=cdev|group  nvg.scenario=main|bench|nested|upgrade
+#   nvg.usemem, nvg.resmem: where the firmware description puts the memory
+#   (x86: the _DSD of host-ssdt.asl; arm64: the device tree's node, no ACPI)
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -13,6 +15,15 @@ arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 say() { echo "E2E $*"; }
 api=$(arg nvg.api)
 scenario=$(arg nvg.scenario)
+usemem=$(arg nvg.usemem)
+resmem=$(arg nvg.resmem)
+acpi=/sys/firmware/acpi/tables
+[ -d $acpi ] || acpi=none  # arm64 virt booted with a device tree
+# R40: on arm64 /dev/mem maps the memory (kept from this kernel) as Device
+# memory: serve --host refuses it unless told; the checks below need a
+# server, so they tell it (and the memory-type probe shows what it costs).
+devmem_ok=
+[ "$(uname -m)" = aarch64 ] && devmem_ok=--allow-device-memory
 while read -r m; do
   [ -n "$m" ] && { insmod "/lib/modules/$m" || say "FAIL insmod $m"; }
 done < /lib/modules/order
@@ -34,7 +45,8 @@ say "NODES $(ls /dev/vfio/ | tr '\n' ' ') cdevs: $(ls /dev/vfio/devices 2>/dev/n
 
 sock=/run/nvgrace.sock
 start_server() {  # start_server LOG: nvgrace serve --host for the NVMe
-  nvgrace serve --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > "$1" 2>&1 &
+  nvgrace serve --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
+    > "$1" 2>&1 &
   server=$!
   for _ in $(seq 100); do [ -S $sock ] && grep -q "listening on" "$1" && return 0; sleep 0.1; done
   say "FAIL the server did not start: $(tail -3 "$1" | tr '\n' ' ')"
@@ -134,7 +146,7 @@ if [ "$scenario" = nested ]; then
   mkdir -p /qroot/run /qroot/tmp
   sock=/qroot/run/nvgrace.sock
   say "KVM $([ -e /dev/kvm ] && echo yes || echo no)"
-  e2e_host_client devmem 0x40003000 0x7777666655554444 > /dev/null  # resmem, for BAR2 in the nested guest
+  e2e_host_client devmem $((resmem + 0x3000)) 0x7777666655554444 > /dev/null  # resmem, for BAR2 in the nested guest
   start_server /tmp/serve.log
   start=$(date +%s)
   # Bounded, so a nested guest that hangs leaves its console for the report
@@ -157,7 +169,7 @@ if [ "$scenario" = nested ]; then
   say "NESTED_SECONDS $(( $(date +%s) - start )) QEMU exit $qrc"
   tr -d '\r' < /tmp/nested.log | grep -a "E2E N"
   grep -q "E2E N DONE" /tmp/nested.log || tr -d '\r' < /tmp/nested.log | tail -8 | sed 's/^/E2E NESTED_LOG /'
-  say "NESTED_USEMEM $(e2e_host_client devmem 0x20003000)"
+  say "NESTED_USEMEM $(e2e_host_client devmem $((usemem + 0x3000)))"
   say "SERVER_LOG $(grep -c 'DMA_MAP' /tmp/serve.log) DMA_MAP lines; $(grep 'closing' /tmp/serve.log | tail -1)"
   stop_server
   say DONE
@@ -165,29 +177,37 @@ if [ "$scenario" = nested ]; then
 fi
 
 # What inspect says about serving the stand-in (R26).
-nvgrace inspect --acpi /sys/firmware/acpi/tables --sysfs /sys --dev /dev --device $nvme --assume-device-id 0x2342 \
+nvgrace inspect --acpi $acpi --sysfs /sys --dev /dev --device $nvme --assume-device-id 0x2342 \
   | grep -E "serve|status|BAR|usemem|resmem" | sed 's/^/E2E INSPECT /'
 
 # Refusals, one line each (R26, R27).
-out=$(nvgrace serve --host $nvme --socket /run/refused.sock 2>&1); say "REFUSE_NOT_GRACE $? $out"
-out=$(nvgrace serve --host $nvme_msix_bar --assume-device-id 0x2342 --socket /run/refused.sock 2>&1)
+out=$(nvgrace serve --host $nvme --acpi $acpi --socket /run/refused.sock 2>&1); say "REFUSE_NOT_GRACE $? $out"
+out=$(nvgrace serve --host $nvme_msix_bar --assume-device-id 0x2342 --acpi $acpi --socket /run/refused.sock $devmem_ok 2>&1)
 say "REFUSE_MSIX_BAR $? $out"
 echo "$edu" > /sys/bus/pci/devices/$edu/driver/unbind
-out=$(nvgrace serve --host $edu --assume-device-id 0x2342 --socket /run/refused.sock 2>&1)
+out=$(nvgrace serve --host $edu --assume-device-id 0x2342 --acpi $acpi --socket /run/refused.sock 2>&1)
 say "REFUSE_UNBOUND $? $out"
+
+# R40: without --allow-device-memory, on arm64, one line saying why.
+if [ -n "$devmem_ok" ]; then
+  nvgrace serve --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket /run/r40.sock \
+    > /tmp/r40.log 2>&1
+  say "R40 exit $? lines $(wc -l < /tmp/r40.log): $(head -1 /tmp/r40.log)"
+fi
 
 # a. Identify through nvgrace: BAR0 mmap'd through the device fd, DMA into a
 #    memfd, MSI-X on an eventfd; then a command at an unmapped IOVA.
 start_server /tmp/serve.log
 say "SERVING $(grep '^serving' /tmp/serve.log)"
 e2e_host_client nvme $sock NVGSERIAL01 | sed 's/^/E2E A /'
-dmesg | grep -iE "DMAR:.*(fault|PTE)" | tail -2 | sed 's/^/E2E DMAR /'
+# The IOMMU's fault report: intel-iommu's DMAR lines, the SMMUv3's events.
+dmesg | grep -iE "DMAR:.*(fault|PTE)|arm-smmu-v3.*event" | tail -2 | sed 's/^/E2E DMAR /'
 
-# b. The fake BARs are the reserved RAM at the _DSD base (R16-R18): usemem at
-#    0x20000000, resmem right after its 512 MiB, at 0x40000000.
-e2e_host_client devmem 0x40002000 0x5555666677778888 > /dev/null
+# b. The fake BARs are the reserved RAM at the description's base (R16-R18):
+#    usemem there, resmem right after its 512 MiB.
+e2e_host_client devmem $((resmem + 0x2000)) 0x5555666677778888 > /dev/null
 e2e_host_client fakebar $sock 0x1111222233334444 | sed 's/^/E2E B /'
-say "DEVMEM_USEMEM $(e2e_host_client devmem 0x20001000)"
+say "DEVMEM_USEMEM $(e2e_host_client devmem $((usemem + 0x1000)))"
 
 # c. A client killed mid-run loses its mappings and interrupts, the device
 #    is reset, and the next client passes again (R30).
@@ -200,6 +220,13 @@ wait $holder 2>/dev/null
 for _ in $(seq 100); do grep -q "client 3: .*closing" /tmp/serve.log && break; sleep 0.1; done
 say "TEARDOWN $(grep "client 3: .*closing" /tmp/serve.log)"
 e2e_host_client nvme $sock NVGSERIAL01 | sed 's/^/E2E C /'
+
+# What a client's mapping of the fake BARs behaves as (R40): write-back RAM
+# on x86; on arm64 the /dev/mem path's Device memory, whose unaligned
+# accesses fault.
+nvgrace probe --memory-type --socket $sock > /tmp/memtype.log 2>&1
+say "MEMTYPE exit $?"
+sed 's/^/E2E MEMTYPE /' /tmp/memtype.log
 
 stop_server
 say "SOCKET_LEFT $([ -e $sock ] && echo yes || echo no)"

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Host-device end-to-end scenarios (R26-R31): a q35 guest under TCG with an
-# emulated Intel IOMMU, where the guest kernel's real vfio-pci serves QEMU's
-# emulated NVMe (DMA, MSI-X) and `nvgrace serve --host` passes it through to
-# the project's own vfio-user client (tests/e2e/host_client.cpp).
-#   run-host.sh OUT NVGRACE CLIENT API [SCENARIO]
-#   API: group (type1, Debian's stock kernel and its modules) | cdev (iommufd,
-#        the x86_64 6.12 kernel tests/e2e/build-kernel.sh builds, cached)
+# Host-device end-to-end scenarios (R26-R31): a guest under TCG with an
+# emulated IOMMU - q35 with intel-iommu, or arm64 virt with an SMMUv3, as
+# Grace has - where the guest kernel's real vfio-pci serves QEMU's emulated
+# NVMe (DMA, MSI-X) and `nvgrace serve --host` passes it through to the
+# project's own vfio-user client (tests/e2e/host_client.cpp).
+#   run-host.sh OUT NVGRACE CLIENT API [SCENARIO [ARCH]]
+#   API: group (type1) | cdev (iommufd). x86_64: group on Debian's stock
+#        kernel and its modules, cdev on the 6.12 kernel build-kernel.sh
+#        builds; aarch64: both on the 7.3 kernel it builds (it has both)
+#   ARCH: x86_64 (default) | aarch64 (main only: NVGRACE and CLIENT from the
+#        arm64 tree; the description in the device tree, no ACPI; R40: the
+#        /dev/mem path is refused, then forced to show it is Device memory)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
 #             | nested (QEMU inside the guest as the client, under KVM)
 #             | upgrade (R41: the NVMe in a DMA loop across upgrades and
@@ -18,25 +23,35 @@
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); client=$(realpath "$3"); api=$4; scenario=${5:-main}
+arch=${6:-x86_64}
 here=$(dirname "$(realpath "$0")")
 root=$out/root
 . "$here/lib.sh"
 need_root "$out"
 check_label="host $api"
 work=$root/nvg/host-$api-$scenario
+if [ "$arch" = aarch64 ]; then
+  [ "$scenario" = main ] || { echo "run-host.sh: the $scenario scenario is x86_64's"; exit 2; }
+  check_label="host aarch64 $api"
+  work=$root/nvg/host-aarch64-$api-$scenario
+fi
 rm -rf "$work"; mkdir -p "$work"
 
 busybox=$out/amd64/busybox/usr/bin/busybox
 modules=()
-case $api in
-  group)
+case $arch-$api in
+  aarch64-group|aarch64-cdev)
+    busybox=$out/arm64/busybox/usr/bin/busybox
+    kernel=$out/kernel-arm64-7.3/Image
+    [ -f "$kernel" ] || { echo "e2e: skipped: no arm64 7.3 kernel (see the e2e kernel test)"; exit 77; } ;;
+  x86_64-group)
     kernel=$root/vmlinuz-amd64
     kdir=$(ls -d "$out"/amd64/kernel/usr/lib/modules/*/kernel)
     for m in virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_iommu_type1 drivers/vfio/pci/vfio-pci-core \
              drivers/vfio/pci/vfio-pci arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
       modules+=(--module "$kdir/$m.ko.xz")
     done ;;
-  cdev)
+  x86_64-cdev)
     # Built once per machine by build-kernel.sh (the e2e kernel test), which
     # links its cache entry here.
     kernel=$out/kernel-x86_64-6.12/bzImage
@@ -50,29 +65,57 @@ if [ "$scenario" = nested ]; then
   # nested guest's kernel (Debian's) and initramfs.
   nested_guest "$busybox" "$here/nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
 fi
-"$here/initramfs.sh" "$work/initrd.gz" x86_64 "$busybox" "$here/host-init.sh" \
+"$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/host-init.sh" \
   --bin "$nvgrace" --bin "$client:/bin/e2e_host_client" "${modules[@]}" "${nested[@]}" \
   || { echo "FAIL building the initramfs"; exit 1; }
-iasl -p "$work/ssdt" "$here/host-ssdt.asl" > "$work/iasl.log" 2>&1 || { echo "FAIL iasl: $(tail -2 "$work/iasl.log")"; exit 1; }
 truncate -s 64M "$work/nvme.img" "$work/nvme-msix.img"
 in_root() { echo "${1#$root}"; }
+# The devices, the same on both machines: edu at slot 2, the NVMe stand-in
+# at slot 3, an NVMe whose MSI-X table has a BAR of its own at slot 4.
+devices=(-device edu,addr=0x2
+         -drive if=none,id=d0,file="$(in_root "$work/nvme.img")",format=raw
+         -device nvme,serial=NVGSERIAL01,drive=d0,addr=0x3
+         -drive if=none,id=d1,file="$(in_root "$work/nvme-msix.img")",format=raw
+         -device nvme,serial=NVGSERIAL02,drive=d1,addr=0x4,msix-exclusive-bar=on)
+append="panic=-1 loglevel=4 nvg.api=$api nvg.scenario=$scenario"
 
 start=$(date +%s.%N)
-# no_timer_check: under TCG the IO-APIC timer check through interrupt
-# remapping sometimes fails and panics the boot. memmap= keeps 1.5 GiB of
-# guest RAM from the kernel: the "device memory"
-# the SSDT's _DSD describes. -cpu qemu64,+svm,+npt gives the guest KVM.
-timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64,+svm,+npt -nic none -nographic -no-reboot \
-  -device intel-iommu,intremap=on \
-  -device edu,addr=0x2 \
-  -drive if=none,id=d0,file="$(in_root "$work/nvme.img")",format=raw -device nvme,serial=NVGSERIAL01,drive=d0,addr=0x3 \
-  -drive if=none,id=d1,file="$(in_root "$work/nvme-msix.img")",format=raw \
-  -device nvme,serial=NVGSERIAL02,drive=d1,addr=0x4,msix-exclusive-bar=on \
-  -acpitable file="$(in_root "$work/ssdt.aml")" \
-  -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
-  -append "console=ttyS0 panic=-1 loglevel=4 no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.api=$api nvg.scenario=$scenario nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.rounds=${NVG_ROUNDS:-5} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
-  > "$work/console.log" 2>&1
-qrc=$?
+if [ "$arch" = aarch64 ]; then
+  # virt with an SMMUv3 in front of its PCIe root complex, as Grace has. The
+  # description goes into the device tree QEMU generates, dumped, amended
+  # by `nvgrace firmware` for slots 3 and 4 (the same memory for both, as
+  # host-ssdt.asl does) and given back; the memory is a no-map
+  # /reserved-memory range, outside the kernel's linear map as on Grace.
+  membase=0xa0000000
+  qemu=(qemu-system-aarch64 -M virt,gic-version=3,iommu=smmuv3 -cpu max -m 4G -smp 1 -nic none -nographic -no-reboot
+        "${devices[@]}")
+  chroot "$root" "${qemu[@]}" -machine dumpdtb="$(in_root "$work/virt.dtb")" > "$work/dumpdtb.log" 2>&1 \
+    || { echo "FAIL dumping virt's device tree: $(tail -2 "$work/dumpdtb.log")"; exit 1; }
+  chroot "$root" dtc -q -I dtb -O dts -o "$(in_root "$work/virt.dts")" "$(in_root "$work/virt.dtb")"
+  for slot in 3 4; do
+    "$nvgrace" firmware --profile gh200 --mem-base $membase --mem-size 0x60000000 --slot $slot --format dts \
+      >> "$work/virt.dts" || { echo "FAIL nvgrace firmware"; exit 1; }
+  done
+  chroot "$root" dtc -q -I dts -O dtb -o "$(in_root "$work/grace.dtb")" "$(in_root "$work/virt.dts")" \
+    || { echo "FAIL dtc on the amended tree"; exit 1; }
+  timeout 600 chroot "$root" "${qemu[@]}" -dtb "$(in_root "$work/grace.dtb")" \
+    -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
+    -append "console=ttyAMA0 $append nvg.usemem=$membase nvg.resmem=$((membase + 0x20000000))" \
+    > "$work/console.log" 2>&1
+  qrc=$?
+else
+  iasl -p "$work/ssdt" "$here/host-ssdt.asl" > "$work/iasl.log" 2>&1 || { echo "FAIL iasl: $(tail -2 "$work/iasl.log")"; exit 1; }
+  # no_timer_check: under TCG the IO-APIC timer check through interrupt
+  # remapping sometimes fails and panics the boot. memmap= keeps 1.5 GiB of
+  # guest RAM from the kernel: the "device memory"
+  # the SSDT's _DSD describes. -cpu qemu64,+svm,+npt gives the guest KVM.
+  timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64,+svm,+npt -nic none -nographic -no-reboot \
+    -device intel-iommu,intremap=on "${devices[@]}" -acpitable file="$(in_root "$work/ssdt.aml")" \
+    -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
+    -append "console=ttyS0 $append no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.usemem=0x20000000 nvg.resmem=0x40000000 nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.rounds=${NVG_ROUNDS:-5} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
+    > "$work/console.log" 2>&1
+  qrc=$?
+fi
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 tr '\r' '\n' < "$work/console.log" | grep -ao 'E2E .*' > "$work/report.log"
 sed 's/^/  guest: /' "$work/report.log"
@@ -139,7 +182,14 @@ if [ "$scenario" = nested ]; then
   exit
 fi
 check "the NVMe and edu are bound to vfio-pci" "$([ "$(e2e BOUND | grep -c vfio-pci)" = 3 ]; echo $?)" "$(e2e BOUND | tr '\n' ' ')"
-check "inspect says serve --host can open it through VFIO $api" "$(has INSPECT "serve  ready: vfio-pci")" "$(e2e INSPECT | head -3 | tr '\n' ' ')"
+if [ "$arch" = aarch64 ]; then
+  check "inspect says what /dev/mem would give here: Device-nGnRnE for both (R40), and what to do instead" \
+    "$(e2e INSPECT | grep -q "serve  memory: /dev/mem: usemem Device-nGnRnE, resmem Device-nGnRnE (R40)" &&
+       e2e INSPECT | grep -q "serve  missing: the fake BARs need Normal memory"; echo $?)" "$(e2e INSPECT | head -6 | tr '\n' ' ')"
+else
+  check "inspect says serve --host can open it through VFIO $api" "$(has INSPECT "serve  ready: vfio-pci")" \
+    "$(e2e INSPECT | head -3 | tr '\n' ' ')"
+fi
 check "a non-Grace device without --assume-device-id is refused, exit 2, one line" \
   "$(has REFUSE_NOT_GRACE "^E2E REFUSE_NOT_GRACE 2 nvgrace: error: --host 0000:00:03.0: 1b36:0010 is not a Grace GPU")" "$(e2e REFUSE_NOT_GRACE)"
 check "MSI-X table in a BAR a fake BAR replaces is refused (R27)" \
@@ -162,5 +212,22 @@ check "c: the server removed them and reset the device (R30)" \
 check "c: the next client passes scenario a again" "$([ "$(e2e "C ok" | wc -l)" = 4 ]; echo $?)" "$(e2e C | tr '\n' ' ')"
 check "SIGTERM: the server exits 0 and removes its socket" \
   "$(e2e SERVER_EXIT | grep -q 'SERVER_EXIT 0' && has SOCKET_LEFT no)" "$(e2e SERVER_EXIT) $(e2e SOCKET_LEFT)"
+# R40: what a client's mapping of the fake BARs behaves as (nvgrace probe
+# --memory-type after the scenarios above).
+if [ "$arch" = aarch64 ]; then
+  check "R40: without --allow-device-memory, serve --host refuses /dev/mem, exit 2, one line: Device-nGnRnE" \
+    "$(has R40 "exit 2 lines 1: nvgrace: error: --host 0000:00:03.0: device memory: refusing to back the fake BARs with /dev/mem: arm64 /dev/mem maps memory outside the kernel's linear map as Device-nGnRnE")" \
+    "$(e2e R40)"
+  check "R40: forced (--allow-device-memory), BAR2 and BAR4 are Device memory to the client: unaligned accesses fault" \
+    "$(e2e "MEMTYPE exit 1" > /dev/null &&
+       [ "$(e2e "MEMTYPE memory-type region [24]: .*unaligned LDR FAULTED.*behaves as Device memory" | wc -l)" = 2 ]
+       echo $?)" "$(e2e MEMTYPE | tr '\n' ' ')"
+else
+  check "R40: BAR2 and BAR4 behave as Normal memory to the client (x86 maps /dev/mem of this RAM write-back)" \
+    "$(e2e "MEMTYPE exit 0" > /dev/null &&
+       [ "$(e2e "MEMTYPE memory-type region [24]: .*behaves as Normal memory$" | wc -l)" = 2 ]; echo $?)" \
+    "$(e2e MEMTYPE | tr '\n' ' ')"
+fi
+e2e MEMTYPE | grep -v "exit" | sed 's/^E2E MEMTYPE /  memory type: /'
 echo "$fails failed"
 [ "$fails" = 0 ]
