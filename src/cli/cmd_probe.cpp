@@ -3,12 +3,24 @@
 // kernel's nvgrace-gpu) or a vfio-user socket (--socket: nvgrace serve, or
 // any server) with one operation list, and writes the canonical transcript;
 // two transcripts compare with `diff` on their lines that do not start
-// with '#'. See docs/oracle.md.
+// with '#'. See docs/oracle.md. --memory-type instead tries, through the
+// mapping a VMM would make, the accesses Device memory refuses (R40): of a
+// device's fake BARs, or (--map) of any file - /dev/mem, device-DAX.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
+#include <fmt/format.h>
+
 #include "command.hpp"
+#include "nvgrace/common/size.hpp"
 #include "nvgrace/probe/memory_type.hpp"
+#include "nvgrace/sys/fd.hpp"
 #include "nvgrace/probe/targets.hpp"
 
 namespace nvgrace::cli {
@@ -35,6 +47,12 @@ class ProbeCommand final : public Command {
                               "and try the accesses Device memory refuses (unaligned loads and stores; arm64: DC ZVA, "
                               "LDXR/STXR). Exit 0 when every region behaves as Normal memory, 1 when one does not "
                               "(R40). It puts the bytes it touched back");
+    auto* map = cmd_->add_option("--map", map_,
+                                 "With --memory-type, instead of a device: map PATH at OFFSET (a physical address "
+                                 "in /dev/mem, an offset in a device-DAX /dev/daxX.Y) and run the same accesses - "
+                                 "what a VMM would get from that route to the memory (R40)")
+                    ->type_name("PATH[@OFFSET]");
+    map->needs(mt)->excludes(vfio)->excludes(sock);
     auto* ao = cmd_->add_flag("--aligned-only", aligned_only_,
                    "Config space at aligned offsets only for widths 2 and 4 (quicker; not the oracle's full list)");
     mt->excludes(ao);
@@ -45,6 +63,7 @@ class ProbeCommand final : public Command {
   }
 
   int run() override {
+    if (!map_.empty()) return map_memory_type();
     if (bdf_.empty() == socket_.empty()) return usage_error("give --vfio BDF or --socket PATH");
     if (!socket_.empty() && (noiommu_ || !cmd_->get_option("--vfio-api")->empty()))
       return usage_error("--vfio-api and --vfio-noiommu go with --vfio");
@@ -85,6 +104,34 @@ class ProbeCommand final : public Command {
     return kExitOk;
   }
 
+  // --map PATH[@OFFSET]: one mapping of a file, the same accesses.
+  int map_memory_type() {
+    std::string path = map_;
+    std::uint64_t offset = 0;
+    if (const auto at = map_.rfind('@'); at != std::string::npos) {
+      path = map_.substr(0, at);
+      auto o = parse_size(map_.substr(at + 1));
+      if (!o) return usage_error("--map {}: the offset: {}", map_, o.error().message);
+      offset = *o;
+    }
+    sys::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) return failure("probe", "--map: cannot open {}: {}", path, std::strerror(errno));
+    // A device-DAX instance maps only in its own granule (its align).
+    std::size_t length = 0;
+    struct stat st{};
+    if (::fstat(fd.get(), &st) == 0 && S_ISCHR(st.st_mode)) {
+      std::ifstream a(fmt::format("{}/dev/char/{}:{}/align", sysfs_, major(st.st_rdev), minor(st.st_rdev)));
+      std::uint64_t align = 0;
+      if (a >> align) length = static_cast<std::size_t>(align);
+    }
+    const auto r = probe::probe_mapping_memory_type(fd.get(), offset, length, fmt::format("{}@{:#x}", path, offset));
+    if (!write_out(probe::format_memory_types({r}))) return failure("probe", "cannot write {}", output_);
+    if (r.verdict() != probe::RegionMemoryType::Verdict::normal)
+      return failure("probe", "--memory-type: {} does not behave as Normal memory (R40){}", r.name,
+                     r.skipped.empty() ? "" : ": " + r.skipped);
+    return kExitOk;
+  }
+
   bool write_out(const std::string& text) const {
     if (output_.empty()) {
       std::cout << text << std::flush;
@@ -96,7 +143,7 @@ class ProbeCommand final : public Command {
 
  private:
   CLI::App* cmd_ = nullptr;
-  std::string bdf_, socket_;
+  std::string bdf_, socket_, map_;
   std::string api_ = "auto";
   bool noiommu_ = false;
   bool aligned_only_ = false;

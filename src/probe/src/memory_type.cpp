@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <iterator>
 
@@ -47,7 +48,7 @@ namespace {
 
 using detail::AccessResult;
 
-// The first page of the region's memory, mapped as a VMM maps it.
+// A shared read-write mapping, as a VMM makes it.
 class PageMapping {
  public:
   PageMapping(int fd, std::uint64_t offset, std::size_t length)
@@ -66,13 +67,16 @@ class PageMapping {
   void* p_;
 };
 
-RegionMemoryType probe_region(unsigned index, int fd, std::uint64_t offset) {
+}  // namespace
+
+RegionMemoryType probe_mapping_memory_type(int fd, std::uint64_t offset, std::size_t length, std::string name) {
   RegionMemoryType r;
-  r.index = index;
+  r.name = std::move(name);
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  PageMapping map(fd, offset, page);
+  PageMapping map(fd, offset, std::max(length, page));
   if (!map.ok()) {
-    r.skipped = fmt::format("mmap of its first page failed: {}", ::strerrorname_np(errno));
+    r.skipped = fmt::format("mmap of {:#x} bytes at {:#x} failed: {}", std::max(length, page), offset,
+                            ::strerrorname_np(errno));
     return r;
   }
   volatile std::uint8_t* block = map.bytes();
@@ -101,8 +105,6 @@ RegionMemoryType probe_region(unsigned index, int fd, std::uint64_t offset) {
     });
   return r;
 }
-
-}  // namespace
 
 RegionMemoryType::Verdict RegionMemoryType::verdict() const {
   if (!skipped.empty()) return Verdict::skipped;
@@ -137,11 +139,15 @@ Result<std::vector<RegionMemoryType>> probe_memory_types(Target& target) {
     if (view->fd < 0 || !(d->region.flags & VFIO_REGION_INFO_FLAG_MMAP)) {
       RegionMemoryType r;
       r.index = i;
+      r.name = fmt::format("region {}", i);
       r.skipped = fmt::format("not mappable (flags {:#x}{})", d->region.flags, view->fd < 0 ? ", no fd" : "");
       out.push_back(std::move(r));
       continue;
     }
-    out.push_back(probe_region(i, view->fd, d->offset + d->region.sparse.front().offset));
+    auto r = probe_mapping_memory_type(view->fd, d->offset + d->region.sparse.front().offset, 0,
+                                       fmt::format("region {}", i));
+    r.index = i;
+    out.push_back(std::move(r));
   }
   return out;
 }
@@ -151,7 +157,7 @@ std::string format_memory_types(const std::vector<RegionMemoryType>& regions) {
   using R = AccessOutcome::Result;
   using V = RegionMemoryType::Verdict;
   for (const auto& r : regions) {
-    fmt::format_to(std::back_inserter(s), "memory-type region {}: ", r.index);
+    fmt::format_to(std::back_inserter(s), "memory-type {}: ", r.name);
     if (!r.skipped.empty()) {
       s += "not probed: " + r.skipped + "\n";
       continue;

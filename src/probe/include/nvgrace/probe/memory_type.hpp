@@ -32,6 +32,7 @@ struct AccessOutcome {
 
 struct RegionMemoryType {
   unsigned index = 0;
+  std::string name;     // "region 4", or the mapped file and offset
   std::string skipped;  // why the region was not probed (not mappable, the map failed); else empty
   std::vector<AccessOutcome> accesses;
 
@@ -50,6 +51,13 @@ struct RegionMemoryType {
 // refuses the first access after a reset without it, R20). Errors only when
 // the device cannot be asked at all.
 [[nodiscard]] Result<std::vector<RegionMemoryType>> probe_memory_types(Target& target);
+
+// The same accesses on one mapping of any file: `length` bytes at `offset`
+// (a /dev/mem physical address, a device-DAX instance: the host-side routes
+// to the GPU memory that R40 weighs). `length` is at least a page and the
+// file's own mapping granule (device-DAX: its align).
+[[nodiscard]] RegionMemoryType probe_mapping_memory_type(int fd, std::uint64_t offset, std::size_t length,
+                                                         std::string name);
 
 // One line per region: "memory-type region 4: <access> ok; ...: <verdict>".
 [[nodiscard]] std::string format_memory_types(const std::vector<RegionMemoryType>& regions);
