@@ -230,5 +230,49 @@ sed 's/^/E2E MEMTYPE /' /tmp/memtype.log
 
 stop_server
 say "SOCKET_LEFT $([ -e $sock ] && echo yes || echo no)"
+
+if [ -n "$devmem_ok" ]; then
+  # R40 on arm64: which user-space route gives Normal memory for a range the
+  # kernel does not map (docs/host.md has the table). Each is one mapping
+  # tried with the memory-type probe's accesses.
+  route() {  # route NAME PATH@OFFSET
+    nvgrace probe --memory-type --map "$2" > /tmp/route.log 2>&1
+    say "ROUTE $1 exit $? $(tr '\n' ' ' < /tmp/route.log)"
+  }
+  route devmem-nomap /dev/mem@$((usemem + 0x4000))
+  route devmem-linear /dev/mem@$(arg nvg.linear)
+  # Device-DAX: the device tree's pmem region (above mem=, outside
+  # memblock) as an nd region with one raw namespace; the sysfs steps of
+  # `ndctl create-namespace -m devdax` make it a device-DAX instance, whose
+  # info block the kernel writes at the start (offset 0 of /dev/daxN.0 is
+  # the region's start plus that block's reservation).
+  region=$(basename "$(ls -d /sys/bus/nd/devices/region* 2>/dev/null | head -1)")
+  if [ -n "$region" ]; then
+    nd=/sys/bus/nd/devices
+    ns=$(basename "$(ls -d $nd/namespace${region#region}.* | head -1)")
+    [ -e $nd/$ns/driver ] && echo "$ns" > $nd/$ns/driver/unbind
+    dax=$(cat $nd/$region/dax_seed)
+    cat /proc/sys/kernel/random/uuid > $nd/$dax/uuid
+    echo 2097152 > $nd/$dax/align
+    echo ram > $nd/$dax/mode
+    echo "$ns" > $nd/$dax/namespace
+    echo "$dax" > /sys/bus/nd/drivers_probe
+    daxdev=$(ls /dev | grep -m1 '^dax')
+    say "ROUTE dax-setup region $region $(cat $nd/$region/resource 2>/dev/null) namespace $ns dax $dax" \
+        "-> /dev/$daxdev $(cat /sys/bus/dax/devices/$daxdev/resource 2>/dev/null) align $(cat /sys/bus/dax/devices/$daxdev/align 2>/dev/null)"
+    [ -n "$daxdev" ] && route dax /dev/$daxdev@0
+    dmesg | grep -E "dax|nd_pmem|pfn" | tail -3 | sed 's/^/E2E ROUTE dax-kernel /'
+  else
+    say "ROUTE dax no nd region: $(dmesg | grep -iE 'pmem|nvdimm|nd_' | tail -2 | tr '\n' ' ')"
+  fi
+  # The kernel's nvgrace-gpu on the stand-in (driver_override binds it to
+  # any function): its 7.x probe first waits for the R20 readiness
+  # registers at BAR0 + 0x1498 and + 0x200bc. In a child shell: a fault
+  # there ends that shell, not this one.
+  timeout 90 sh -c "echo nvgrace_gpu_vfio_pci > /sys/bus/pci/devices/$nvme/driver_override;
+    echo $nvme > /sys/bus/pci/devices/$nvme/driver/unbind; echo $nvme > /sys/bus/pci/drivers_probe" 2> /tmp/kv.err
+  say "KERNEL_VARIANT_STANDIN exit $? driver $(basename "$(readlink /sys/bus/pci/devices/$nvme/driver)" 2>/dev/null)" \
+      "$(tr '\n' ' ' < /tmp/kv.err) $(dmesg | grep -iE 'nvgrace|Unable to handle|Internal error' | tail -3 | tr '\n' ' ')"
+fi
 say DONE
 poweroff -f
