@@ -205,6 +205,12 @@ class ServeCommand final : public Command {
                    "With --host: back the fake BARs with /dev/mem even where it maps the GPU memory as Device "
                    "memory (arm64, R40). The guest's driver then faults on unaligned accesses and DC ZVA: for tests "
                    "that show it only");
+    cmd_->add_option("--host-memory", host_memory_,
+                     "With --host: the fake BARs' memory from this device-DAX instance (/dev/daxX.Y) instead of "
+                     "/dev/mem - Normal write-back memory on arm64 where /dev/mem gives Device memory (R40); each GPU "
+                     "takes the instance that holds its usemem (repeat for several). Write-back only: a GPU with "
+                     "resmem is refused")
+        ->type_name("PATH");
     cmd_->add_option("--assume-device-id", assume_text_,
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
                      "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
@@ -248,6 +254,7 @@ class ServeCommand final : public Command {
     if (no_fake_bar_mmap_) return usage_error("--no-fake-bar-mmap goes with --host");
     if (noiommu_) return usage_error("--vfio-noiommu goes with --host");
     if (allow_device_memory_) return usage_error("--allow-device-memory goes with --host");
+    if (!host_memory_.empty()) return usage_error("--host-memory goes with --host");
     if (view_ == "host") return serve_host_view(access);
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
@@ -325,6 +332,7 @@ class ServeCommand final : public Command {
     q.mmap_fake_bars = !no_fake_bar_mmap_;
     q.allow_noiommu = noiommu_;
     q.allow_device_memory = allow_device_memory_;
+    q.dax.assign(host_memory_.begin(), host_memory_.end());
     // A serving process upgraded in place takes its devices from its own
     // hand-over; the keeper's records name the keeper's descriptor numbers.
     if (keeper_child_ && !takeover_) {
@@ -530,6 +538,7 @@ class ServeCommand final : public Command {
   bool no_fake_bar_mmap_ = false;
   bool noiommu_ = false;
   bool allow_device_memory_ = false;
+  std::vector<std::string> host_memory_;
   std::string acpi_ = "/sys/firmware/acpi/tables";
   std::string sysfs_ = "/sys";
   std::string socket_;

@@ -262,6 +262,21 @@ if [ -n "$devmem_ok" ]; then
         "-> /dev/$daxdev $(cat /sys/bus/dax/devices/$daxdev/resource 2>/dev/null) align $(cat /sys/bus/dax/devices/$daxdev/align 2>/dev/null)"
     [ -n "$daxdev" ] && route dax /dev/$daxdev@0
     dmesg | grep -E "dax|nd_pmem|pfn" | tail -3 | sed 's/^/E2E ROUTE dax-kernel /'
+    # The route built: serve --host --host-memory, for edu standing in for
+    # a GB200 (usemem only) whose memory the device tree puts in the
+    # instance; the NVMe (GH200: resmem too) is refused.
+    bind $edu > /dev/null
+    nvgrace serve --host $edu --assume-device-id 0x2941 --vfio-api "$api" --acpi $acpi --host-memory /dev/$daxdev \
+      --socket /run/dax.sock -v > /tmp/dax.log 2>&1 &
+    daxserver=$!
+    for _ in $(seq 100); do grep -q "listening on" /tmp/dax.log && break; sleep 0.1; done
+    say "DAX_SERVING $(grep '^serving' /tmp/dax.log) $(grep -m1 'error' /tmp/dax.log)"
+    nvgrace probe --memory-type --socket /run/dax.sock > /tmp/daxmt.log 2>&1
+    say "DAX_MEMTYPE exit $? $(tr '\n' ' ' < /tmp/daxmt.log)"
+    kill -TERM $daxserver; wait $daxserver
+    out=$(nvgrace serve --host $nvme --assume-device-id 0x2342 --acpi $acpi --host-memory /dev/$daxdev \
+      --socket /run/refused.sock 2>&1)
+    say "DAX_REFUSE_RESMEM exit $? $out"
   else
     say "ROUTE dax no nd region: $(dmesg | grep -iE 'pmem|nvdimm|nd_' | tail -2 | tr '\n' ' ')"
   fi

@@ -109,8 +109,18 @@ if [ "$arch" = aarch64 ]; then
 	};
 	pmem@100000000 {
 		compatible = "pmem-region";
-		reg = <0x1 0x0 0x0 0x20000000>;
+		reg = <0x1 0x0 0x0 0x40000000>;
 		volatile;
+	};
+};
+/* serve --host --host-memory: edu at slot 2 stands in for a GPU without
+   resmem (GB200) whose 512 MiB of memory is in that device-DAX instance,
+   which starts 2 MiB into the region (its info block). */
+&{/pcie@10000000} {
+	gpu@2 {
+		reg = <0x1000 0x0 0x0 0x0 0x0>;
+		nvidia,gpu-mem-base-pa = /bits/ 64 <0x100200000>;
+		nvidia,gpu-mem-size = /bits/ 64 <0x20000000>;
 	};
 };
 DTS
@@ -247,6 +257,14 @@ if [ "$arch" = aarch64 ]; then
     "$(has "ROUTE devmem-linear" "exit 1 .*failed: EPERM")" "$(e2e "ROUTE devmem-linear")"
   check "R40 route: device-DAX over a pmem range outside memblock maps as Normal memory (the 7.3 kernel)" \
     "$(has "ROUTE dax " "exit 0 .*behaves as Normal memory")" "$(e2e "ROUTE dax")"
+  check "R40: serve --host --host-memory /dev/dax0.0 serves usemem from the instance, at its offset" \
+    "$(has DAX_SERVING "fake BAR4 usemem 512 MiB over /dev/dax0.0 (0x100200000+0x3fe00000, write-back) at offset 0x0")" \
+    "$(e2e DAX_SERVING)"
+  check "R40: ...and the client's BAR4 behaves as Normal memory (the only region: no resmem)" \
+    "$(has "DAX_MEMTYPE" "exit 0 memory-type region 4: .*behaves as Normal memory")" "$(e2e DAX_MEMTYPE)"
+  check "R40: --host-memory refuses a GPU with resmem: device-DAX maps write-back only" \
+    "$(has DAX_REFUSE_RESMEM "exit 2 .*device-DAX maps write-back only, and resmem (BAR2, 1 GiB) must be Normal non-cacheable")" \
+    "$(e2e DAX_REFUSE_RESMEM)"
   e2e ROUTE | sed 's/^E2E ROUTE /  route: /'
   # Why the served (kernel-variant) path is shown in the oracle guest and
   # not here: the 7.x driver's probe waits for R20's readiness registers,

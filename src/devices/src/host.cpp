@@ -8,6 +8,7 @@
 #include "nvgrace/devices/discovery.hpp"
 #include "nvgrace/pciemu/bars.hpp"
 #include "nvgrace/pciemu/identity.hpp"
+#include "nvgrace/vfio/host/dax.hpp"
 #include "nvgrace/vfio/host/devmem.hpp"
 #include "nvgrace/vfio/host/memory_type.hpp"
 #include "nvgrace/vfio/host/function.hpp"
@@ -41,6 +42,18 @@ std::string kernel_regions_differ(host::VfioDeviceIo& io, const pciemu::Layout& 
   std::string all;
   for (const auto& d : host::compare_regions(model, found)) all += (all.empty() ? "" : "; ") + d;
   return all;
+}
+
+// The first --host-memory instance whose extent holds the layout's usemem;
+// the other instances' answers, when none does.
+Result<std::unique_ptr<vfio::MemoryBackend>> dax_backend(const pciemu::Layout& layout, const HostQuery& q) {
+  std::string tried;
+  for (const auto& path : q.dax) {
+    auto b = host::open_dax_backend(layout, path, q.sysfs);
+    if (b || b.error().err != ERANGE) return b;
+    tried += (tried.empty() ? "" : "; ") + b.error().message;
+  }
+  return fail_errno(ERANGE, "no instance holds the GPU memory: {}", tried);
 }
 
 }  // namespace
@@ -85,7 +98,13 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
     if (!layout) served.warnings.push_back(memory);
 
     std::unique_ptr<vfio::MemoryBackend> backend;
-    if (layout && !kernel_variant) {
+    if (layout && !kernel_variant && !q.dax.empty()) {
+      // R40: device-DAX, the instance whose extent holds this GPU's usemem.
+      auto b = dax_backend(*layout, q);
+      if (!b) return unexpected(refuse(2, fmt::format("--host {}: --host-memory: {}", bdf, b.error().message)));
+      backend = std::move(*b);
+      memory = fmt::format("fake BAR4 usemem {} over {}", format_size(layout->usemem->length), backend->describe());
+    } else if (layout && !kernel_variant) {
       auto b = host::make_devmem_backend(*layout, q.dev / "mem", q.allow_device_memory);
       if (!b) return unexpected(refuse(2, fmt::format("--host {}: device memory: {}", bdf, b.error().message)));
       backend = std::move(*b);

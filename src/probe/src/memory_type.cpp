@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <iterator>
 
 #include <fmt/format.h>
@@ -75,6 +76,7 @@ RegionMemoryType probe_mapping_memory_type(int fd, std::uint64_t offset, std::si
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   PageMapping map(fd, offset, std::max(length, page));
   if (!map.ok()) {
+    r.map_errno = errno;
     r.skipped = fmt::format("mmap of {:#x} bytes at {:#x} failed: {}", std::max(length, page), offset,
                             ::strerrorname_np(errno));
     return r;
@@ -144,8 +146,16 @@ Result<std::vector<RegionMemoryType>> probe_memory_types(Target& target) {
       out.push_back(std::move(r));
       continue;
     }
-    auto r = probe_mapping_memory_type(view->fd, d->offset + d->region.sparse.front().offset, 0,
-                                       fmt::format("region {}", i));
+    // One page, as a VMM's first touch would reach; a device-DAX instance
+    // maps only in its own granule (2 MiB or 1 GiB: EINVAL below it), as
+    // serve --host --host-memory hands it out.
+    const auto& area = d->region.sparse.front();
+    RegionMemoryType r;
+    for (const std::uint64_t length : {std::uint64_t{0}, std::uint64_t{2} << 20, std::uint64_t{1} << 30}) {
+      if (length > area.size) break;
+      r = probe_mapping_memory_type(view->fd, d->offset + area.offset, length, fmt::format("region {}", i));
+      if (r.map_errno != EINVAL) break;
+    }
     r.index = i;
     out.push_back(std::move(r));
   }

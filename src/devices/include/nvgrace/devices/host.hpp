@@ -34,6 +34,9 @@ struct HostQuery {
   // Back the fake BARs with /dev/mem even where it gives Device memory
   // (--allow-device-memory; R40): tests only.
   bool allow_device_memory = false;
+  // The fake BARs' memory from device-DAX instances (--host-memory) instead
+  // of /dev/mem: each GPU takes the one whose extent holds its usemem (R40).
+  std::vector<std::filesystem::path> dax;
   // R41: a successor server process takes each device over from the
   // descriptors its predecessor handed over instead of opening it (which a
   // held group or a bound cdev refuses). nullopt: not handed over, open it.

@@ -34,6 +34,7 @@ struct RegionMemoryType {
   unsigned index = 0;
   std::string name;     // "region 4", or the mapped file and offset
   std::string skipped;  // why the region was not probed (not mappable, the map failed); else empty
+  int map_errno = 0;    // the mmap's errno when it failed
   std::vector<AccessOutcome> accesses;
 
   enum class Verdict {
