@@ -192,9 +192,11 @@ fi
 # R40: the memory types a client gets on each path (nvgrace probe
 # --memory-type: unaligned loads and stores, and the architecture's block
 # zeroing and atomics, through the mapping a VMM makes).
+# GH200 has BAR2 (resmem) and BAR4 (usemem); Grace Blackwell BAR4 only.
+regions=$([ "$profile" = gh200 ] && echo 2 || echo 1)
 normal() { [ "$(e2e "MEMTYPE $1 exit")" = "E2E MEMTYPE $1 exit 0" ] &&
-           [ "$(e2e "MEMTYPE $1 memory-type region [24]: .*behaves as Normal memory$" | wc -l)" = 2 ]; echo $?; }
-check "R40: the kernel driver's BAR2/BAR4 through its device fd behave as Normal memory" "$(normal kernel)" \
+           [ "$(e2e "MEMTYPE $1 memory-type region [24]: .*behaves as Normal memory$" | wc -l)" = "$regions" ]; echo $?; }
+check "R40: the kernel driver's fake BARs through its device fd behave as Normal memory" "$(normal kernel)" \
   "$(e2e "MEMTYPE kernel" | tr '\n' ' ')"
 check "R40: serve --host serves the kernel driver's own regions (the kernel-variant path)" \
   "$(has SERVING_KERNEL_VARIANT "the kernel nvgrace-gpu driver's BAR2/BAR4, which match the model")" \
@@ -204,7 +206,7 @@ check "R40: ...and a client's mapping of them behaves as Normal memory" "$(norma
 if [ "$arch" = aarch64 ]; then
   check "R40: forced onto /dev/mem (--allow-device-memory), the client's mapping is Device memory: unaligned accesses fault" \
     "$(e2e "MEMTYPE served-devmem exit 1" > /dev/null &&
-       [ "$(e2e "MEMTYPE served-devmem memory-type region [24]: .*unaligned LDR FAULTED.*behaves as Device memory" | wc -l)" = 2 ]
+       [ "$(e2e "MEMTYPE served-devmem memory-type region [24]: .*unaligned LDR FAULTED.*behaves as Device memory" | wc -l)" = "$regions" ]
        echo $?)" "$(e2e "MEMTYPE served-devmem" | tr '\n' ' ')"
 else
   check "R40: /dev/mem of RAM the kernel does not own is write-back on x86: Normal memory" "$(normal served-devmem)" \
