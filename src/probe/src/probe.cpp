@@ -85,6 +85,7 @@ class Prober {
     config_sequence("decode on");
     region_accesses();
     mappings();
+    mapping_across_decode();
     readiness();
     step("reset", [&] { return result(f_.reset()); });
     config_state("after the last reset");
@@ -361,6 +362,30 @@ class Prober {
   }
 
   // --- readiness --------------------------------------------------------
+  // A mapping kept across memory decode off and on, as a VMM keeps its
+  // BAR mappings while a guest sizes BARs (the kernel zaps a device's
+  // mappings when decode goes off and must fault them back in after).
+  void mapping_across_decode() {
+    const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    for (const auto& [i, r] : facts_) {
+      if (!r.memory || r.fd < 0 || !(r.flags & VFIO_REGION_INFO_FLAG_MMAP)) continue;
+      void* p = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, static_cast<off_t>(r.offset));
+      if (p == MAP_FAILED) {
+        line("mmap region {} across memory decode off and on: {}", i, err_name(errno));
+        continue;
+      }
+      auto* word = static_cast<volatile std::uint64_t*>(p);
+      const auto before = guarded_access(word, std::nullopt);
+      command(false);
+      command(true);
+      const auto after = guarded_access(word, std::nullopt);
+      ::munmap(p, page);
+      line("mmap region {} across memory decode off and on: the load before {}, the load after {}", i,
+           before ? "worked" : "faulted (SIGBUS)",
+           !after ? "faulted (SIGBUS)" : before && *after == *before ? "gives the same value" : "gives another value");
+    }
+  }
+
   void readiness() {
     // After a reset, with memory decode off, the first fake-BAR access: the
     // kernel's 7.x driver refuses it until the command register enables

@@ -15,7 +15,9 @@
 //   off, then on;
 //   reads and writes of every BAR region at 0, at the memory's end minus 8,
 //   across it, at the BAR's end and past it; mmap inside and past each
-//   region's sparse area; the readiness path (a fake-BAR read after reset
+//   region's sparse area; a load through one mapping before and after memory
+//   decode goes off and on (the kernel zaps and must refault it); the
+//   readiness path (a fake-BAR read after reset
 //   with memory decode off, then on); DEVICE_RESET and the registers after
 //   it; an ioeventfd request.
 //
