@@ -61,7 +61,7 @@ Result<std::unique_ptr<MemoryBackend>> make_dax_backend(const pciemu::Layout& la
                       name, format_size(layout.resmem->length));
   const auto& use = *layout.usemem;
   const std::uint64_t end = extent.start + extent.size;
-  if (use.host_base < extent.start || use.length > end - use.host_base || use.host_base > end)
+  if (use.host_base < extent.start || use.host_base > end || use.length > end - use.host_base)
     return fail_errno(ERANGE, "{} holds {:#x}..{:#x}; the GPU memory's usemem is {:#x}..{:#x}", name, extent.start,
                       end, use.host_base, use.host_base + use.length);
   const std::uint64_t offset = use.host_base - extent.start;
