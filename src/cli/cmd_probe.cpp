@@ -20,8 +20,8 @@
 #include "command.hpp"
 #include "nvgrace/common/size.hpp"
 #include "nvgrace/probe/memory_type.hpp"
-#include "nvgrace/sys/fd.hpp"
 #include "nvgrace/probe/targets.hpp"
+#include "nvgrace/sys/fd.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -43,7 +43,7 @@ class ProbeCommand final : public Command {
     cmd_->add_flag("--vfio-noiommu", noiommu_,
                    "Accept a function in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1); the probe does no DMA");
     auto* mt = cmd_->add_flag("--memory-type", memory_type_,
-                              "Instead of the transcript: map the first page of each fake BAR's memory as a VMM does "
+                              "Instead of the transcript: map the start of each fake BAR's memory as a VMM does "
                               "and try the accesses Device memory refuses (unaligned loads and stores; arm64: DC ZVA, "
                               "LDXR/STXR). Exit 0 when every region behaves as Normal memory, 1 when one does not "
                               "(R40). It puts the bytes it touched back");
@@ -57,7 +57,7 @@ class ProbeCommand final : public Command {
                    "Config space at aligned offsets only for widths 2 and 4 (quicker; not the oracle's full list)");
     mt->excludes(ao);
     cmd_->add_option("-o,--output", output_, "Write the transcript here instead of stdout")->type_name("FILE");
-    cmd_->add_option("--sysfs", sysfs_, "sysfs root for --vfio")->type_name("ROOT")->capture_default_str();
+    cmd_->add_option("--sysfs", sysfs_, "sysfs root for --vfio and --map")->type_name("ROOT")->capture_default_str();
     cmd_->add_option("--dev", dev_, "/dev root for --vfio")->type_name("ROOT")->capture_default_str();
     return cmd_;
   }
