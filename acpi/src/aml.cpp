@@ -134,7 +134,11 @@ struct NameString {
 
 class Reader {
  public:
-  Reader(const Table& t, Namespace& ns) : t_(t), b_(t.bytes), ns_(ns) {}
+  // `dsdt_revision`: the DSDT's, which sets the width of every AML integer
+  // in the namespace (nullopt: no DSDT read, 64 bits as ACPICA's default).
+  Reader(const Table& t, Namespace& ns, std::optional<std::uint8_t> dsdt_revision)
+      : t_(t), b_(t.bytes), ns_(ns), dsdt_revision_(dsdt_revision),
+        integers32_(dsdt_revision && *dsdt_revision < 2) {}
 
   void run() {
     const std::size_t end = b_.size();
@@ -285,12 +289,23 @@ class Reader {
     switch (op) {
       case kZero: return {std::uint64_t{0}};
       case kOne: return {std::uint64_t{1}};
-      // Ones is 32 bits wide in tables of revision < 2 (section 19.6.97).
-      case kOnes: return {t_.header.revision < 2 ? std::uint64_t{0xFFFFFFFF} : ~std::uint64_t{0}};
+      // Integers are 32 bits wide where the DSDT's revision is below 2
+      // (sections 5.2.11.1, 19.6.97): the DSDT decides for every table, as
+      // ACPICA - Linux's interpreter - sets the width from the DSDT alone.
+      case kOnes: return {integers32_ ? std::uint64_t{0xFFFFFFFF} : ~std::uint64_t{0}};
       case kBytePrefix: return {le(1, end)};
       case kWordPrefix: return {le(2, end)};
       case kDWordPrefix: return {le(4, end)};
-      case kQWordPrefix: return {le(8, end)};
+      case kQWordPrefix: {
+        const std::uint64_t v = le(8, end);
+        if (integers32_ && v > 0xFFFFFFFF) {
+          warn(at, fmt::format("64-bit constant {:#x} read as {:#x}: the DSDT is revision {}, so every AML integer is "
+                               "32 bits wide, and Linux (ACPICA) cuts it the same way",
+                               v, v & 0xFFFFFFFF, *dsdt_revision_));
+          return {v & 0xFFFFFFFF};
+        }
+        return {v};
+      }
       case kStringPrefix: {
         std::string s;
         for (;;) {
@@ -541,6 +556,8 @@ class Reader {
   const Table& t_;
   std::span<const std::uint8_t> b_;
   Namespace& ns_;
+  std::optional<std::uint8_t> dsdt_revision_;
+  bool integers32_ = false;
   std::size_t pos_ = 0;
 };
 
@@ -548,13 +565,19 @@ class Reader {
 
 Namespace read_namespace(std::span<const Table> tables) {
   Namespace ns;
+  std::optional<std::uint8_t> dsdt_revision;
+  for (const auto& t : tables)
+    if (t.header.signature == "DSDT") {
+      dsdt_revision = t.header.revision;
+      break;
+    }
   for (const auto& t : tables) {
     if (t.header.signature != "DSDT" && t.header.signature != "SSDT") {
       ns.warnings.push_back({t.source, 0, fmt::format("{} table ignored: only DSDT and SSDT hold AML", t.header.signature)});
       continue;
     }
     if (!t.checksum_ok) ns.warnings.push_back({t.source, 9, "bad checksum; reading the table anyway"});
-    Reader(t, ns).run();
+    Reader(t, ns, dsdt_revision).run();
   }
   return ns;
 }

@@ -70,8 +70,9 @@ Result<std::string> emit_ssdt_asl(const SsdtRequest& r) {
     return fail("OEM table id '{}' must be 1 to 8 characters", r.oem_table_id);
   const auto device = to_string(r.device);
   std::string s = comment_block(r.comment, "/*\n", " * ", " */\n");
-  // Revision 2: integers are 64 bits wide (a revision 1 table would cut the
-  // base address to 32).
+  // Revision 2 (64-bit integers), though Linux's ACPICA takes the width
+  // from the DSDT alone: under QEMU q35's revision 1 DSDT every integer is
+  // read as 32 bits (the firmware command refuses values that do not fit).
   s += fmt::format("DefinitionBlock (\"\", \"SSDT\", 2, \"NVGRCE\", \"{}\", 1)\n{{\n", r.oem_table_id);
   s += fmt::format("    External ({}, DeviceObj)\n\n", device);
   s += fmt::format("    Scope ({})\n    {{\n", device);

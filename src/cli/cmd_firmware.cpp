@@ -52,6 +52,11 @@ class FirmwareCommand final : public Command {
     cmd_->add_option("--acpi-device", acpi_device_,
                      "asl/aml: the function's ACPI device instead of q35's \\_SB.PCI0.S<devfn> for --slot")
         ->type_name("PATH");
+    cmd_->add_option("--dsdt-revision", dsdt_revision_,
+                     "asl/aml: the revision of the DSDT of the VMM the SSDT goes into. Linux (ACPICA) reads every AML "
+                     "integer with the DSDT's width - 32 bits below revision 2, as QEMU's q35 DSDT (revision 1) has "
+                     "it - so a base or size of 4 GiB or more is refused unless this is 2")
+        ->check(CLI::Range(1, 255))->type_name("N")->capture_default_str();
     cmd_->add_option("--host-bridge", host_bridge_,
                      "dts: the PCIe host bridge's node (QEMU virt: /pcie@10000000)")
         ->type_name("NODE")->capture_default_str();
@@ -128,6 +133,16 @@ class FirmwareCommand final : public Command {
                                     size, *base));
       auto t = acpi::emit_ssdt_asl({device, props, "NVGRACE", comment});
       if (!t) return usage_error("--acpi-device: {}", t.error().message);
+      if (dsdt_revision_ < 2)
+        for (const auto& [flag, field] : {std::pair{"--mem-base", props.mem_base_pa}, std::pair{"--mem-size", props.mem_size},
+                                          std::pair{"--egm-base", props.egm_base_pa},
+                                          std::pair{"--egm-size", props.egm_size}})
+          if (const std::uint64_t v = field.value_or(0); v > 0xFFFFFFFFu)
+            return usage_error("{} {:#x} does not fit 32 bits, and a VMM whose DSDT is revision {} (QEMU's q35: 1) has "
+                               "Linux read every AML integer as 32 bits (ACPICA takes the width from the DSDT): the "
+                               "driver would see {:#x}. Keep the memory below 4 GiB, give --dsdt-revision 2 for a "
+                               "VMM whose DSDT is, or use the device tree (--format dts)",
+                               flag, v, dsdt_revision_, v & 0xFFFFFFFFu);
       text = std::move(*t);
     }
     if (format_ == "aml") {
@@ -170,6 +185,7 @@ class FirmwareCommand final : public Command {
   std::string slot_text_ = "3";
   std::string acpi_device_;
   bool root_port_ = false;
+  unsigned dsdt_revision_ = 1;
   std::string host_bridge_ = "/pcie@10000000";
   std::string format_ = "asl";
   std::string output_;

@@ -38,10 +38,10 @@ bool has_problem(const GpuNode& g, const std::string& text) {
 }
 
 // A DSDT around hand-written AML bytes, with a correct length and checksum.
-Table make_dsdt(const std::vector<std::uint8_t>& body, const char* sig = "DSDT") {
+Table make_dsdt(const std::vector<std::uint8_t>& body, const char* sig = "DSDT", std::uint8_t revision = 2) {
   std::vector<std::uint8_t> t(kTableHeaderSize, 0);
   std::memcpy(t.data(), sig, 4);
-  t[8] = 2;
+  t[8] = revision;
   t.insert(t.end(), body.begin(), body.end());
   const auto len = static_cast<std::uint32_t>(t.size());
   for (int i = 0; i < 4; ++i) t[4 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(len >> (8 * i));
@@ -316,4 +316,42 @@ TEST_CASE("mutation: 20,000 corrupted fixture tables never crash or hang the rea
   }
   // Most mutants must hit the error paths, or the test is not exercising them.
   CHECK(with_errors > 5000);
+}
+
+TEST_CASE("the DSDT's revision sets every table's integer width, as Linux's ACPICA does (R3)") {
+  // Name (BASE, 0x60000000000) and Name (ONES, Ones) in an SSDT of revision 2.
+  std::vector<std::uint8_t> body = {0x08};
+  for (auto c : seg("BASE")) body.push_back(c);
+  body.insert(body.end(), {0x0E, 0x00, 0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00});
+  body.push_back(0x08);
+  for (auto c : seg("ONES")) body.push_back(c);
+  body.push_back(0xFF);
+  const Table ssdt = make_dsdt(body, "SSDT", 2);
+  auto value = [](const Namespace& ns, const char* name) {
+    const Value* v = ns.child_value({}, name);
+    REQUIRE(v != nullptr);
+    REQUIRE(v->integer() != nullptr);
+    return *v->integer();
+  };
+  SECTION("a revision 1 DSDT (QEMU's q35): 32 bits, the base cut, with a warning naming why") {
+    const std::vector<Table> tables{make_dsdt({}, "DSDT", 1), ssdt};
+    const auto ns = read_namespace(tables);
+    CHECK(value(ns, "BASE") == 0);
+    CHECK(value(ns, "ONES") == 0xFFFFFFFFu);
+    REQUIRE(ns.warnings.size() == 1);
+    CHECK(ns.warnings[0].message ==
+          "64-bit constant 0x60000000000 read as 0x0: the DSDT is revision 1, so every AML integer is 32 bits wide, "
+          "and Linux (ACPICA) cuts it the same way");
+  }
+  SECTION("a revision 2 DSDT: 64 bits") {
+    const std::vector<Table> tables{make_dsdt({}, "DSDT", 2), ssdt};
+    const auto ns = read_namespace(tables);
+    CHECK(value(ns, "BASE") == 0x60000000000ull);
+    CHECK(value(ns, "ONES") == ~0ull);
+    CHECK(ns.warnings.empty());
+  }
+  SECTION("no DSDT: 64 bits, ACPICA's default") {
+    const std::vector<Table> tables{ssdt};
+    CHECK(value(read_namespace(tables), "BASE") == 0x60000000000ull);
+  }
 }

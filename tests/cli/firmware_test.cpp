@@ -52,8 +52,10 @@ TEST_CASE("firmware: the SSDT of every profile reads back through iasl and inspe
     const std::string name(p.name);
     INFO(name);
     const auto aml = scratch(name + ".aml");
-    auto r = run_nvgrace({"firmware", "--profile", name, "--mem-base", "0x400000000000", "--format", "aml", "-o",
-                          aml.string()});
+    // A Grace host's numbers, for a VMM whose DSDT is revision 2 (64-bit
+    // integers); the SSDT read on its own is read with 64 bits too.
+    auto r = run_nvgrace({"firmware", "--profile", name, "--mem-base", "0x400000000000", "--dsdt-revision", "2",
+                          "--format", "aml", "-o", aml.string()});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     auto i = run_nvgrace({"inspect", "--acpi", aml.string(), "--device-id", fmt::format("{:#x}", p.device_id),
@@ -74,7 +76,8 @@ TEST_CASE("firmware: the SSDT of every profile reads back through iasl and inspe
 
 TEST_CASE("firmware: the _DSD lists the properties in edk2-nvidia's order, EGM last when asked (R38)") {
   auto r = run_nvgrace({"firmware", "--mem-base", "0x20000000", "--mem-size", "0x60000000", "--slot", "4.1",
-                        "--egm-base", "0x100000000", "--egm-size", "0x40000000", "--egm-pxm", "2"});
+                        "--egm-base", "0x100000000", "--egm-size", "0x40000000", "--egm-pxm", "2", "--dsdt-revision",
+                        "2"});
   REQUIRE(r.exit_code == 0);
   const auto& t = r.out;
   std::vector<std::string> order{"gpu-mem-base-pa", "gpu-mem-pxm-start", "gpu-mem-pxm-count", "gpu-mem-size",
@@ -94,8 +97,8 @@ TEST_CASE("firmware: the _DSD lists the properties in edk2-nvidia's order, EGM l
   // And through iasl and the reader: the EGM numbers come back.
   const auto aml = scratch("egm.aml");
   REQUIRE(run_nvgrace({"firmware", "--mem-base", "0x20000000", "--mem-size", "0x60000000", "--egm-base",
-                       "0x100000000", "--egm-size", "0x40000000", "--egm-pxm", "2", "--format", "aml", "-o",
-                       aml.string()})
+                       "0x100000000", "--egm-size", "0x40000000", "--egm-pxm", "2", "--dsdt-revision", "2", "--format",
+                       "aml", "-o", aml.string()})
               .exit_code == 0);
   auto i = run_nvgrace({"inspect", "--acpi", aml.string(), "--device-id", "0x2342", "--json"});
   REQUIRE(i.exit_code == 0);
@@ -193,6 +196,13 @@ TEST_CASE("firmware: bad input is one line and exit 2") {
        "not a device-tree node path"},
       {{"firmware", "--mem-base", "0x20000000", "--acpi-device", "\\_SB.pci0"}, "not an ACPI name segment"},
       {{"firmware", "--mem-base", "0x20000000", "--format", "xml"}, "--format"},
+      // QEMU's q35 DSDT is revision 1: Linux would read these as 32 bits.
+      {{"firmware", "--mem-base", "0x20000000"},
+       "--mem-size 0x1800000000 does not fit 32 bits, and a VMM whose DSDT is revision 1 (QEMU's q35: 1) has Linux "
+       "read every AML integer as 32 bits (ACPICA takes the width from the DSDT): the driver would see 0x0"},
+      {{"firmware", "--mem-base", "0x60000000000", "--mem-size", "0x68000000"},
+       "--mem-base 0x60000000000 does not fit 32 bits"},
+      {{"firmware", "--mem-base", "0x20000000", "--dsdt-revision", "0"}, "--dsdt-revision"},
   };
   for (const auto& c : cases) {
     INFO(c.args.back());

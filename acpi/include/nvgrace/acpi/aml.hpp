@@ -90,7 +90,10 @@ struct Namespace {
 inline constexpr int kMaxNesting = 64;
 
 // Reads the tables in order (DSDT first, then SSDTs, as the OS loads them).
-// Tables with other signatures are ignored with a warning.
+// Tables with other signatures are ignored with a warning. The DSDT's
+// revision sets the width of every integer (below 2: 32 bits, a wider
+// constant is cut, with a warning), as Linux's ACPICA does; without a DSDT,
+// 64 bits.
 [[nodiscard]] Namespace read_namespace(std::span<const Table> tables);
 
 // EisaId("PNP0A08") is stored as an integer; turn it back into the string.
