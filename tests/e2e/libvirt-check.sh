@@ -6,7 +6,9 @@
 # 11.3's schema at exactly that element; and libvirt's QEMU driver must turn
 # the vfio-user forms into QEMU arguments carrying the plan (virsh
 # domxml-to-native): pref64-reserve on both root ports, the 64-bit window,
-# 16 memory-less NUMA nodes and 16 generic initiators on the GPUs' ids.
+# 16 memory-less NUMA nodes and 16 generic initiators on the GPUs' ids. And
+# the emulated Grace host's domain of docs/emulated-host.md: validated and
+# converted (memfd shared, intel-iommu caching mode, the GPU and its SSDT).
 #   libvirt-check.sh OUT NVGRACE FIXTURE_DIR
 set -uo pipefail
 out=$(realpath -m "$1"); nvgrace=$(realpath "$2"); fixtures=$(realpath "$3")
@@ -114,6 +116,52 @@ for machine in virt q35; do
   n=$(grep -c '"driver":"vfio-user-pci".*"id":"ua-dev[01]","bus":"ua-rp[01]"' "$work/argv-$machine")
   check "$machine: both GPUs are vfio-user-pci on their root ports" "$([ "$n" = 2 ]; echo $?)" "$n"
 done
+
+# The emulated Grace host (docs/emulated-host.md, "libvirt"): libvirt has no
+# element for a vfio-user device, so the GPU behind its root port and the
+# SSDT go through <qemu:commandline>; the guest memory is a shared memfd.
+"$nvgrace" firmware --profile gh200 --mem-base 0x10000000 --mem-size 0x68000000 --slot 3 --root-port --format aml \
+  -o "$work/grace-ssdt.aml" || check "nvgrace firmware writes the emulated host's SSDT" 1 ""
+cat > "$work/emulated-host.xml" <<'XML'
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>nvgrace-emulated-host</name>
+  <memory unit='GiB'>4</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <features><acpi/><ioapic driver='qemu'/></features>
+  <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <iommu model='intel'><driver intremap='on' caching_mode='on'/></iommu>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='pcie-root-port,id=rp3,bus=pcie.0,addr=0x3,chassis=30'/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/gpu.sock"},"bus":"rp3"}'/>
+    <qemu:arg value='-acpitable'/>
+    <qemu:arg value='file=/tmp/nvgrace-libvirt/grace-ssdt.aml'/>
+  </qemu:commandline>
+</domain>
+XML
+v=$(chroot "$root" virt-xml-validate /tmp/nvgrace-libvirt/emulated-host.xml 2>&1)
+check "virt-xml-validate accepts the emulated host's domain (docs/emulated-host.md)" "$?" "$v"
+argv=$(chroot "$root" virsh -q -c "qemu:///embed?root=/tmp/nvgrace-libvirt/embed-emulated" \
+  domxml-to-native qemu-argv /tmp/nvgrace-libvirt/emulated-host.xml 2> "$work/virsh-emulated.err")
+rc=$?
+check "virsh domxml-to-native converts the emulated host's domain" "$rc" "$(tail -2 "$work/virsh-emulated.err")"
+if [ $rc = 0 ]; then
+  tr ' ' '\n' <<<"$argv" > "$work/argv-emulated"
+  has_arg() { grep -q -- "$1" "$work/argv-emulated"; echo $?; }
+  check "emulated host: the guest memory is a shared memfd (vfio-user-pci needs it)" \
+    "$(has_arg '"qom-type":"memory-backend-memfd".*"share":true')" "$(grep memfd "$work/argv-emulated")"
+  check "emulated host: intel-iommu in caching mode (vfio-user-pci's MAP notifiers)" \
+    "$(has_arg 'intel-iommu.*"caching-mode":true')" "$(grep -i iommu "$work/argv-emulated")"
+  check "emulated host: the vfio-user-pci GPU behind its root port, and the SSDT, reach QEMU" \
+    "$(has_arg '"driver":"vfio-user-pci".*"bus":"rp3"' | grep -q 0 && has_arg '^file=/tmp/nvgrace-libvirt/grace-ssdt.aml$')" \
+    "$(grep -E 'vfio-user|acpitable|ssdt' "$work/argv-emulated" | tr '\n' ' ')"
+fi
 [ -n "$mounted" ] && umount "$root/proc"
 rm -rf "$work" "$sysfs"
 echo "$fails failed"
