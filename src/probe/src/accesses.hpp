@@ -34,8 +34,18 @@ struct MemoryAccess {
 // This architecture's list, the aligned access first.
 [[nodiscard]] std::span<const MemoryAccess> memory_accesses();
 
+// This architecture's 8-byte load and store as single instructions, at
+// any address (inline assembly: the compiler may split an unaligned C++
+// access into aligned ones, and then Device memory would take it).
+std::uint64_t load8_instruction(const volatile std::uint8_t* p);
+void store8_instruction(volatile std::uint8_t* p, std::uint64_t v);
+
 // Shared by both lists.
 AccessResult aligned_store_load(volatile std::uint8_t* block);
+// An 8-byte load at block + 1 and store at block + 3 (the instructions
+// above), checked against the bytes.
+AccessResult unaligned_load(volatile std::uint8_t* block);
+AccessResult unaligned_store(volatile std::uint8_t* block);
 void fill(volatile std::uint8_t* p, std::size_t n, std::uint8_t seed);
 // ok when p[0..8) holds `want`'s bytes (little-endian), else what it holds.
 AccessResult expect_bytes(const volatile std::uint8_t* p, std::uint64_t want);

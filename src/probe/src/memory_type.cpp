@@ -43,6 +43,21 @@ AccessResult aligned_store_load(volatile std::uint8_t* b) {
   return expect_bytes(b, v);
 }
 
+AccessResult unaligned_load(volatile std::uint8_t* b) {
+  fill(b, 16, 0x10);
+  const std::uint64_t v = load8_instruction(b + 1);
+  const std::uint64_t want = bytes_value(b + 1);
+  if (v != want) return AccessResult::wrong(fmt::format("loaded {:#x}, the bytes are {:#x}", v, want));
+  return {};
+}
+
+AccessResult unaligned_store(volatile std::uint8_t* b) {
+  fill(b, 16, 0x20);
+  const std::uint64_t v = 0x8877665544332211ull;
+  store8_instruction(b + 3, v);
+  return expect_bytes(b + 3, v);
+}
+
 }  // namespace detail
 
 namespace {

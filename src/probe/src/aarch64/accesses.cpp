@@ -10,24 +10,6 @@
 namespace nvgrace::probe::detail {
 namespace {
 
-AccessResult unaligned_load(volatile std::uint8_t* b) {
-  fill(b, 16, 0x10);
-  std::uint64_t v = 0;
-  // Inline assembly: the compiler may split an unaligned C++ load into
-  // aligned ones; LDR at an odd address is the access itself.
-  asm volatile("ldr %0, [%1]" : "=r"(v) : "r"(b + 1) : "memory");
-  const std::uint64_t want = bytes_value(b + 1);
-  if (v != want) return AccessResult::wrong(fmt::format("loaded {:#x}, the bytes are {:#x}", v, want));
-  return {};
-}
-
-AccessResult unaligned_store(volatile std::uint8_t* b) {
-  fill(b, 16, 0x20);
-  const std::uint64_t v = 0x8877665544332211ull;
-  asm volatile("str %0, [%1]" : : "r"(v), "r"(b + 3) : "memory");
-  return expect_bytes(b + 3, v);
-}
-
 AccessResult dc_zva(volatile std::uint8_t* b) {
   std::uint64_t dczid = 0;
   asm volatile("mrs %0, dczid_el0" : "=r"(dczid));
@@ -68,6 +50,16 @@ constexpr MemoryAccess kAccesses[] = {
 };
 
 }  // namespace
+
+std::uint64_t load8_instruction(const volatile std::uint8_t* p) {
+  std::uint64_t v = 0;
+  asm volatile("ldr %0, [%1]" : "=r"(v) : "r"(p) : "memory");
+  return v;
+}
+
+void store8_instruction(volatile std::uint8_t* p, std::uint64_t v) {
+  asm volatile("str %0, [%1]" : : "r"(v), "r"(p) : "memory");
+}
 
 std::span<const MemoryAccess> memory_accesses() { return kAccesses; }
 

@@ -10,23 +10,6 @@
 namespace nvgrace::probe::detail {
 namespace {
 
-AccessResult unaligned_load(volatile std::uint8_t* b) {
-  fill(b, 16, 0x10);
-  std::uint64_t v = 0;
-  asm volatile("movq (%1), %0" : "=r"(v) : "r"(b + 1) : "memory");
-  const std::uint64_t want = bytes_value(b + 1);
-  if (v != want) return AccessResult::wrong(fmt::format("loaded {:#x}, the bytes are {:#x}", v, want));
-  return {};
-}
-
-AccessResult unaligned_store(volatile std::uint8_t* b) {
-  fill(b, 16, 0x20);
-  const std::uint64_t v = 0x8877665544332211ull;
-  asm volatile("movq %0, (%1)" : : "r"(v), "r"(b + 3) : "memory");
-  return expect_bytes(b + 3, v);
-}
-
-// What memset compiles to for a block: a string store.
 AccessResult rep_stosb(volatile std::uint8_t* b) {
   fill(b, 64, 0x30);
   void* dst = const_cast<std::uint8_t*>(b);
@@ -56,6 +39,16 @@ constexpr MemoryAccess kAccesses[] = {
 };
 
 }  // namespace
+
+std::uint64_t load8_instruction(const volatile std::uint8_t* p) {
+  std::uint64_t v = 0;
+  asm volatile("movq (%1), %0" : "=r"(v) : "r"(p) : "memory");
+  return v;
+}
+
+void store8_instruction(volatile std::uint8_t* p, std::uint64_t v) {
+  asm volatile("movq %0, (%1)" : : "r"(v), "r"(p) : "memory");
+}
 
 std::span<const MemoryAccess> memory_accesses() { return kAccesses; }
 
