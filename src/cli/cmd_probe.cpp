@@ -7,8 +7,6 @@
 // mapping a VMM would make, the accesses Device memory refuses (R40): of a
 // device's fake BARs, or (--map) of any file - /dev/mem, device-DAX.
 #include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 
 #include <cerrno>
 #include <cstring>
@@ -22,6 +20,7 @@
 #include "nvgrace/probe/memory_type.hpp"
 #include "nvgrace/probe/targets.hpp"
 #include "nvgrace/sys/fd.hpp"
+#include "nvgrace/vfio/host/dax.hpp"
 
 namespace nvgrace::cli {
 namespace {
@@ -116,14 +115,10 @@ class ProbeCommand final : public Command {
     }
     sys::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     if (!fd) return failure("probe", "--map: cannot open {}: {}", path, std::strerror(errno));
-    // A device-DAX instance maps only in its own granule (its align).
+    // A device-DAX instance maps only in its own granule (its align); any
+    // other file (not an instance: dax_extent says why) in a page.
     std::size_t length = 0;
-    struct stat st{};
-    if (::fstat(fd.get(), &st) == 0 && S_ISCHR(st.st_mode)) {
-      std::ifstream a(fmt::format("{}/dev/char/{}:{}/align", sysfs_, major(st.st_rdev), minor(st.st_rdev)));
-      std::uint64_t align = 0;
-      if (a >> align) length = static_cast<std::size_t>(align);
-    }
+    if (const auto e = vfio::host::dax_extent(fd.get(), sysfs_)) length = static_cast<std::size_t>(e->align);
     const auto r = probe::probe_mapping_memory_type(fd.get(), offset, length, fmt::format("{}@{:#x}", path, offset));
     if (!write_out(probe::format_memory_types({r}))) return failure("probe", "cannot write {}", output_);
     if (r.verdict() != probe::RegionMemoryType::Verdict::normal)
