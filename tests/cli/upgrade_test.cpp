@@ -51,6 +51,24 @@ std::unique_ptr<vfio::user::Client> connect(const std::string& sock) {
   return std::move(*c);
 }
 
+// A client as a guest's VMM leaves the device before the crash tests: BAR4
+// placed, memory decode on, 8 KiB of its memory DMA-mapped at IOVA
+// 0x100000 (the memfd kept beside it).
+struct PlacedClient {
+  std::unique_ptr<vfio::user::Client> client;
+  sys::UniqueFd dma;
+};
+PlacedClient connect_placed(const std::string& sock) {
+  PlacedClient p{connect(sock), {}};
+  REQUIRE(vfio::config_write(*p.client, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x40000000u));
+  REQUIRE(vfio::config_write(*p.client, ConfigOffset{PCI_COMMAND}, 2, PCI_COMMAND_MEMORY));
+  auto dma = sys::make_memfd("dma", 0x2000);
+  REQUIRE(dma);
+  p.dma = std::move(*dma);
+  REQUIRE(p.client->dma_map({Iova{0x100000}, 0x2000, p.dma.get(), 0, true, true}));
+  return p;
+}
+
 std::vector<std::uint8_t> read_bytes(vfio::Function& f, RegionIndex r, std::uint64_t off, std::size_t n) {
   std::vector<std::uint8_t> b(n);
   auto got = f.read(r, off, b);
@@ -253,12 +271,8 @@ TEST_CASE("serve --keeper: the serving process SIGKILLed again and again while a
   const auto sock = test::temp_path("keeper.sock");
   test::ServeProcess s({"--keeper", "--socket", sock, "--profile", "gh200", "--mem-size", "0x60000000"});
   REQUIRE(s.wait_socket(sock));
-  auto c = connect(sock);
-  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x40000000u));
-  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, PCI_COMMAND_MEMORY));
-  auto dma = sys::make_memfd("dma", 0x2000);
-  REQUIRE(dma);
-  REQUIRE(c->dma_map({Iova{0x100000}, 0x2000, dma->get(), 0, true, true}));
+  auto placed = connect_placed(sock);
+  auto& c = placed.client;
   std::uint32_t n = 0;
   auto talk = [&](std::chrono::milliseconds how_long) { talk_for(*c, n, how_long, [&] { return s.log(); }); };
   for (unsigned k = 1; k <= 10; ++k) {
@@ -333,12 +347,8 @@ TEST_CASE("serve --fdstore: SIGKILLed again and again under a stand-in systemd w
     CHECK(names.size() >= 4);  // the state, the listener, the GPU memory, BAR0's registers
     for (const auto& n : names) CHECK(n.starts_with("nvgrace-"));
   }
-  auto c = connect(sock);
-  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_BASE_ADDRESS_4}, 4, 0x40000000u));
-  REQUIRE(vfio::config_write(*c, ConfigOffset{PCI_COMMAND}, 2, PCI_COMMAND_MEMORY));
-  auto dma = sys::make_memfd("dma", 0x2000);
-  REQUIRE(dma);
-  REQUIRE(c->dma_map({Iova{0x100000}, 0x2000, dma->get(), 0, true, true}));
+  auto placed = connect_placed(sock);
+  auto& c = placed.client;
   {
     const auto names = sd.names();
     CHECK(std::count(names.begin(), names.end(), "nvgrace-900") == 1);  // the connection, before it is served
