@@ -55,6 +55,42 @@ start_server() {  # start_server LOG: nvgrace serve --host for the NVMe
 }
 stop_server() { kill -TERM $server; wait $server; say "SERVER_EXIT $?"; }
 
+# make_dax: R40's device-DAX route (arm64): the device tree's pmem region
+# (above mem=, outside memblock) as an nd region with one raw namespace;
+# the sysfs steps of `ndctl create-namespace -m devdax` make it a device-DAX
+# instance, whose info block the kernel writes at the start (offset 0 of
+# /dev/daxN.0 is the region's start plus that block's reservation). Sets
+# daxdev; fails when there is no region.
+make_dax() {
+  daxdev=
+  region=$(basename "$(ls -d /sys/bus/nd/devices/region* 2>/dev/null | head -1)")
+  [ -n "$region" ] || return 1
+  nd=/sys/bus/nd/devices
+  ns=$(basename "$(ls -d $nd/namespace${region#region}.* | head -1)")
+  [ -e $nd/$ns/driver ] && echo "$ns" > $nd/$ns/driver/unbind
+  dax=$(cat $nd/$region/dax_seed)
+  cat /proc/sys/kernel/random/uuid > $nd/$dax/uuid
+  echo 2097152 > $nd/$dax/align
+  echo ram > $nd/$dax/mode
+  echo "$ns" > $nd/$dax/namespace
+  echo "$dax" > /sys/bus/nd/drivers_probe
+  daxdev=$(ls /dev | grep -m1 '^dax')
+  say "ROUTE dax-setup region $region $(cat $nd/$region/resource 2>/dev/null) namespace $ns dax $dax" \
+      "-> /dev/$daxdev $(cat /sys/bus/dax/devices/$daxdev/resource 2>/dev/null) align $(cat /sys/bus/dax/devices/$daxdev/align 2>/dev/null)"
+  [ -n "$daxdev" ]
+}
+# start_dax_server SOCKET LOG: serve --host --host-memory for edu standing
+# in for a GB200 (usemem only) whose memory the device tree puts in the
+# device-DAX instance.
+start_dax_server() {
+  bind $edu > /dev/null
+  nvgrace serve --host $edu --assume-device-id 0x2941 --vfio-api "$api" --acpi $acpi --host-memory /dev/$daxdev \
+    --socket "$1" -v > "$2" 2>&1 &
+  daxserver=$!
+  for _ in $(seq 100); do grep -q "listening on" "$2" && break; sleep 0.1; done
+  say "DAX_SERVING $(grep '^serving' "$2") $(grep -m1 'error' "$2")"
+}
+
 if [ "$scenario" = bench ]; then
   # TCG makes the first round slow and every figure noisy: one warm-up round,
   # then five rounds of each, alternating; the harness takes medians.
@@ -89,27 +125,47 @@ if [ "$scenario" = upgrade ]; then
     say "FAIL the $1 loop did not start: $(tail -2 "/tmp/loop-$1.log" | tr '\n' ' ')"
   }
   finish() {  # finish NAME: stop the client, report its lines
-    sleep 1; touch "/tmp/stop-$1"; wait $looper; say "LOOP_EXIT $1 $?"
+    sleep 1; kend "$1"; touch "/tmp/stop-$1"; wait $looper; say "LOOP_EXIT $1 $?"
     sed "s/^/E2E LOOP $1 /" "/tmp/loop-$1.log" | tail -4
   }
+  # The kernel's word on each loop: IOMMU faults and VFIO resets logged
+  # while it ran, into /tmp/kernel.log. The window is bounded by lines
+  # written to /dev/kmsg once the loop is under way and before it is told
+  # to stop: the server's open comes before it, and the reset that follows
+  # a client's exit (R30) after it, as vfio-pci does; an upgrade or a kill
+  # must not reset.
+  kmark() { echo "nvgrace-e2e: the $1 loop starts" > /dev/kmsg; }
+  kend() { echo "nvgrace-e2e: the $1 loop ended" > /dev/kmsg; }
+  kcheck() {  # kcheck NAME
+    [ "$(dmesg | grep -c "nvgrace-e2e: the $1 loop \(starts\|ended\)")" = 2 ] \
+      || echo "$1: the kernel log does not hold the loop's two bounds" >> /tmp/kernel.log
+    dmesg | sed -n "/nvgrace-e2e: the $1 loop starts/,/nvgrace-e2e: the $1 loop ended/p" \
+      | grep -iE "DMAR:.*(fault|PTE)|arm-smmu-v3.*event|vfio.*(reset|error)" | sed "s/^/$1: /" >> /tmp/kernel.log
+  }
+  : > /tmp/kernel.log
   start_server /tmp/serve.log && loop plain
+  kmark plain
   ups=0
   for k in 1 2 3; do
     pause; kill -USR2 $server; wait_count $k "upgraded in place" || break; ups=$k
   done
   finish plain
+  kcheck plain
   say "PLAIN upgrades=$ups refused=$(count 'upgrade refused') $(grep -o 'upgraded in place.*after the pause began' /tmp/serve.log | tail -1)"
   stop_server
-  nvgrace serve --keeper --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > /tmp/serve.log 2>&1 &
+  nvgrace serve --keeper --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
+    > /tmp/serve.log 2>&1 &
   server=$!
   wait_count 1 "took the state on from the keeper" || say "FAIL the keeper's serving process did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
   loop keeper
+  kmark keeper
   ups=0; kills=0
   for k in $(seq "$rounds"); do
     pause; kill -USR2 $server; wait_count $k "upgraded in place" || break; ups=$k
     pause; kill -KILL "$(child_of $server)"; wait_count $((k + 1)) "took the state on from the keeper" || break; kills=$k
   done
   finish keeper
+  kcheck keeper
   say "KEEPER upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $server 2>/dev/null && echo yes || echo no)"
   grep -E "warn|error|nvgrace: " /tmp/serve.log | grep -v "SIGUSR2 will not\|--assume-device-id" | tail -6 | sed 's/^/E2E SERVER_LOG /'
   stop_server
@@ -117,10 +173,11 @@ if [ "$scenario" = upgrade ]; then
   # file-descriptor store keeps the device, its IOMMU and the DMA memory.
   : > /tmp/serve.log
   e2e_host_client systemd /run/notify.sock /tmp/service.pid /tmp/serve.log -- "$(command -v nvgrace)" serve --fdstore \
-    --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --socket $sock -v > /tmp/systemd.log 2>&1 &
+    --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v > /tmp/systemd.log 2>&1 &
   sup=$!
   wait_count 1 "listening on" || say "FAIL the --fdstore server did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
   loop fdstore
+  kmark fdstore
   ups=0; kills=0
   for k in $(seq "$rounds"); do
     pause; kill -USR2 "$(cat /tmp/service.pid)"; wait_count $k "upgraded in place" || break; ups=$k
@@ -128,48 +185,80 @@ if [ "$scenario" = upgrade ]; then
     wait_count $k "took the state on from systemd's file-descriptor store" || break; kills=$k
   done
   finish fdstore
+  kcheck fdstore
   say "FDSTORE upgrades=$ups kills=$kills refused=$(count 'upgrade refused') alive=$(kill -0 $sup 2>/dev/null && echo yes || echo no)"
   grep -E "warn|error|nvgrace: " /tmp/serve.log | grep -v "SIGUSR2 will not\|--assume-device-id" | tail -6 | sed 's/^/E2E SERVER_LOG /'
   grep -E "^info start" /tmp/systemd.log | tail -2 | sed 's/^/E2E SYSTEMD_LOG /'
   kill -TERM $sup; wait $sup; say "SYSTEMD_EXIT $? $(tail -1 /tmp/systemd.log)"
   grep FAIL /tmp/systemd.log | sed 's/^/E2E SYSTEMD /'
-  dmesg | grep -iE "DMAR:.*(fault|PTE)|vfio.*(reset|error)" | tail -3 | sed 's/^/E2E KERNEL /'
+  tail -3 /tmp/kernel.log | sed 's/^/E2E KERNEL /'
   say DONE
   poweroff -f
 fi
 
 if [ "$scenario" = nested ]; then
-  # d. QEMU inside this guest as the client, under KVM (this guest's CPU has
-  #    SVM with nested paging), booting a Linux whose nvme driver uses the
-  #    device; QEMU runs chrooted in /qroot, so the socket lives there.
+  # d. QEMU inside this guest as the client, under KVM (x86: this guest's CPU
+  #    has SVM with nested paging; arm64: it runs at EL2), booting a Linux
+  #    whose nvme driver uses the device; QEMU runs chrooted in /qroot, so
+  #    the sockets live there. On arm64 the NVMe's fake BARs come from
+  #    /dev/mem (forced: Device memory, R40) and a second device, edu as a
+  #    GB200, from device-DAX (Normal memory): the nested guest's probe tells
+  #    them apart.
   mkdir -p /qroot/dev && mount -t devtmpfs dev /qroot/dev
   mkdir -p /qroot/run /qroot/tmp
   sock=/qroot/run/nvgrace.sock
-  say "KVM $([ -e /dev/kvm ] && echo yes || echo no)"
+  say "KVM $([ -e /dev/kvm ] && echo yes || echo no) $(dmesg | grep -m1 -oE 'kvm \[[0-9]+\]: .*(Hyp|VHE|nVHE|mode)[^]]*|kvm: Nested Paging enabled')"
   e2e_host_client devmem $((resmem + 0x3000)) 0x7777666655554444 > /dev/null  # resmem, for BAR2 in the nested guest
   start_server /tmp/serve.log
+  # (busybox sh has no arrays: the second device is a word list, its JSON
+  # without spaces.)
+  dax_device=
+  if [ -n "$devmem_ok" ]; then
+    if make_dax; then
+      start_dax_server /qroot/run/dax.sock /tmp/dax.log
+      dax_device='-device {"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/dax.sock"}}'
+    else
+      say "FAIL no device-DAX instance: $(dmesg | grep -iE 'pmem|nvdimm|nd_|dax' | tail -2 | tr '\n' ' ')"
+    fi
+  fi
   start=$(date +%s)
   # Bounded, so a nested guest that hangs leaves its console for the report
   # instead of the whole test running into CTest's limit.
   say "CLOCK outer $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" \
       "$(dmesg | grep -oE 'tsc: (Marking TSC unstable|Refined TSC|Detected)[^]]*' | tr '\n' ';')"
   l2append=$(arg nvg.l2append | tr , ' ')
-  # -tsc-deadline: the nested Linux then times with the LAPIC's one-shot
-  # timer. With the TSC-deadline timer (KVM offers it with -cpu host) it lost
-  # timer interrupts at random under this guest's TCG-emulated SVM - a stall
-  # of minutes ("rcu_preempt kthread timer wakeup didn't happen") in about
-  # half the runs; without it none in 20 (docs/host.md, nested guests and timers).
-  timeout "$(arg nvg.nested_timeout)" chroot /qroot qemu-system-x86_64 -accel kvm -cpu "$(arg nvg.l2cpu)" -M q35 -m 256 -nodefaults -display none -monitor none \
-    -serial stdio -no-reboot \
-    -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
-    -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/nvgrace.sock"}}' \
-    -kernel /nested/vmlinuz -initrd /nested/initrd.gz -append "console=ttyS0 panic=-1 no_timer_check loglevel=4 $l2append" \
-    > /tmp/nested.log 2>&1
+  if [ "$(uname -m)" = aarch64 ]; then
+    # shellcheck disable=SC2086 # dax_device: words
+    timeout "$(arg nvg.nested_timeout)" chroot /qroot qemu-system-aarch64 -M virt,gic-version=3 -accel kvm \
+      -cpu "$(arg nvg.l2cpu)" -m 256 -nodefaults -display none -monitor none -serial stdio -no-reboot \
+      -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
+      -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/nvgrace.sock"}}' $dax_device \
+      -kernel /nested/vmlinuz -initrd /nested/initrd.gz -append "console=ttyAMA0 panic=-1 loglevel=4 $l2append" \
+      > /tmp/nested.log 2>&1
+  else
+    # -tsc-deadline: the nested Linux then times with the LAPIC's one-shot
+    # timer. With the TSC-deadline timer (KVM offers it with -cpu host) it lost
+    # timer interrupts at random under this guest's TCG-emulated SVM - a stall
+    # of minutes ("rcu_preempt kthread timer wakeup didn't happen") in about
+    # half the runs; without it none in 20 (docs/host.md, nested guests and timers).
+    timeout "$(arg nvg.nested_timeout)" chroot /qroot qemu-system-x86_64 -accel kvm -cpu "$(arg nvg.l2cpu)" -M q35 \
+      -m 256 -nodefaults -display none -monitor none -serial stdio -no-reboot \
+      -object memory-backend-memfd,id=mem,size=256M,share=on -machine memory-backend=mem \
+      -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/nvgrace.sock"}}' \
+      -kernel /nested/vmlinuz -initrd /nested/initrd.gz -append "console=ttyS0 panic=-1 no_timer_check loglevel=4 $l2append" \
+      > /tmp/nested.log 2>&1
+  fi
   qrc=$?
   say "NESTED_SECONDS $(( $(date +%s) - start )) QEMU exit $qrc"
   tr -d '\r' < /tmp/nested.log | grep -a "E2E N"
   grep -q "E2E N DONE" /tmp/nested.log || tr -d '\r' < /tmp/nested.log | tail -8 | sed 's/^/E2E NESTED_LOG /'
   say "NESTED_USEMEM $(e2e_host_client devmem $((usemem + 0x3000)))"
+  if [ -n "$dax_device" ]; then
+    # The GB200 stand-in's BAR4 + 0x3000 is the instance's offset 0x3000
+    # (DAX_SERVING: usemem at offset 0x0).
+    say "NESTED_DAX $(e2e_host_client mapmem /dev/$daxdev 0x200000 0x3000)"
+    kill -TERM $daxserver; wait $daxserver
+  fi
   say "SERVER_LOG $(grep -c 'DMA_MAP' /tmp/serve.log) DMA_MAP lines; $(grep 'closing' /tmp/serve.log | tail -1)"
   stop_server
   say DONE
@@ -241,36 +330,13 @@ if [ -n "$devmem_ok" ]; then
   }
   route devmem-nomap /dev/mem@$((usemem + 0x4000))
   route devmem-linear /dev/mem@$(arg nvg.linear)
-  # Device-DAX: the device tree's pmem region (above mem=, outside
-  # memblock) as an nd region with one raw namespace; the sysfs steps of
-  # `ndctl create-namespace -m devdax` make it a device-DAX instance, whose
-  # info block the kernel writes at the start (offset 0 of /dev/daxN.0 is
-  # the region's start plus that block's reservation).
-  region=$(basename "$(ls -d /sys/bus/nd/devices/region* 2>/dev/null | head -1)")
-  if [ -n "$region" ]; then
-    nd=/sys/bus/nd/devices
-    ns=$(basename "$(ls -d $nd/namespace${region#region}.* | head -1)")
-    [ -e $nd/$ns/driver ] && echo "$ns" > $nd/$ns/driver/unbind
-    dax=$(cat $nd/$region/dax_seed)
-    cat /proc/sys/kernel/random/uuid > $nd/$dax/uuid
-    echo 2097152 > $nd/$dax/align
-    echo ram > $nd/$dax/mode
-    echo "$ns" > $nd/$dax/namespace
-    echo "$dax" > /sys/bus/nd/drivers_probe
-    daxdev=$(ls /dev | grep -m1 '^dax')
-    say "ROUTE dax-setup region $region $(cat $nd/$region/resource 2>/dev/null) namespace $ns dax $dax" \
-        "-> /dev/$daxdev $(cat /sys/bus/dax/devices/$daxdev/resource 2>/dev/null) align $(cat /sys/bus/dax/devices/$daxdev/align 2>/dev/null)"
-    [ -n "$daxdev" ] && route dax /dev/$daxdev@0
+  # Device-DAX (make_dax), then the route built on it: serve --host
+  # --host-memory for the GB200 stand-in; the NVMe (GH200: resmem too) is
+  # refused.
+  if make_dax; then
+    route dax /dev/$daxdev@0
     dmesg | grep -E "dax|nd_pmem|pfn" | tail -3 | sed 's/^/E2E ROUTE dax-kernel /'
-    # The route built: serve --host --host-memory, for edu standing in for
-    # a GB200 (usemem only) whose memory the device tree puts in the
-    # instance; the NVMe (GH200: resmem too) is refused.
-    bind $edu > /dev/null
-    nvgrace serve --host $edu --assume-device-id 0x2941 --vfio-api "$api" --acpi $acpi --host-memory /dev/$daxdev \
-      --socket /run/dax.sock -v > /tmp/dax.log 2>&1 &
-    daxserver=$!
-    for _ in $(seq 100); do grep -q "listening on" /tmp/dax.log && break; sleep 0.1; done
-    say "DAX_SERVING $(grep '^serving' /tmp/dax.log) $(grep -m1 'error' /tmp/dax.log)"
+    start_dax_server /run/dax.sock /tmp/dax.log
     nvgrace probe --memory-type --socket /run/dax.sock > /tmp/daxmt.log 2>&1
     say "DAX_MEMTYPE exit $? $(tr '\n' ' ' < /tmp/daxmt.log)"
     kill -TERM $daxserver; wait $daxserver
@@ -278,7 +344,7 @@ if [ -n "$devmem_ok" ]; then
       --socket /run/refused.sock 2>&1)
     say "DAX_REFUSE_RESMEM exit $? $out"
   else
-    say "ROUTE dax no nd region: $(dmesg | grep -iE 'pmem|nvdimm|nd_' | tail -2 | tr '\n' ' ')"
+    say "ROUTE dax no device-DAX instance: $(dmesg | grep -iE 'pmem|nvdimm|nd_|dax' | tail -2 | tr '\n' ' ')"
   fi
   # The kernel's nvgrace-gpu on the stand-in (driver_override binds it to
   # any function): its 7.x probe first waits for the R20 readiness

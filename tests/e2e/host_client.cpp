@@ -27,6 +27,9 @@
 //                                          PIDFILE holds the service's pid;
 //                                          SIGTERM stops it and the stand-in
 //   e2e_host_client devmem ADDR [VALUE]    8 bytes of /dev/mem, mapped write-back
+//   e2e_host_client mapmem PATH GRANULE OFFSET [VALUE]
+//                                          8 bytes of any memory file, mapped
+//                                          GRANULE at a time (device-DAX: its align)
 //   e2e_host_client bench SOCKET           prints DMA_MAP 1 GiB, interrupt and
 //   e2e_host_client bench-direct BDF API   BAR0 figures through nvgrace, or
 //                                          through VFIO directly (cdev|group)
@@ -465,19 +468,22 @@ int run_fakebar(const std::string& socket, std::uint64_t value) {
   return failures;
 }
 
-// Reads (or writes) 8 bytes of physical memory through /dev/mem mapped
-// write-back, as nvgrace maps the device memory (busybox devmem maps it
-// uncached, which x86 PAT refuses for RAM the kernel holds write-back).
-int run_devmem(std::uint64_t addr, const char* value) {
-  UniqueFd fd(::open("/dev/mem", O_RDWR | O_CLOEXEC));
-  if (!fd) die(fmt::format("/dev/mem: {}", std::strerror(errno)));
-  const std::uint64_t pg = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  void* p = ::mmap(nullptr, pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), static_cast<off_t>(addr & ~(pg - 1)));
-  if (p == MAP_FAILED) die(fmt::format("mmap /dev/mem at {:#x}: {}", addr, std::strerror(errno)));
-  auto* word = reinterpret_cast<volatile std::uint64_t*>(static_cast<std::uint8_t*>(p) + (addr & (pg - 1)));
+// Reads (or writes) 8 bytes of a memory file at OFFSET through a shared
+// mapping of GRANULE bytes (a page for /dev/mem; a device-DAX instance maps
+// only in its own alignment). /dev/mem is mapped write-back, as nvgrace maps
+// the device memory (busybox devmem maps it uncached, which x86 PAT refuses
+// for RAM the kernel holds write-back).
+int run_mapmem(const char* path, std::uint64_t granule, std::uint64_t offset, const char* value) {
+  UniqueFd fd(::open(path, O_RDWR | O_CLOEXEC));
+  if (!fd) die(fmt::format("{}: {}", path, std::strerror(errno)));
+  if (granule == 0 || (granule & (granule - 1)) != 0) die(fmt::format("granule {:#x} is not a power of two", granule));
+  void* p = ::mmap(nullptr, granule, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(),
+                   static_cast<off_t>(offset & ~(granule - 1)));
+  if (p == MAP_FAILED) die(fmt::format("mmap {} at {:#x}: {}", path, offset, std::strerror(errno)));
+  auto* word = reinterpret_cast<volatile std::uint64_t*>(static_cast<std::uint8_t*>(p) + (offset & (granule - 1)));
   if (value) *word = std::stoull(value, nullptr, 0);
   std::printf("%#018llx\n", static_cast<unsigned long long>(*word));
-  ::munmap(p, pg);
+  ::munmap(p, granule);
   return 0;
 }
 
@@ -622,7 +628,12 @@ int main(int argc, char** argv) {
   if (cmd == "loop" && argc == 5) return run_loop(argv[2], argv[3], argv[4]);
   if (cmd == "systemd" && argc > 6 && std::string(argv[5]) == "--")
     return run_systemd(argv[2], argv[3], argv[4], std::vector<std::string>(argv + 6, argv + argc));
-  if (cmd == "devmem" && (argc == 3 || argc == 4)) return run_devmem(std::stoull(argv[2], nullptr, 0), argc == 4 ? argv[3] : nullptr);
+  if (cmd == "devmem" && (argc == 3 || argc == 4))
+    return run_mapmem("/dev/mem", static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)), std::stoull(argv[2], nullptr, 0),
+                      argc == 4 ? argv[3] : nullptr);
+  if (cmd == "mapmem" && (argc == 5 || argc == 6))
+    return run_mapmem(argv[2], std::stoull(argv[3], nullptr, 0), std::stoull(argv[4], nullptr, 0),
+                      argc == 6 ? argv[5] : nullptr);
   if (cmd == "bench" && argc == 3) {
     UserTransport t(argv[2]);
     return run_bench(t, "nvgrace");
@@ -635,6 +646,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr,
                "usage: e2e_host_client nvme SOCKET SERIAL | fakebar SOCKET VALUE | hold SOCKET | "
                "loop SOCKET SERIAL STOPFILE | systemd NOTIFY PIDFILE LOG -- PROGRAM ARGS... | devmem ADDR [VALUE] | "
+               "mapmem PATH GRANULE OFFSET [VALUE] | "
                "bench SOCKET | bench-direct BDF cdev|group\n");
   return 2;
 }

@@ -15,6 +15,8 @@
 #                           under PREFIX, to run chrooted there
 #     --root-file ROOT PREFIX PATH
 #                           a file of that root (firmware), under PREFIX
+#     --tree SRC:DEST       a directory as it is (a program's own root, as
+#                           arm64-qemu.sh makes one)
 # ARCH: x86_64 | aarch64 (decides where libraries are looked for).
 set -euo pipefail
 out=$1 arch=$2 busybox=$3 init=$4
@@ -81,6 +83,9 @@ while (($#)); do
         cp "$r$real" "$tmp$prefix$f"
       done
       shift 4 ;;
+    --tree)
+      src=${2%%:*}; dest=${2#*:}
+      mkdir -p "$tmp$dest"; cp -a "$src/." "$tmp$dest/"; shift 2 ;;
     --module)
       name=$(basename "$2"); name=${name%.xz}
       case $2 in *.xz) xz -dc "$2" > "$tmp/lib/modules/$name" ;; *) cp "$2" "$tmp/lib/modules/$name" ;; esac

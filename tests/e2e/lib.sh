@@ -9,8 +9,9 @@
 #                         console in $out/console-TAG.log, the guest's "E2E "
 #                         lines in $out/report-TAG.log; sets qrc (QEMU's exit
 #                         status) and boot (seconds)
-#   nested_guest BUSYBOX INIT   the nested x86 guest's initramfs and the array
-#                         `nested` that carries QEMU into the outer guest (below)
+#   nested_guest ARCH BUSYBOX INIT [PROGRAM...]   the nested guest's initramfs
+#                         and the array `nested` that carries QEMU into the
+#                         outer guest (below)
 skip() { echo "e2e: skipped: $*"; exit 77; }
 need_root() { [ -f "$1/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"; }
 fails=0
@@ -36,12 +37,25 @@ boot_guest() {
   tr '\r' '\n' < "$out/console-$tag.log" | grep -ao 'E2E .*' > "$out/report-$tag.log"
 }
 
-# nested_guest: the initramfs (busybox, INIT as /init) at
-# $work/nested-initrd.gz; `nested` holds initramfs.sh's arguments that carry
-# QEMU (chrooted in /qroot, from the trixie root $root), its firmware,
-# Debian's kernel and that initramfs into the outer guest.
+# nested_guest: the initramfs (busybox, INIT as /init, and the PROGRAMs with
+# their libraries) at $work/nested-initrd.gz; `nested` holds initramfs.sh's
+# arguments that carry QEMU (chrooted in /qroot), the nested kernel and that
+# initramfs into the outer guest. x86_64: QEMU and its firmware from the
+# trixie root $root, Debian's kernel. aarch64: the arm64 QEMU arm64-qemu.sh
+# fetches (a tree of its own: the root is amd64) and the outer guest's own
+# kernel, $work/vmlinuz (it has KVM, NVMe and PCI for the nested guest too).
+#   nested_guest ARCH BUSYBOX INIT [PROGRAM...]
 nested_guest() {
-  "$here/initramfs.sh" "$work/nested-initrd.gz" x86_64 "$1" "$2" || return 1
+  local arch=$1 busybox=$2 init=$3 p bins=()
+  shift 3
+  for p in "$@"; do bins+=(--bin "$p"); done
+  "$here/initramfs.sh" "$work/nested-initrd.gz" "$arch" "$busybox" "$init" "${bins[@]}" || return 1
+  if [ "$arch" = aarch64 ]; then
+    "$here/arm64-qemu.sh" "$out" > "$work/arm64-qemu.log" 2>&1 || { cat "$work/arm64-qemu.log"; return 1; }
+    nested=(--tree "$out/arm64-qemu/root:/qroot"
+            --file "$work/vmlinuz:/qroot/nested/vmlinuz" --file "$work/nested-initrd.gz:/qroot/nested/initrd.gz")
+    return 0
+  fi
   nested=(--root-bin "$root" /qroot /usr/bin/qemu-system-x86_64
           --root-file "$root" /qroot /usr/share/seabios/bios-256k.bin
           --root-file "$root" /qroot /usr/share/qemu/linuxboot_dma.bin

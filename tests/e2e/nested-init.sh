@@ -1,8 +1,11 @@
 #!/bin/busybox sh
-# /init of the nested guest in the host-device e2e: QEMU runs inside the q35
-# guest as nvgrace's vfio-user client (vfio-user-pci, under KVM) and boots this
-# Linux, whose own nvme driver takes the NVMe that `nvgrace serve --host`
-# passes through, while nvgrace's fake BAR2/BAR4 sit on the same device.
+# /init of the nested guest in the host-device e2e: QEMU runs inside the
+# outer guest (q35, or arm64 virt) as nvgrace's vfio-user client
+# (vfio-user-pci, under KVM) and boots this Linux, whose own nvme driver takes
+# the NVMe that `nvgrace serve --host` passes through, while nvgrace's fake
+# BAR2/BAR4 sit on the same device. Then the memory-type probe (R40) through
+# this guest's mappings of the fake BARs; on arm64 also through the BAR4 of
+# a second device (edu standing in for a GB200) served from device-DAX.
 # Result lines start with "E2E N ".
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -43,5 +46,26 @@ b4=$(sed -n 5p "$dev/resource" | cut -d' ' -f1)
 devmem $((b4 + 0x3000)) 64 0x0123456789abcdef 2>&1
 say "BAR4_BACK $(devmem $((b4 + 0x3000)) 64 2>&1)"
 say "BAR2_READ $(devmem $((b2 + 0x3000)) 64 2>&1)"
+# R40: this kernel maps resourceN_wc Normal non-cacheable (write-combined)
+# at stage 1, so an unaligned access that faults there meets Device memory
+# at stage 2: the type the outer guest's KVM gave QEMU's mapping of the
+# memory serve --host handed it.
+memtype() {  # memtype NAME FILE@OFFSET
+  nvgrace probe --memory-type --map "$2" > /tmp/mt.log 2>&1
+  say "MEMTYPE $1 exit $? $(tr '\n' ' ' < /tmp/mt.log)"
+}
+memtype nvme-bar4 "$dev/resource4_wc@0x4000"
+memtype nvme-bar2 "$dev/resource2_wc@0x4000"
+edu=
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && edu=$d
+done
+if [ -n "$edu" ]; then
+  echo 1 > "$edu/enable"
+  memtype dax-bar4 "$edu/resource4_wc@0x4000"
+  e4=$(sed -n 5p "$edu/resource" | cut -d' ' -f1)
+  devmem $((e4 + 0x3000)) 64 0x0fedcba987654321 2>&1
+  say "DAX_BACK $(devmem $((e4 + 0x3000)) 64 2>&1)"
+fi
 say DONE
 poweroff -f

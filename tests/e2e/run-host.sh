@@ -8,17 +8,22 @@
 #   API: group (type1) | cdev (iommufd). x86_64: group on Debian's stock
 #        kernel and its modules, cdev on the 6.12 kernel build-kernel.sh
 #        builds; aarch64: both on the 7.3 kernel it builds (it has both)
-#   ARCH: x86_64 (default) | aarch64 (main only: NVGRACE and CLIENT from the
-#        arm64 tree; the description in the device tree, no ACPI; R40: the
-#        /dev/mem path is refused, then forced to show it is Device memory)
+#   ARCH: x86_64 (default) | aarch64 (main, nested and upgrade: NVGRACE and CLIENT
+#        from the arm64 tree; the description in the device tree, no ACPI;
+#        R40: the /dev/mem path is refused, then forced to show it is Device
+#        memory, and device-DAX serves a GB200 stand-in as Normal memory)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
-#             | nested (QEMU inside the guest as the client, under KVM)
+#             | nested (QEMU inside the guest as the client, under KVM:
+#               x86 SVM with nested paging, arm64 virtualization=on; the
+#               nested Linux runs the memory-type probe through its own
+#               mappings of the fake BARs, so stage 2's type shows)
 #             | upgrade (R41: the NVMe in a DMA loop across upgrades and
 #               SIGKILLs of the server, plain, --keeper and --fdstore under a
 #               stand-in systemd; NVG_ROUNDS of each, default 5)
 # For experiments on the nested scenario: NVG_L1_APPEND adds to the outer
 # guest's kernel command line, NVG_L2_APPEND (comma-separated) to the nested
-# guest's, NVG_L2_CPU is the nested guest's -cpu (default host,-tsc-deadline),
+# guest's, NVG_L2_CPU is the nested guest's -cpu (default x86
+# host,-tsc-deadline, arm64 host),
 # NVG_NESTED_TIMEOUT bounds the nested QEMU (seconds, default 300).
 # Exit 0 pass, 1 fail, 77 skipped (no root, no kernel), with the reason.
 set -uo pipefail
@@ -31,7 +36,7 @@ need_root "$out"
 check_label="host $api"
 work=$root/nvg/host-$api-$scenario
 if [ "$arch" = aarch64 ]; then
-  [ "$scenario" = main ] || { echo "run-host.sh: the $scenario scenario is x86_64's"; exit 2; }
+  case $scenario in main|nested|upgrade) ;; *) echo "run-host.sh: the $scenario scenario is x86_64's"; exit 2 ;; esac
   check_label="host aarch64 $api"
   work=$root/nvg/host-aarch64-$api-$scenario
 fi
@@ -59,14 +64,18 @@ case $arch-$api in
   *) echo "run-host.sh: API must be group or cdev"; exit 2 ;;
 esac
 cp "$kernel" "$work/vmlinuz"
+# The programs stripped: debug info would make the initramfs ten times larger.
+strip=strip; [ "$arch" = aarch64 ] && strip=aarch64-linux-gnu-strip
+"$strip" -o "$work/nvgrace" "$nvgrace" && "$strip" -o "$work/e2e_host_client" "$client" \
+  || { echo "FAIL stripping $nvgrace and $client"; exit 1; }
 nested=()
 if [ "$scenario" = nested ]; then
-  # QEMU and its libraries from the trixie root, chrooted in /qroot, and the
-  # nested guest's kernel (Debian's) and initramfs.
-  nested_guest "$busybox" "$here/nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
+  # QEMU and its libraries, chrooted in /qroot, and the nested guest's
+  # kernel and initramfs, with nvgrace for the memory-type probe.
+  nested_guest "$arch" "$busybox" "$here/nested-init.sh" "$work/nvgrace" || { echo "FAIL building the nested initramfs"; exit 1; }
 fi
 "$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/host-init.sh" \
-  --bin "$nvgrace" --bin "$client:/bin/e2e_host_client" "${modules[@]}" "${nested[@]}" \
+  --bin "$work/nvgrace" --bin "$work/e2e_host_client" "${modules[@]}" "${nested[@]}" \
   || { echo "FAIL building the initramfs"; exit 1; }
 truncate -s 64M "$work/nvme.img" "$work/nvme-msix.img"
 in_root() { echo "${1#$root}"; }
@@ -77,7 +86,8 @@ devices=(-device edu,addr=0x2
          -device nvme,serial=NVGSERIAL01,drive=d0,addr=0x3
          -drive if=none,id=d1,file="$(in_root "$work/nvme-msix.img")",format=raw
          -device nvme,serial=NVGSERIAL02,drive=d1,addr=0x4,msix-exclusive-bar=on)
-append="panic=-1 loglevel=4 nvg.api=$api nvg.scenario=$scenario"
+append="panic=-1 loglevel=4 nvg.api=$api nvg.scenario=$scenario nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300}"
+append+=" nvg.l2append=${NVG_L2_APPEND:-} ${NVG_L1_APPEND:-}"
 
 start=$(date +%s.%N)
 if [ "$arch" = aarch64 ]; then
@@ -87,7 +97,11 @@ if [ "$arch" = aarch64 ]; then
   # host-ssdt.asl does) and given back; the memory is a no-map
   # /reserved-memory range, outside the kernel's linear map as on Grace.
   membase=0xa0000000
-  qemu=(qemu-system-aarch64 -M virt,gic-version=3,iommu=smmuv3 -cpu max -m 4G -smp 1 -nic none -nographic -no-reboot
+  # virtualization=on (EL2, so the guest has KVM) only where the nested
+  # scenario needs it.
+  machine=virt,gic-version=3,iommu=smmuv3
+  [ "$scenario" = nested ] && machine+=,virtualization=on
+  qemu=(qemu-system-aarch64 -M "$machine" -cpu max -m 4G -smp 1 -nic none -nographic -no-reboot
         "${devices[@]}")
   chroot "$root" "${qemu[@]}" -machine dumpdtb="$(in_root "$work/virt.dtb")" > "$work/dumpdtb.log" 2>&1 \
     || { echo "FAIL dumping virt's device tree: $(tail -2 "$work/dumpdtb.log")"; exit 1; }
@@ -128,7 +142,7 @@ DTS
     || { echo "FAIL dtc on the amended tree"; exit 1; }
   timeout 600 chroot "$root" "${qemu[@]}" -dtb "$(in_root "$work/grace.dtb")" \
     -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
-    -append "console=ttyAMA0 $append mem=3G nvg.usemem=$membase nvg.resmem=$((membase + 0x20000000)) nvg.linear=0x90000000" \
+    -append "console=ttyAMA0 $append mem=3G nvg.usemem=$membase nvg.resmem=$((membase + 0x20000000)) nvg.linear=0x90000000 nvg.l2cpu=${NVG_L2_CPU:-host}" \
     > "$work/console.log" 2>&1
   qrc=$?
 else
@@ -140,7 +154,7 @@ else
   timeout 600 chroot "$root" qemu-system-x86_64 -M q35 -m 4G -smp 1 -cpu qemu64,+svm,+npt -nic none -nographic -no-reboot \
     -device intel-iommu,intremap=on "${devices[@]}" -acpitable file="$(in_root "$work/ssdt.aml")" \
     -kernel "$(in_root "$work/vmlinuz")" -initrd "$(in_root "$work/initrd.gz")" \
-    -append "console=ttyS0 $append no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.usemem=0x20000000 nvg.resmem=0x40000000 nvg.l2append=${NVG_L2_APPEND:-} nvg.nested_timeout=${NVG_NESTED_TIMEOUT:-300} nvg.rounds=${NVG_ROUNDS:-5} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline} ${NVG_L1_APPEND:-}" \
+    -append "console=ttyS0 $append no_timer_check intel_iommu=on iommu=pt memmap=1536M\$0x20000000 nvg.usemem=0x20000000 nvg.resmem=0x40000000 nvg.rounds=${NVG_ROUNDS:-5} nvg.l2cpu=${NVG_L2_CPU:-host,-tsc-deadline}" \
     > "$work/console.log" 2>&1
   qrc=$?
 fi
@@ -182,7 +196,7 @@ if [ "$scenario" = upgrade ]; then
     "$(has FDSTORE "upgrades=$rounds kills=$rounds refused=0 alive=yes")" "$(e2e FDSTORE) $(e2e SERVER_LOG | tr '\n' ' ')"
   check "upgrade: the stand-in systemd stopped the --fdstore server cleanly, every notification well formed" \
     "$(e2e "SYSTEMD_EXIT 0" > /dev/null && [ -z "$(e2e "SYSTEMD FAIL")" ]; echo $?)" "$(e2e SYSTEMD_EXIT) $(e2e "SYSTEMD FAIL")"
-  check "upgrade: the guest kernel logged no DMAR fault and no VFIO reset" "$([ -z "$(e2e KERNEL)" ]; echo $?)" \
+  check "upgrade: the guest kernel logged no IOMMU fault and no VFIO reset while the loops ran" "$([ -z "$(e2e KERNEL)" ]; echo $?)" \
     "$(e2e KERNEL | tr '\n' ' ')"
   for m in plain keeper fdstore; do
     echo "  $m: $(e2e "LOOP $m ok" | grep -o 'LOOP iterations.*')"
@@ -193,7 +207,11 @@ if [ "$scenario" = upgrade ]; then
   exit
 fi
 if [ "$scenario" = nested ]; then
-  check "d: the outer guest has /dev/kvm (SVM with nested paging under TCG)" "$(has KVM yes)" "$(e2e KVM)"
+  if [ "$arch" = aarch64 ]; then
+    check "d: the outer guest has /dev/kvm (EL2 under TCG: virtualization=on)" "$(has KVM yes)" "$(e2e KVM)"
+  else
+    check "d: the outer guest has /dev/kvm (SVM with nested paging under TCG)" "$(has KVM yes)" "$(e2e KVM)"
+  fi
   check "d: QEMU's vfio-user-pci gave the nested guest the NVMe, bound to its nvme driver" \
     "$(has "N DEVICE" "driver nvme")" "$(e2e "N DEVICE")"
   check "d: the nested guest sees fake BAR2 (1 GiB) and BAR4 (512 MiB), 64-bit prefetchable" \
@@ -204,6 +222,26 @@ if [ "$scenario" = nested ]; then
     "$(has NESTED_USEMEM 0x0123456789abcdef)" "$(e2e NESTED_USEMEM) $(e2e "N BAR4_BACK")"
   check "d: the value the outer guest put in resmem reads through BAR2 in the nested guest" \
     "$(has "N BAR2_READ" 0x7777666655554444)" "$(e2e "N BAR2_READ")"
+  # R40 in the nested guest: the probe maps resourceN_wc, which its kernel
+  # maps Normal non-cacheable at stage 1, so what it meets is stage 2's
+  # type - what the outer guest's KVM made of the mapping QEMU got from
+  # serve --host.
+  if [ "$arch" = aarch64 ]; then
+    for b in 4 2; do
+      check "d: R40: /dev/mem forced (--allow-device-memory): the nested guest's BAR$b (resource${b}_wc) is Device memory at stage 2: unaligned accesses fault" \
+        "$(has "N MEMTYPE nvme-bar$b" "exit 1 .*unaligned LDR FAULTED.*behaves as Device memory")" "$(e2e "N MEMTYPE nvme-bar$b")"
+    done
+    check "d: R40: device-DAX (--host-memory): the GB200 stand-in's BAR4 (resource4_wc) is Normal memory in the nested guest" \
+      "$(has "N MEMTYPE dax-bar4" "exit 0 .*unaligned LDR ok; unaligned STR ok.*behaves as Normal memory")" "$(e2e "N MEMTYPE dax-bar4") $(e2e DAX_SERVING)"
+    check "d: the value written through the GB200 stand-in's BAR4 in the nested guest is in the device-DAX instance" \
+      "$(has NESTED_DAX 0x0fedcba987654321)" "$(e2e NESTED_DAX) $(e2e "N DAX_BACK")"
+  else
+    for b in 4 2; do
+      check "d: R40: the nested guest's BAR$b (resource${b}_wc) is Normal memory (x86 maps this RAM write-back)" \
+        "$(has "N MEMTYPE nvme-bar$b" "exit 0 .*behaves as Normal memory")" "$(e2e "N MEMTYPE nvme-bar$b")"
+    done
+  fi
+  e2e "N MEMTYPE" | sed 's/^E2E N MEMTYPE /  nested memory type: /'
   echo "  nested QEMU ran for $(e2e NESTED_SECONDS | awk '{print $3}') s; $(e2e SERVER_LOG)"
   echo "$fails failed"
   [ "$fails" = 0 ]

@@ -71,7 +71,7 @@ if [ "$scenario" = nested ]; then
   # QEMU from the trixie root, chrooted in /qroot; the nested Linux is
   # Debian's kernel with its own initramfs. -cpu ...,+svm,+npt gives the
   # guest KVM (48 physical address bits: the nested 64-bit BAR window).
-  nested_guest "$busybox" "$here/oracle-nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
+  nested_guest x86_64 "$busybox" "$here/oracle-nested-init.sh" || { echo "FAIL building the nested initramfs"; exit 1; }
   cpu=qemu64,+svm,+npt,phys-bits=48
 fi
 "$here/initramfs.sh" "$work/initrd.gz" "$arch" "$busybox" "$here/oracle-init.sh" --bin "$guest_nvgrace" "${nested[@]}" \
