@@ -16,6 +16,7 @@
 
 #include "device_util.hpp"
 #include "nvgrace/vfio/region_info.hpp"
+#include "nvgrace/vfio/user/client.hpp"
 #include "nvgrace/vfio/user/session.hpp"
 #include "nvgrace/serve/server.hpp"
 
@@ -526,4 +527,59 @@ TEST_CASE("vfio-user over a socket: the memfd arrives by SCM_RIGHTS, mmap and RE
   loop.join();
   CHECK_FALSE(std::filesystem::exists(path));
   CHECK(server->messages() == 6);  // the cut-off and the oversized message were never handled
+}
+
+namespace {
+
+// A function whose error IRQ index VFIO refuses, as Linux 6.12's vfio-pci
+// does for a conventional PCI device (VFIO_PCI_ERR_IRQ_INDEX: EINVAL).
+class NoErrIrq final : public Function {
+ public:
+  explicit NoErrIrq(std::unique_ptr<Function> inner) : inner_(std::move(inner)) {}
+  DeviceInfo info() const override { return inner_->info(); }
+  Result<RegionInfoView> region_info(RegionIndex index) override { return inner_->region_info(index); }
+  Result<IrqInfo> irq(unsigned index) const override {
+    if (index == VFIO_PCI_ERR_IRQ_INDEX) return fail_errno(EINVAL, "VFIO_DEVICE_GET_IRQ_INFO({})", index);
+    return inner_->irq(index);
+  }
+  Result<std::size_t> read(RegionIndex index, std::uint64_t offset, std::span<std::uint8_t> out) override {
+    return inner_->read(index, offset, out);
+  }
+  Result<std::size_t> write(RegionIndex index, std::uint64_t offset, std::span<const std::uint8_t> in) override {
+    return inner_->write(index, offset, in);
+  }
+  Result<void> reset() override { return inner_->reset(); }
+  const DmaLimits& dma_limits() const override { return inner_->dma_limits(); }
+  Result<void> dma_map(const DmaMapping& m) override { return inner_->dma_map(m); }
+  Result<void> dma_unmap(Iova iova, std::uint64_t size) override { return inner_->dma_unmap(iova, size); }
+  Result<void> set_irqs(const IrqSet& s) override { return inner_->set_irqs(s); }
+
+ private:
+  std::unique_ptr<Function> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("vfio-user client: an IRQ index the device answers EINVAL for has no interrupts, the others are kept") {
+  const auto path = (std::filesystem::temp_directory_path() / ("nvgrace-noerr-" + std::to_string(getpid()) + ".sock")).string();
+  std::vector<serve::ServedDevice> devices;
+  devices.push_back({path, std::make_unique<NoErrIrq>(test::make_device("gh200"))});
+  auto server = serve::Server::create(std::move(devices)).value();
+  std::thread loop([&] { (void)server->run(false); });
+  {
+    auto fd = test::vfio_user_connect(path);
+    REQUIRE(fd);
+    auto c = user::Client::create(std::move(fd));
+    INFO((c ? std::string() : c.error().message));
+    REQUIRE(c.has_value());
+    const auto err = (*c)->irq(VFIO_PCI_ERR_IRQ_INDEX);
+    REQUIRE(err.has_value());
+    CHECK(err->count == 0);
+    CHECK(err->flags == 0);
+    const auto msix = (*c)->irq(VFIO_PCI_MSIX_IRQ_INDEX);
+    REQUIRE(msix.has_value());
+    CHECK(msix->count > 0);
+  }
+  server->stop();
+  loop.join();
 }
