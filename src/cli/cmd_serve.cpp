@@ -202,14 +202,15 @@ class ServeCommand final : public Command {
                    "With --host: accept a device in a no-IOMMU group (vfio.enable_unsafe_noiommu_mode=1). Nothing "
                    "isolates its DMA and no DMA mapping can be made: for config and region semantics only (tests)");
     cmd_->add_flag("--allow-device-memory", allow_device_memory_,
-                   "With --host: back the fake BARs with /dev/mem even where it maps the GPU memory as Device "
-                   "memory (arm64, R40). The guest's driver then faults on unaligned accesses and DC ZVA: for tests "
-                   "that show it only");
+                   "With --host: back the fake BARs with /dev/mem, or --host-memory's device-DAX on an arm64 kernel "
+                   "before 6.17, even where the guest then gets the GPU memory as Device memory (R40). The guest's "
+                   "driver then faults on unaligned accesses and DC ZVA: for tests that show it only");
     cmd_->add_option("--host-memory", host_memory_,
                      "With --host: the fake BARs' memory from this device-DAX instance (/dev/daxX.Y) instead of "
-                     "/dev/mem - Normal write-back memory on arm64 where /dev/mem gives Device memory (R40); each GPU "
-                     "takes the instance that holds its usemem (repeat for several). Write-back only: a GPU with "
-                     "resmem is refused")
+                     "/dev/mem - Normal write-back memory on arm64 where /dev/mem gives Device memory (R40), with a "
+                     "KVM from Linux 6.17 on (earlier ones map it Device at stage 2: refused); each GPU takes the "
+                     "instance that holds its usemem (repeat for several). Write-back only: a GPU with resmem is "
+                     "refused")
         ->type_name("PATH");
     cmd_->add_option("--assume-device-id", assume_text_,
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "

@@ -42,10 +42,12 @@ if [ -z "$pkgs" ]; then
   pkgs=$(closure)
   [ -n "$pkgs" ] || skip "the root's apt knows no qemu-system-arm:arm64=$ver"
 fi
-# Each library at the version apt would install (its candidate).
-versions=$(for p in $pkgs; do
-  printf '%s=%s\n' "$p" "$(in_root apt-cache policy "$p" | sed -n 's/^ *Candidate: //p')"
-done)
+# Each library at the version apt would install (its candidate), from one
+# apt-cache call: "name:arch:" starts each package's block.
+# shellcheck disable=SC2086 # one argument per package
+versions=$(in_root apt-cache policy $pkgs | awk '/^[^ ].*:$/ {name = substr($0, 1, length($0) - 1)}
+                                                  /^ *Candidate:/ {print name "=" $2}')
+[ "$(echo "$versions" | wc -l)" = "$(echo "$pkgs" | wc -l)" ] || skip "apt-cache policy did not give every library's candidate"
 key=$(printf 'qemu-system-arm:arm64=%s\n%s\n' "$ver" "$versions" | cat - "$0" | sha256sum | cut -c1-16)
 dir=$cache/arm64-qemu-$key
 mkdir -p "$cache"

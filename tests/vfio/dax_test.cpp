@@ -10,9 +10,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "arch.hpp"
 #include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/sys/memfd.hpp"
 #include "nvgrace/vfio/host/dax.hpp"
+#include "nvgrace/vfio/host/memory_type.hpp"
 
 using namespace nvgrace;
 using vfio::host::DaxExtent;
@@ -102,4 +104,29 @@ TEST_CASE("R40: a file that is not a device-DAX instance is refused by name") {
   e = vfio::host::dax_extent(null.get(), "/sys");
   REQUIRE_FALSE(e.has_value());
   CHECK(e.error().message.find("is a mem device, not a device-DAX instance") != std::string::npos);
+}
+
+TEST_CASE("R40: device-DAX memory is Normal in a KVM guest on x86, and on arm64 only with a KVM from Linux 6.17") {
+  using vfio::host::dax_memory_type;
+  for (const char* release : {"6.17.0", "6.17.0-rc1", "7.3.4+deb13-cloud-arm64", "10.0.0"}) {
+    INFO(release);
+    CHECK(dax_memory_type(release).usable);
+  }
+  // The kernels before the stage-2 change: Device memory on arm64 (measured
+  // on Debian's 6.12 in the arm64 host e2e's nested guest).
+  for (const char* release : {"6.12.117+deb13-cloud-arm64", "6.16.9", "5.15.0-91-generic"}) {
+    INFO(release);
+    const auto t = dax_memory_type(release);
+    CHECK(t.usable == !test::kArm64);
+    if (test::kArm64) {
+      CHECK(t.why.find(std::string("KVM in Linux ") + release + " (before 6.17) maps memory outside the kernel's "
+                       "linear map as Device memory at stage 2") == 0);
+      CHECK(t.instead.find("run Linux 6.17 or later") == 0);
+    }
+  }
+  // A release that says no version: not trusted on arm64.
+  const auto odd = dax_memory_type("custom");
+  CHECK(odd.usable == !test::kArm64);
+  if (test::kArm64) CHECK(odd.why.find("the kernel release 'custom' is not MAJOR.MINOR") == 0);
+  CHECK_FALSE(vfio::host::running_kernel_release().empty());
 }

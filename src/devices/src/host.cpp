@@ -99,10 +99,19 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
 
     std::unique_ptr<vfio::MemoryBackend> backend;
     if (layout && !kernel_variant && !q.dax.empty()) {
-      // R40: device-DAX, the instance whose extent holds this GPU's usemem.
+      // R40: device-DAX, the instance whose extent holds this GPU's usemem -
+      // where the host's KVM keeps it Normal memory at stage 2.
+      // (What no kernel changes - resmem, the instance's extent - first.)
       auto b = dax_backend(*layout, q);
       if (!b) return unexpected(refuse(2, fmt::format("--host {}: --host-memory: {}", bdf, b.error().message)));
+      const auto type = host::dax_memory_type(q.kernel_release.empty() ? host::running_kernel_release()
+                                                                        : q.kernel_release);
+      if (!type.usable && !q.allow_device_memory)
+        return unexpected(refuse(2, fmt::format("--host {}: --host-memory: refusing device-DAX here: {}; instead, {}",
+                                                bdf, type.why, type.instead)));
       backend = std::move(*b);
+      if (!type.usable)
+        served.warnings.push_back(fmt::format("--allow-device-memory: {} (R40)", type.why));
       memory = fmt::format("fake BAR4 usemem {} over {}", format_size(layout->usemem->length), backend->describe());
     } else if (layout && !kernel_variant) {
       auto b = host::make_devmem_backend(*layout, q.dev / "mem", q.allow_device_memory);

@@ -1,5 +1,9 @@
 #include "nvgrace/vfio/host/memory_type.hpp"
 
+#include <charconv>
+
+#include <fmt/format.h>
+
 namespace nvgrace::vfio::host {
 
 // arm64: /dev/mem maps a pfn the kernel does not hold in its linear map with
@@ -17,6 +21,35 @@ const DevmemMemoryType& devmem_memory_type() {
       "bind the GPU to the kernel's nvgrace-gpu (driver_override nvgrace_gpu_vfio_pci): serve --host then serves its "
       "own BAR2/BAR4, usemem cacheable and resmem write-combined"};
   return t;
+}
+
+// arm64 KVM before 6.17 decides a stage-2 mapping's type by the pfn alone:
+// one outside the kernel's linear map is Device memory (kvm_is_device_pfn():
+// !pfn_is_map_memory()), whatever the VMA - and device-DAX memory above the
+// kernel's own (Grace's GPU memory, pmem) is such a pfn. 6.17 changed that,
+// with the cacheable-PFNMAP query (R33): only a VM_PFNMAP/VM_MIXEDMAP VMA
+// that is not cacheable gives Device, so the instance's write-back pages
+// stay write-back. Measured in the arm64 host e2e's nested guest: Device on
+// Debian's 6.12, Normal on 7.3.
+DaxMemoryType dax_memory_type(std::string_view kernel_release) {
+  unsigned major = 0, minor = 0;
+  const char* p = kernel_release.data();
+  const char* end = p + kernel_release.size();
+  auto r = std::from_chars(p, end, major);
+  if (r.ec == std::errc{} && r.ptr != end && *r.ptr == '.') r = std::from_chars(r.ptr + 1, end, minor);
+  if (r.ec != std::errc{})
+    return {false, fmt::format("the kernel release '{}' is not MAJOR.MINOR...: cannot tell what KVM makes of device-DAX "
+                               "memory at stage 2",
+                               kernel_release),
+            "run Linux 6.17 or later, or bind the GPU to the kernel's nvgrace-gpu"};
+  if (major > 6 || (major == 6 && minor >= 17)) return {true, "", ""};
+  return {false,
+          fmt::format("KVM in Linux {} (before 6.17) maps memory outside the kernel's linear map as Device memory at "
+                      "stage 2 whatever the VMA (kvm_is_device_pfn()), device-DAX memory included: the guest's driver "
+                      "would fault on unaligned accesses and DC ZVA (memset) in usemem",
+                      kernel_release),
+          "run Linux 6.17 or later (its KVM keeps the instance's write-back), or bind the GPU to the kernel's "
+          "nvgrace-gpu"};
 }
 
 }  // namespace nvgrace::vfio::host

@@ -13,4 +13,8 @@ const DevmemMemoryType& devmem_memory_type() {
   return t;
 }
 
+// x86 KVM takes a device-DAX page's type from the host's mapping (PAT):
+// write-back, on every kernel.
+DaxMemoryType dax_memory_type(std::string_view) { return {true, "", ""}; }
+
 }  // namespace nvgrace::vfio::host

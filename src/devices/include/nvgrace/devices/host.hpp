@@ -37,6 +37,9 @@ struct HostQuery {
   // The fake BARs' memory from device-DAX instances (--host-memory) instead
   // of /dev/mem: each GPU takes the one whose extent holds its usemem (R40).
   std::vector<std::filesystem::path> dax;
+  // The kernel whose KVM decides device-DAX memory's stage-2 type (R40), as
+  // uname's release; empty: the running kernel (tests name one).
+  std::string kernel_release;
   // R41: a successor server process takes each device over from the
   // descriptors its predecessor handed over instead of opening it (which a
   // held group or a bound cdev refuses). nullopt: not handed over, open it.
