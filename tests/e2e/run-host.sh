@@ -11,7 +11,8 @@
 #   ARCH: x86_64 (default) | aarch64 (main, nested and upgrade: NVGRACE and CLIENT
 #        from the arm64 tree; the description in the device tree, no ACPI;
 #        R40: the /dev/mem path is refused, then forced to show it is Device
-#        memory, and device-DAX serves a GB200 stand-in as Normal memory)
+#        memory; device-DAX serves a GB200 stand-in as Normal memory on 7.3
+#        and is refused on 6.12, whose KVM maps it Device, then forced)
 #   SCENARIO: main (default: the checks) | bench (prints the benchmark figures)
 #             | nested (QEMU inside the guest as the client, under KVM:
 #               x86 SVM with nested paging, arm64 virtualization=on; the
