@@ -6,11 +6,11 @@
 #include <bit>
 #include <cerrno>
 #include <cstddef>
-#include <cstdio>
 #include <cstring>
 
 #include <fmt/format.h>
 
+#include "nvgrace/common/kernel_release.hpp"
 #include "nvgrace/vm/aarch64/uapi.hpp"
 
 namespace nvgrace::vm {
@@ -179,9 +179,8 @@ CacheablePfnmap cacheable_pfnmap(const Kvm& kvm) {
   utsname u{};
   ::uname(&u);
   c.kernel = u.release;
-  unsigned major = 0, minor = 0;
-  std::sscanf(u.release, "%u.%u", &major, &minor);
-  const bool knows = major > 6 || (major == 6 && minor >= 17);
+  const auto version = parse_kernel_release(c.kernel);
+  const bool knows = version && version->at_least(6, 17);
   if (c.answer > 0)
     c.meaning = "KVM maps VM_PFNMAP memory cacheable at stage 2 (FWB and DIC): on a Grace host usemem from VFIO "
                 "or /dev/mem reaches the guest write-back, as its driver maps it";

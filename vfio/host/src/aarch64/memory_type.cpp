@@ -1,8 +1,8 @@
 #include "nvgrace/vfio/host/memory_type.hpp"
 
-#include <charconv>
-
 #include <fmt/format.h>
+
+#include "nvgrace/common/kernel_release.hpp"
 
 namespace nvgrace::vfio::host {
 
@@ -32,17 +32,13 @@ const DevmemMemoryType& devmem_memory_type() {
 // stay write-back. Measured in the arm64 host e2e's nested guest: Device on
 // Debian's 6.12, Normal on 7.3.
 DaxMemoryType dax_memory_type(std::string_view kernel_release) {
-  unsigned major = 0, minor = 0;
-  const char* p = kernel_release.data();
-  const char* end = p + kernel_release.size();
-  auto r = std::from_chars(p, end, major);
-  if (r.ec == std::errc{} && r.ptr != end && *r.ptr == '.') r = std::from_chars(r.ptr + 1, end, minor);
-  if (r.ec != std::errc{})
+  const auto version = parse_kernel_release(kernel_release);
+  if (!version)
     return {false, fmt::format("the kernel release '{}' is not MAJOR.MINOR...: cannot tell what KVM makes of device-DAX "
                                "memory at stage 2",
                                kernel_release),
             "run Linux 6.17 or later, or bind the GPU to the kernel's nvgrace-gpu"};
-  if (major > 6 || (major == 6 && minor >= 17)) return {true, "", ""};
+  if (version->at_least(6, 17)) return {true, "", ""};
   return {false,
           fmt::format("KVM in Linux {} (before 6.17) maps memory outside the kernel's linear map as Device memory at "
                       "stage 2 whatever the VMA (kvm_is_device_pfn()), device-DAX memory included: the guest's driver "
