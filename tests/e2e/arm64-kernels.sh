@@ -16,9 +16,10 @@
 set -uo pipefail
 out=$(realpath -m "$1")
 root=$out/root
-. "$(dirname "$(realpath "$0")")/cache.sh"
-skip() { echo "e2e: skipped: $*"; exit 77; }
-[ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
+here=$(dirname "$(realpath "$0")")
+. "$here/cache.sh"
+. "$here/lib.sh"
+need_root "$out"
 in_root() { chroot "$root" "$@"; }
 
 # Which packages: names and versions from the root's package lists (refreshed
@@ -41,11 +42,8 @@ if ! resolve; then
   in_root apt-get update -qq > "$out/arm64-kernels-apt.log" 2>&1 || skip "apt-get update in the root failed: $(tail -1 "$out/arm64-kernels-apt.log")"
   resolve || skip "the root's apt knows no trixie-backports arm64 cloud kernel or trixie 6.12 arm64-16k kernel"
 fi
-key=$(printf '%s=%s\n' "$bpo" "$bpo_v" "$k16" "$k16_v" | cat - "$0" | sha256sum | cut -c1-16)
-dir=$cache/arm64-kernels-$key
-mkdir -p "$cache"
-exec 9> "$dir.lock"
-flock 9
+key=$(printf '%s=%s\n' "$bpo" "$bpo_v" "$k16" "$k16_v" | cat - "$0" | cache_key)
+cache_lock arm64-kernels "$key" || skip "cannot lock the cache entry $cache/arm64-kernels-$key"
 if [ ! -f "$dir/stamp" ]; then
   start=$(date +%s)
   rm -rf "$dir"; mkdir -p "$dir"

@@ -21,9 +21,10 @@
 set -uo pipefail
 out=$(realpath -m "$1")
 root=$out/root
-. "$(dirname "$(realpath "$0")")/cache.sh"
-skip() { echo "e2e: skipped: $*"; exit 77; }
-[ -f "$out/root.stamp" ] || skip "the trixie root was not built (see the e2e setup test)"
+here=$(dirname "$(realpath "$0")")
+. "$here/cache.sh"
+. "$here/lib.sh"
+need_root "$out"
 in_root() { chroot "$root" "$@"; }
 
 # The version the root's own (amd64) QEMU has: the outer and the nested QEMU
@@ -48,11 +49,8 @@ fi
 versions=$(in_root apt-cache policy $pkgs | awk '/^[^ ].*:$/ {name = substr($0, 1, length($0) - 1)}
                                                   /^ *Candidate:/ {print name "=" $2}')
 [ "$(echo "$versions" | wc -l)" = "$(echo "$pkgs" | wc -l)" ] || skip "apt-cache policy did not give every library's candidate"
-key=$(printf 'qemu-system-arm:arm64=%s\n%s\n' "$ver" "$versions" | cat - "$0" | sha256sum | cut -c1-16)
-dir=$cache/arm64-qemu-$key
-mkdir -p "$cache"
-exec 9> "$dir.lock"
-flock 9
+key=$(printf 'qemu-system-arm:arm64=%s\n%s\n' "$ver" "$versions" | cat - "$0" | cache_key)
+cache_lock arm64-qemu "$key" || skip "cannot lock the cache entry $cache/arm64-qemu-$key"
 if [ ! -f "$dir/stamp" ]; then
   start=$(date +%s)
   rm -rf "$dir"; mkdir -p "$dir/debs" "$dir/all" "$dir/root"

@@ -48,13 +48,11 @@ version=$(chroot "$root" dpkg-query -W -f='${Version}' "$pkg") || skip "the root
 # How the kernel is made from the source and the fragment; change it (and
 # the version at its end) whenever the commands below change what is built.
 recipe="allnoconfig + KCONFIG_ALLCONFIG fragment; make $target; KBUILD_BUILD_USER/HOST nvgrace, timestamp 0; r1"
-key=$( { echo "$recipe"; cat "$fragment"; echo "$pkg=$version"; } | sha256sum | cut -c1-16)
+key=$( { echo "$recipe"; cat "$fragment"; echo "$pkg=$version"; } | cache_key)
 kind=kernel-$arch-$series
-dir=$cache/$kind-$key
-mkdir -p "$cache" "$out"
+cache_lock "$kind" "$key" || skip "cannot lock the cache entry $cache/$kind-$key"
+mkdir -p "$out"
 ln -sfn "$dir" "$out/$kind"
-exec 9> "$dir.lock" || skip "cannot write $dir.lock"
-flock 9
 if [ -f "$dir/$target" ]; then echo "$dir/$target"; exit 0; fi
 
 start=$(date +%s)

@@ -22,7 +22,7 @@ here=$(dirname "$(realpath "$0")")
 # The key covers what goes into the root: this script up to the marker below
 # (what follows it only links the root into the build tree and unpacks
 # kernels and busybox there).
-key=$(sed '/^# -- the root is built: link and unpack --$/,$d' "$0" | sha256sum | cut -c1-16)
+key=$(sed '/^# -- the root is built: link and unpack --$/,$d' "$0" | cache_key)
 root=$cache/e2e-root-$key
 stamp=$root.stamp
 skip() { echo "e2e: skipped: $*"; exit 77; }

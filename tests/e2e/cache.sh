@@ -4,9 +4,18 @@
 # builder keeps them). The key hashes the builder's inputs (script, config,
 # source package version), so a changed input makes a new entry; sourced by
 # the builders, which call cache_prune right after making one.
+#   cache_key              prints the key of the inputs on stdin (16 hex digits)
+#   cache_lock KIND KEY    sets dir=$cache/KIND-KEY and holds its lock on fd 9,
+#                          so one builder at a time makes an entry (parallel
+#                          CTest runs wait); fails when the lock cannot be made
 #   cache_prune KIND KEY   removes every other KIND-* entry (a superseded
 #                          root, kernel or download), saying what and how big
 cache=${NVGRACE_CACHE:-/var/cache/nvgrace}
+cache_key() { sha256sum | cut -c1-16; }
+cache_lock() {
+  dir=$cache/$1-$2
+  mkdir -p "$cache" && exec 9> "$dir.lock" && flock 9
+}
 cache_prune() {
   local kind=$1 key=$2 e name size
   for e in "$cache/$kind"-*; do
