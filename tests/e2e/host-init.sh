@@ -193,10 +193,17 @@ if [ "$scenario" = upgrade ]; then
   loop fdstore
   kmark fdstore
   ups=0; kills=0
+  # The stand-in writes the pid file after it forks the service, which may
+  # log before that: a restart is done once both the log line and the new
+  # pid are there.
+  restarted() {  # restarted K OLD_PID
+    wait_count "$1" "took the state on from systemd's file-descriptor store" || return 1
+    for _ in $(seq 150); do [ "$(cat /tmp/service.pid)" != "$2" ] && return 0; sleep 0.1; done; return 1
+  }
   for k in $(seq "$rounds"); do
     pause; kill -USR2 "$(cat /tmp/service.pid)"; wait_count $k "upgraded in place" || break; ups=$k
-    pause; kill -KILL "$(cat /tmp/service.pid)"
-    wait_count $k "took the state on from systemd's file-descriptor store" || break; kills=$k
+    pause; old=$(cat /tmp/service.pid); kill -KILL "$old"
+    restarted $k "$old" || break; kills=$k
   done
   finish fdstore
   kcheck fdstore

@@ -19,6 +19,15 @@ check_label=e2e
 check() {
   if [ "$2" = 0 ]; then echo "ok   $check_label: $1"; else echo "FAIL $check_label: $1 ($3)"; fails=$((fails + 1)); fi
 }
+# checks_done [REPORT [EXCLUDE]]: the count of failed checks, then the
+# guest's report lines (less those matching EXCLUDE). The report comes after
+# the checks so that a log cut after its first lines (CI's) still shows what
+# failed. The status is the verdict.
+checks_done() {
+  echo "$fails failed"
+  if [ -n "${1:-}" ]; then grep -v -- "${2:-^\$}" "$1" | sed 's/^/  guest: /'; fi
+  [ "$fails" = 0 ]
+}
 put_u64() {
   local s="" i
   for i in 0 1 2 3 4 5 6 7; do s+=$(printf '\\x%02x' $(( ($3 >> (8 * i)) & 0xff ))); done

@@ -71,7 +71,6 @@ esac
 boot_guest "$tag" "${qemu[@]}" -m 512 -nographic -no-reboot \
   -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem "${devices[@]}"
 kill -TERM $server 2>/dev/null; wait $server
-sed 's/^/  guest: /' "$out/report-$tag.log"
 echo "  QEMU exit $qrc, boot and checks took ${boot} s"
 e2e() { grep "^E2E $1" "$out/report-$tag.log"; }
 
@@ -110,5 +109,4 @@ else
   fi
 fi
 rm -f "$memfile"
-echo "$fails failed"
-[ "$fails" = 0 ]
+checks_done "$out/report-$tag.log"

@@ -64,7 +64,6 @@ esac
 boot_guest "$tag" "${qemu[@]}" -m 512 -nographic -no-reboot \
   -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,nodeid=0,memdev=mem "${devices[@]}"
 kill -TERM $server 2>/dev/null; wait $server
-sed 's/^/  guest: /' "$out/report-$tag.log"
 echo "  QEMU exit $qrc, boot and report took ${boot} s"
 e2e() { grep "^E2E $1" "$out/report-$tag.log"; }
 nodes_in() {  # expand a sysfs node list such as 0,2-4
@@ -89,8 +88,7 @@ if [ "$scenario" = aarch64-debian-kernel ]; then
   check "Debian's arm64 kernel numbers only 16 NUMA nodes: 15 of the 16 GI nodes, one dropped" \
     "$([ "$n_gi" = 15 ] && e2e "DMESG .*Too many proximity domains" >/dev/null; echo $?)" "has_generic_initiator=$gi"
   rm -f "$mem".*
-  echo "$fails failed"
-  [ "$fails" = 0 ]; exit
+  checks_done "$out/report-$tag.log"; exit
 fi
 check "the guest has the plan's $numa_nodes NUMA nodes 0..$((numa_nodes - 1)) online" \
   "$([ "$(e2e 'NODES online' | cut -d' ' -f4)" = "0-$((numa_nodes - 1))" ]; echo $?)" "$(e2e 'NODES online')"
@@ -148,5 +146,4 @@ for i in $(seq 0 $((count - 1))); do
   check "gpu$i's three BARs lie in its root port's window" "$([ "$inside" = 3 ]; echo $?)" "$bars"
 done
 rm -f "$mem".*
-echo "$fails failed"
-[ "$fails" = 0 ]
+checks_done "$out/report-$tag.log"

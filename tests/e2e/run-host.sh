@@ -172,7 +172,6 @@ else
 fi
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 tr '\r' '\n' < "$work/console.log" | grep -ao 'E2E .*' > "$work/report.log"
-sed 's/^/  guest: /' "$work/report.log"
 echo "  QEMU exit $qrc; boot and checks took ${secs} s"
 e2e() { grep "^E2E $1" "$work/report.log"; }
 has() { e2e "$1" | grep -q -- "$2"; echo $?; }
@@ -200,8 +199,7 @@ if [ "$scenario" = bench ]; then
   bar_ratio=$(echo "scale=3; $(figure nvgrace bar0_reads_per_s) / $(figure direct bar0_reads_per_s)" | bc)
   echo "  ratios ($api): DMA_MAP 1 GiB nvgrace/direct time $map_ratio (goal <= 1.1); interrupts nvgrace/direct" \
        "$irq_ratio (goal >= 0.95); BAR0 reads nvgrace/direct $bar_ratio (goal 1.0)"
-  echo "$fails failed"
-  [ "$fails" = 0 ]
+  checks_done "$work/report.log"
   exit
 fi
 want_api=$([ "$api" = cdev ] && echo iommufd || echo type1)
@@ -226,8 +224,7 @@ if [ "$scenario" = upgrade ]; then
     echo "  $m: $(e2e "LOOP $m ok" | grep -o 'LOOP iterations.*')"
   done
   echo "  $(e2e PLAIN)"; echo "  $(e2e KEEPER)"; echo "  $(e2e FDSTORE)"
-  echo "$fails failed"
-  [ "$fails" = 0 ]
+  checks_done "$work/report.log"
   exit
 fi
 if [ "$scenario" = nested ]; then
@@ -275,8 +272,7 @@ if [ "$scenario" = nested ]; then
   fi
   e2e "N MEMTYPE" | sed 's/^E2E N MEMTYPE /  nested memory type: /'
   echo "  nested QEMU ran for $(e2e NESTED_SECONDS | awk '{print $3}') s; $(e2e SERVER_LOG)"
-  echo "$fails failed"
-  [ "$fails" = 0 ]
+  checks_done "$work/report.log"
   exit
 fi
 check "the NVMe and edu are bound to vfio-pci" "$([ "$(e2e BOUND | grep -c vfio-pci)" = 3 ]; echo $?)" "$(e2e BOUND | tr '\n' ' ')"
@@ -356,5 +352,4 @@ else
     "$(e2e MEMTYPE | tr '\n' ' ')"
 fi
 e2e MEMTYPE | grep -v "exit" | sed 's/^E2E MEMTYPE /  memory type: /'
-echo "$fails failed"
-[ "$fails" = 0 ]
+checks_done "$work/report.log"

@@ -126,7 +126,6 @@ timeout 900 chroot "$root" "${qemu[@]}" > "$work/console.log" 2>&1
 qrc=$?
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 tr '\r' '\n' < "$work/console.log" | grep -ao 'E2E .*' > "$work/report.log"
-grep -v '^E2E F ' "$work/report.log" | sed 's/^/  guest: /'
 echo "  QEMU exit $qrc; boot, binds and probes took ${secs} s"
 e2e() { grep "^E2E $1" "$work/report.log"; }
 has() { e2e "$1" | grep -q -- "$2"; echo $?; }
@@ -167,8 +166,7 @@ if [ "$scenario" = nested ]; then
       "$(has "N $via USEMEM_BACK" 0x0BADC0FFEE0DD00D)" "$(e2e "N $via USEMEM_BACK")"
     echo "  ($via) $(e2e "NESTED $via")"
   done
-  echo "$fails failed"
-  [ "$fails" = 0 ]
+  checks_done "$work/report.log" '^E2E F '
   exit
 fi
 if [ "$profile" = gh200 ]; then
@@ -239,5 +237,4 @@ for pair in a-b a-c; do
   fi
 done
 echo "  transcripts: $(wc -l < "$work/a.txt") lines each; $work/{a,b,c}.txt"
-echo "$fails failed"
-[ "$fails" = 0 ]
+checks_done "$work/report.log" '^E2E F '
