@@ -130,7 +130,17 @@ nlohmann::ordered_json to_json(const InspectReport& r, bool regions) {
                                     ? ordered_json(nullptr)
                                     : ordered_json{{"path", sv.memory_path},
                                                    {"usemem", sv.usemem_type},
-                                                   {"resmem", sv.resmem_type}}}};
+                                                   {"resmem", sv.resmem_type}}},
+                     {"host_memory", !sv.host_memory
+                                         ? ordered_json(nullptr)
+                                         : ordered_json{{"path", sv.host_memory->path},
+                                                        {"usable", sv.host_memory->usable},
+                                                        {"needed", sv.host_memory->needed},
+                                                        {"usemem", sv.host_memory->usable ? ordered_json("write-back")
+                                                                                          : ordered_json(nullptr)},
+                                                        {"why", sv.host_memory->why.empty()
+                                                                    ? ordered_json(nullptr)
+                                                                    : ordered_json(sv.host_memory->why)}}}};
     }
     jd["status"] = std::string(devices::to_string(d.status));
     jd["reason"] = d.reason.empty() ? ordered_json(nullptr) : ordered_json(d.reason);
@@ -236,13 +246,18 @@ std::string to_table(const InspectReport& r, bool regions) {
                        d.spec.egm_pxm ? fmt::format(", PXM {}", *d.spec.egm_pxm) : ""));
     if (d.spec.serve) {
       const auto& sv = *d.spec.serve;
+      const auto& dax = sv.host_memory;
       if (sv.ready)
-        line(fmt::format("  serve  ready: {}, IOMMU group {}, VFIO {}", sv.driver, sv.iommu_group.value_or(0),
-                         sv.vfio_api));
+        line(fmt::format("  serve  ready: {}, IOMMU group {}, VFIO {}{}", sv.driver, sv.iommu_group.value_or(0),
+                         sv.vfio_api, dax && dax->needed ? fmt::format(", with --host-memory {}", dax->path) : ""));
       for (const auto& m : sv.missing) line(wrap("  serve  missing: ", m));
       if (!sv.memory_path.empty())
         line(wrap("  serve  memory: ", fmt::format("{}: usemem {}, resmem {} (R40)", sv.memory_path, sv.usemem_type,
                                                    sv.resmem_type)));
+      if (dax)
+        line(wrap("  serve  memory: ", dax->usable ? fmt::format("--host-memory {}: usemem write-back (R40)", dax->path)
+                                                   : fmt::format("--host-memory {}: refused: {} (R40)", dax->path,
+                                                                 dax->why)));
     }
     line(fmt::format("  status {}", devices::to_string(d.status)));
     if (!d.reason.empty()) line(wrap("  reason ", d.reason));

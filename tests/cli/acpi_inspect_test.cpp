@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "nvgrace/vfio/host/memory_type.hpp"
 #include "run_nvgrace.hpp"
 
 namespace fs = std::filesystem;
@@ -233,4 +235,83 @@ TEST_CASE("ACPI: the table output names the source, the node and the NUMA partit
   CHECK(r.out.find("  pci    0009:01:00.0") != std::string::npos);
   CHECK(r.out.find("  numa   PXM 16..23 (8 memory partitions)") != std::string::npos);
   CHECK(r.out.find("MIG bug: no (from config)") != std::string::npos);
+}
+
+TEST_CASE("R40: inspect --sysfs --dev names the device-DAX instance that holds a GPU's usemem, and what it gives here") {
+  const fs::path sys = standard_sysfs();
+  const std::string bdf = "0009:01:00.0";  // GH200 whose DVSEC says no MIG bug: usemem only
+  // Where its usemem is, as inspect lays it out.
+  const auto plain = run_json({"inspect", "--acpi", kTables, "--sysfs", sys.string(), "--device", bdf, "--json"});
+  std::uint64_t base = 0, length = 0;
+  for (const auto& b : by_bdf(plain, bdf)["bars"])
+    if (b["role"] == "usemem") {
+      base = b["host_base"].get<std::uint64_t>();
+      length = b["length"].get<std::uint64_t>();
+    }
+  REQUIRE(length > 0);
+  // Bound to vfio-pci, alone in IOMMU group 5, with the group API's nodes.
+  const fs::path fn = sys / "bus/pci/devices" / bdf;
+  fs::create_directories(sys / "bus/pci/drivers/vfio-pci");
+  fs::create_directory_symlink(sys / "bus/pci/drivers/vfio-pci", fn / "driver");
+  fs::create_directories(sys / "kernel/iommu_groups/5/devices");
+  fs::create_directory_symlink(sys / "kernel/iommu_groups/5", fn / "iommu_group");
+  fs::create_directory_symlink(fn, sys / "kernel/iommu_groups/5/devices" / bdf);
+  const fs::path dev = sys / "dev-root";
+  fs::create_directories(dev / "vfio");
+  for (const char* node : {"vfio/vfio", "vfio/5", "mem", "dax1.0"}) std::ofstream(dev / node) << "";
+  // Two instances: dax0.0 elsewhere, dax1.0 from 2 MiB below usemem to past its end.
+  auto instance = [&](const char* name, std::uint64_t start, std::uint64_t size) {
+    const fs::path d = sys / "bus/dax/devices" / name;
+    fs::create_directories(d);
+    std::ofstream(d / "resource") << fmt::format("{:#x}\n", start);
+    std::ofstream(d / "size") << size << "\n";
+    std::ofstream(d / "align") << 4096 << "\n";  // usemem's length is not a 2 MiB multiple
+  };
+  instance("dax0.0", 0x100000000, 1ull << 30);
+  instance("dax1.0", base - (2ull << 20), length + (4ull << 20));
+
+  auto j = run_json({"inspect", "--acpi", kTables, "--sysfs", sys.string(), "--dev", dev.string(), "--device", bdf,
+                     "--json"});
+  const auto& serve = by_bdf(j, bdf)["serve"];
+  INFO(serve.dump());
+  // What this kernel's KVM makes of device-DAX memory, and of /dev/mem's, on
+  // the architecture of this build (the answers have their own tests).
+  const bool dax_ok =
+      nvgrace::vfio::host::dax_memory_type(nvgrace::vfio::host::running_kernel_release()).usable;
+  const bool devmem_ok = nvgrace::vfio::host::devmem_memory_type().usable;
+  const auto& hm = serve["host_memory"];
+  CHECK(hm["path"] == (dev / "dax1.0").string());
+  CHECK(hm["usable"] == dax_ok);
+  CHECK(hm["needed"] == (dax_ok && !devmem_ok));
+  CHECK(hm["usemem"] == (dax_ok ? json("write-back") : json(nullptr)));
+  CHECK(hm["why"].is_null() == dax_ok);
+  CHECK(serve["ready"] == (devmem_ok || dax_ok));
+  CHECK(serve["memory"]["path"] == (dev / "mem").string());
+  auto t = run_nvgrace({"inspect", "--acpi", kTables, "--sysfs", sys.string(), "--dev", dev.string(), "--device", bdf});
+  REQUIRE(t.exit_code == 0);
+  // The table wraps long lines at 80 columns under their lead: joined here.
+  for (std::size_t at; (at = t.out.find("\n                ")) != std::string::npos;)
+    t.out.replace(at, t.out.find_first_not_of(' ', at + 1) - at, " ");
+  INFO(t.out);
+  if (dax_ok)
+    CHECK(t.out.find("serve  memory: --host-memory " + (dev / "dax1.0").string() + ": usemem write-back (R40)") !=
+          std::string::npos);
+  else
+    CHECK(t.out.find("serve  memory: --host-memory " + (dev / "dax1.0").string() + ": refused:") != std::string::npos);
+  CHECK((t.out.find(", with --host-memory " + (dev / "dax1.0").string()) != std::string::npos) == (dax_ok && !devmem_ok));
+
+  // The instance's node missing under --dev: named, when serving needs it.
+  fs::remove(dev / "dax1.0");
+  j = run_json({"inspect", "--acpi", kTables, "--sysfs", sys.string(), "--dev", dev.string(), "--device", bdf,
+                "--json"});
+  if (dax_ok && !devmem_ok) {
+    CHECK(by_bdf(j, bdf)["serve"]["ready"] == false);
+    CHECK(by_bdf(j, bdf)["serve"]["missing"].dump().find((dev / "dax1.0").string() + " is not reachable") !=
+          std::string::npos);
+  }
+  // No instance holds it: no host_memory.
+  fs::remove_all(sys / "bus/dax/devices/dax1.0");
+  j = run_json({"inspect", "--acpi", kTables, "--sysfs", sys.string(), "--dev", dev.string(), "--device", bdf,
+                "--json"});
+  CHECK(by_bdf(j, bdf)["serve"]["host_memory"].is_null());
 }

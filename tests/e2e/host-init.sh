@@ -355,6 +355,11 @@ if [ -n "$devmem_ok" ]; then
   # --host-memory for the GB200 stand-in; the NVMe (GH200: resmem too) is
   # refused.
   if make_dax; then
+    # What inspect says of the GB200 stand-in whose usemem the instance
+    # holds: --host-memory, usable on this kernel or not, and why.
+    bind $edu > /dev/null
+    nvgrace inspect --acpi $acpi --sysfs /sys --dev /dev --device $edu --assume-device-id 0x2941 \
+      | sed -n '/^  serve /,/^  status /p' | sed 's/^/E2E DAX_INSPECT /'
     route dax /dev/$daxdev@0
     dmesg | grep -E "dax|nd_pmem|pfn" | tail -3 | sed 's/^/E2E ROUTE dax-kernel /'
     start_dax_server /run/dax.sock /tmp/dax.log

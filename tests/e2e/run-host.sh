@@ -329,6 +329,18 @@ if [ "$arch" = aarch64 ]; then
     "$(e2e DAX_SERVING)"
   check "R40: ...and the client's BAR4 behaves as Normal memory (the only region: no resmem)" \
     "$(has "DAX_MEMTYPE" "exit 0 memory-type region 4: .*behaves as Normal memory")" "$(e2e DAX_MEMTYPE)"
+  # inspect's word on the same instance for the GB200 stand-in (its lines
+  # wrapped at 80 columns: joined here).
+  dax_inspect=$(e2e DAX_INSPECT | sed 's/^E2E DAX_INSPECT //' | tr '\n' ' ' | tr -s ' ')
+  if [ "$api" = cdev ]; then
+    check "R40: inspect: serve --host is ready for the GB200 stand-in with --host-memory /dev/dax0.0, usemem write-back on 7.3" \
+      "$(echo "$dax_inspect" | grep -q "serve ready: vfio-pci, IOMMU group [0-9]*, VFIO cdev, with --host-memory /dev/dax0.0 .*serve memory: --host-memory /dev/dax0.0: usemem write-back (R40)"; echo $?)" \
+      "$dax_inspect"
+  else
+    check "R40: inspect: --host-memory /dev/dax0.0 is refused on Linux 6.12, and why" \
+      "$(echo "$dax_inspect" | grep -q "serve missing: the fake BARs need Normal memory .*serve memory: --host-memory /dev/dax0.0: refused: KVM in Linux 6.12[^ ]* (before 6.17) maps memory outside"; echo $?)" \
+      "$dax_inspect"
+  fi
   check "R40: --host-memory refuses a GPU with resmem: device-DAX maps write-back only" \
     "$(has DAX_REFUSE_RESMEM "exit 2 .*device-DAX maps write-back only, and resmem (BAR2, 1 GiB) must be Normal non-cacheable")" \
     "$(e2e DAX_REFUSE_RESMEM)"

@@ -9,6 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
 
 #include "arch.hpp"
 #include "nvgrace/pciemu/layout.hpp"
@@ -129,4 +133,76 @@ TEST_CASE("R40: device-DAX memory is Normal in a KVM guest on x86, and on arm64 
   CHECK(odd.usable == !test::kArm64);
   if (test::kArm64) CHECK(odd.why.find("the kernel release 'custom' is not MAJOR.MINOR") == 0);
   CHECK_FALSE(vfio::host::running_kernel_release().empty());
+}
+
+TEST_CASE("R40: the device-DAX instances come from sysfs's dax bus, each with its extent") {
+  namespace fs = std::filesystem;
+  const fs::path sys = fs::temp_directory_path() / ("nvgrace-dax-sysfs-" + std::to_string(::getpid()));
+  fs::remove_all(sys);
+  // No dax bus (no dax driver loaded): no instances, not an error.
+  auto none = vfio::host::dax_instances(sys);
+  REQUIRE(none.has_value());
+  CHECK(none->empty());
+  auto instance_dir = [&](const std::string& name, const char* start, const char* size, const char* align) {
+    const fs::path d = sys / "bus/dax/devices" / name;
+    fs::create_directories(d);
+    std::ofstream(d / "resource") << start << "\n";
+    std::ofstream(d / "size") << size << "\n";
+    if (align) std::ofstream(d / "align") << align << "\n";
+  };
+  instance_dir("dax1.0", "0x240200000", "1071644672", "2097152");
+  instance_dir("dax0.0", "0x100200000", "1073741824", "2097152");
+  auto found = vfio::host::dax_instances(sys);
+  REQUIRE(found.has_value());
+  REQUIRE(found->size() == 2);
+  CHECK((*found)[0].name == "dax0.0");
+  CHECK((*found)[0].extent.start == 0x100200000);
+  CHECK((*found)[0].extent.size == 1024 * kMiB);
+  CHECK((*found)[0].extent.align == 2 * kMiB);
+  CHECK((*found)[1].name == "dax1.0");
+  CHECK((*found)[1].extent.start == 0x240200000);
+  // An instance whose node lacks an attribute: named, not skipped.
+  instance_dir("dax2.0", "0x300000000", "4096", nullptr);
+  auto broken = vfio::host::dax_instances(sys);
+  REQUIRE_FALSE(broken.has_value());
+  CHECK(broken.error().message == "cannot read " + (sys / "bus/dax/devices/dax2.0/align").string());
+  fs::remove_all(sys);
+}
+
+TEST_CASE("R40: inspect's device-DAX route: the instance holding usemem, usable where KVM keeps it Normal") {
+  using vfio::host::DaxInstance;
+  const std::vector<DaxInstance> instances{{"dax0.0", {0x100200000, 1024 * kMiB, 2 * kMiB}},
+                                           {"dax1.0", {0x240200000, 1024 * kMiB, 2 * kMiB}}};
+  // A GB200-like GPU (usemem only) in the second instance.
+  const auto gb = layout(0x240200000 + 2 * kMiB, 512 * kMiB, false);
+  auto r = vfio::host::find_dax_route(gb, instances, "7.3.0");
+  REQUIRE(r.has_value());
+  CHECK(r->name == "dax1.0");
+  CHECK(r->usable);
+  CHECK(r->why.empty());
+  // Before 6.17 its KVM makes the memory Device at stage 2 on arm64.
+  r = vfio::host::find_dax_route(gb, instances, "6.12.117+deb13-cloud-arm64");
+  REQUIRE(r.has_value());
+  CHECK(r->name == "dax1.0");
+  CHECK(r->usable == !test::kArm64);
+  if (test::kArm64) {
+    CHECK(r->why.find("KVM in Linux 6.12.117+deb13-cloud-arm64 (before 6.17)") == 0);
+    CHECK(r->why.find("; instead, run Linux 6.17 or later") != std::string::npos);
+  }
+  // A GH200 with the MIG bug has resmem, which device-DAX cannot give.
+  const auto gh = layout(0x100200000, 2048 * kMiB, true);
+  REQUIRE(gh.resmem.has_value());
+  r = vfio::host::find_dax_route(gh, instances, "7.3.0");
+  REQUIRE(r.has_value());
+  CHECK(r->name == "dax0.0");
+  CHECK_FALSE(r->usable);
+  CHECK(r->why.find("dax0.0: device-DAX maps write-back only, and resmem (BAR2,") == 0);
+  // Off the instance's 2 MiB granule: named, not usable.
+  r = vfio::host::find_dax_route(layout(0x100200000 + kMiB, 512 * kMiB, false), instances, "7.3.0");
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->usable);
+  CHECK(r->why.find("dax0.0 maps in 2 MiB units (its align); usemem at offset 0x100000") == 0);
+  CHECK(r->why.find("give the instance an align it is on (4096 always is)") != std::string::npos);
+  // Memory no instance holds: no route.
+  CHECK_FALSE(vfio::host::find_dax_route(layout(0x400000000, 512 * kMiB, false), instances, "7.3.0").has_value());
 }

@@ -548,7 +548,7 @@ TEST_CASE("host: what the host says about a function, and what serving it needs"
   CHECK(st.iommu_group == 7u);
   CHECK(st.bind_advice().find("bound to nvme, not vfio-pci") != std::string::npos);
   CHECK(st.bind_advice().find("echo vfio-pci > /sys/bus/pci/devices/0000:00:03.0/driver_override") != std::string::npos);
-  auto r = serve_readiness(st, dev, true);
+  auto r = serve_readiness(st, dev, "mem");
   CHECK_FALSE(r.ready);
   REQUIRE(r.missing.size() == 4);  // the driver, the group (its only member is on nvme), any VFIO API, /dev/mem
   CHECK(r.missing[1].find("IOMMU group 7 is not viable") == 0);
@@ -572,11 +572,18 @@ TEST_CASE("host: what the host says about a function, and what serving it needs"
   std::ofstream(dev / "vfio/7") << "";
   std::ofstream(dev / "mem") << "";
   st = probe_pci_host(sys, dev, *Bdf::parse("0000:00:03.0")).value();
-  r = serve_readiness(st, dev, true);
+  r = serve_readiness(st, dev, "mem");
   INFO((r.missing.empty() ? std::string() : r.missing[0]));
   CHECK(r.ready == test::kDevmemNormal);
   CHECK(r.api == "group");
   CHECK(r.missing.size() == (test::kDevmemNormal ? 0u : 1u));
-  CHECK(serve_readiness(st, dev, false).ready);  // the kernel's nvgrace-gpu bound: no /dev/mem needed
+  CHECK(serve_readiness(st, dev, std::nullopt).ready);  // the kernel's nvgrace-gpu bound: no /dev/mem needed
+  // --host-memory's device-DAX instance instead of /dev/mem (R40): its node
+  // must open, whatever /dev/mem's memory type.
+  r = serve_readiness(st, dev, "dax0.0");
+  REQUIRE(r.missing.size() == 1);
+  CHECK(r.missing[0].find((dev / "dax0.0").string() + " is not reachable (") == 0);
+  std::ofstream(dev / "dax0.0") << "";
+  CHECK(serve_readiness(st, dev, "dax0.0").ready);
   fs::remove_all(root);
 }

@@ -11,7 +11,9 @@
 #include "nvgrace/acpi/sources.hpp"
 #include "nvgrace/acpi/sysfs.hpp"
 #include "nvgrace/pciemu/identity.hpp"
+#include "nvgrace/pciemu/layout.hpp"
 #include "nvgrace/pciemu/mig.hpp"
+#include "nvgrace/vfio/host/dax.hpp"
 #include "nvgrace/vfio/host/memory_type.hpp"
 #include "nvgrace/vfio/host/pci_host.hpp"
 
@@ -30,6 +32,21 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : "; ") + x;
   return s;
+}
+
+// The device-DAX instance that holds this GPU's usemem (R40), where one
+// does. An instance sysfs cannot describe is a warning: the report goes on.
+std::optional<vfio::host::DaxRoute> dax_route(const DeviceSpec& s, const std::filesystem::path& sysfs,
+                                              const std::string& kernel_release, AcpiDiagnostics& diag) {
+  auto layout = pciemu::compute_layout({s.mem_base, s.mem_size, s.mig_hw_bug, s.phys_addr_bits});
+  if (!layout || layout->passthrough) return std::nullopt;
+  auto instances = vfio::host::dax_instances(sysfs);
+  if (!instances) {
+    diag.warnings.push_back(fmt::format("device-DAX instances: {}", instances.error().message));
+    return std::nullopt;
+  }
+  return vfio::host::find_dax_route(
+      *layout, *instances, kernel_release.empty() ? vfio::host::running_kernel_release() : kernel_release);
 }
 
 }  // namespace
@@ -202,8 +219,18 @@ Result<AcpiDevices> collect_acpi_devices(const AcpiQuery& q) {
       auto st = vfio::host::probe_pci_host(*q.sysfs, *q.dev, c.function->bdf);
       if (st) {
         const bool kernel_variant = st->driver == vfio::host::kNvgraceGpuDriver;
-        const auto r = vfio::host::serve_readiness(*st, *q.dev, !s.passthrough_reason && !kernel_variant);
-        s.serve = DeviceSpec::ServeCheck{st->driver, st->iommu_group, r.ready, r.api, r.missing, {}, {}, {}};
+        const bool host_memory = !s.passthrough_reason && !kernel_variant;
+        // R40: the device-DAX instance --host-memory would take, where one
+        // holds usemem; serving needs it where /dev/mem gives Device memory.
+        std::optional<vfio::host::DaxRoute> dax;
+        if (host_memory) dax = dax_route(s, *q.sysfs, q.kernel_release, diag);
+        const bool dax_needed = dax && dax->usable && !vfio::host::devmem_memory_type().usable;
+        const auto r = vfio::host::serve_readiness(
+            *st, *q.dev, host_memory ? std::optional<std::string>(dax_needed ? dax->name : "mem") : std::nullopt);
+        s.serve = DeviceSpec::ServeCheck{st->driver, st->iommu_group, r.ready, r.api, r.missing, {}, {}, {}, {}};
+        if (dax)
+          s.serve->host_memory = DeviceSpec::ServeCheck::HostMemory{(*q.dev / dax->name).string(), dax->usable,
+                                                                    dax_needed, dax->why};
         if (!s.passthrough_reason) {
           if (kernel_variant) {
             // The kernel's own regions: usemem cacheable, resmem

@@ -83,7 +83,7 @@ Result<PciHostState> probe_pci_host(const fs::path& sysfs, const fs::path& dev, 
   return st;
 }
 
-ServeReadiness serve_readiness(const PciHostState& st, const fs::path& dev, bool needs_devmem) {
+ServeReadiness serve_readiness(const PciHostState& st, const fs::path& dev, const std::optional<std::string>& memory) {
   ServeReadiness r;
   if (!is_vfio_driver(st.driver)) r.missing.push_back(st.bind_advice());
   if (!st.iommu_group)
@@ -110,12 +110,15 @@ ServeReadiness serve_readiness(const PciHostState& st, const fs::path& dev, bool
     for (const auto& p : group_problems) all += "; " + p;
     r.missing.push_back("no VFIO API is usable: " + all);
   }
-  if (needs_devmem) {
+  if (memory == "mem") {
     if (const auto& type = devmem_memory_type(); !type.usable)
       r.missing.push_back(fmt::format("the fake BARs need Normal memory and /dev/mem gives usemem and resmem as {} "
                                       "here (R40): {}", type.usemem, type.instead));
     else if (auto p = open_problem(dev / "mem"))
       r.missing.push_back(fmt::format("/dev/mem is not reachable ({})", *p));
+  } else if (memory) {
+    if (auto p = open_problem(dev / *memory))
+      r.missing.push_back(fmt::format("{} is not reachable ({})", (dev / *memory).string(), *p));
   }
   r.ready = r.missing.empty();
   return r;

@@ -36,6 +36,9 @@ struct AcpiQuery {
   std::string device_flag = "--device";        // how the command names the BDF option, for messages
   std::optional<bool> forced_mig_bug;          // --mig-bug / --no-mig-bug
   unsigned phys_addr_bits = 64;
+  // The kernel whose KVM decides device-DAX memory's stage-2 type (R40), as
+  // uname's release; empty: the running kernel (tests name one).
+  std::string kernel_release;
 };
 
 // What reading the tables showed: each table, and the reader's errors and

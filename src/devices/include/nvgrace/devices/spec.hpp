@@ -47,6 +47,16 @@ struct DeviceSpec {
     std::string memory_path;
     std::string usemem_type;
     std::string resmem_type;
+    // A device-DAX instance that holds usemem (serve --host --host-memory,
+    // R40), and whether it may back the fake BARs on this kernel; `why`
+    // says why not. `needed`: /dev/mem cannot, so serving needs this one.
+    struct HostMemory {
+      std::string path;
+      bool usable = false;
+      bool needed = false;
+      std::string why;
+    };
+    std::optional<HostMemory> host_memory;
   };
   std::optional<ServeCheck> serve;
   // Set when the tables describe a GPU that this host does not show as a PCI

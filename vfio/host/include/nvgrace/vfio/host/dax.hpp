@@ -14,7 +14,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "nvgrace/common/result.hpp"
 #include "nvgrace/pciemu/layout.hpp"
@@ -33,8 +36,34 @@ struct DaxExtent {
 // The extent of the instance `fd` is open on: /sys/dev/char/MAJ:MIN/.
 [[nodiscard]] Result<DaxExtent> dax_extent(int fd, const std::filesystem::path& sysfs);
 
-// usemem at its host address through the instance: offset host_base -
-// extent.start, which must be inside the instance and on its granule.
+// Where usemem is in the instance (host_base - extent.start), for a layout
+// the instance can back: usemem only (no resmem: EPERM, whatever the
+// instance), inside the extent (else ERANGE) and on its granule (EINVAL).
+[[nodiscard]] Result<std::uint64_t> dax_usemem_offset(const pciemu::Layout& layout, const DaxExtent& extent,
+                                                      std::string_view name);
+
+// The instances sysfs lists (SYSFS/bus/dax/devices/daxX.Y), by name; none
+// where the bus is absent (no dax driver loaded).
+struct DaxInstance {
+  std::string name;  // "dax0.0": /dev/dax0.0
+  DaxExtent extent;
+};
+[[nodiscard]] Result<std::vector<DaxInstance>> dax_instances(const std::filesystem::path& sysfs);
+
+// What --host-memory would give a layout here (inspect --host): the first
+// instance that holds its usemem, and whether it may back the fake BARs on
+// the kernel `kernel_release` (dax_memory_type()); none when no instance
+// holds it.
+struct DaxRoute {
+  std::string name;
+  bool usable = false;
+  std::string why;  // when not usable: why, and what to do instead
+};
+[[nodiscard]] std::optional<DaxRoute> find_dax_route(const pciemu::Layout& layout,
+                                                     const std::vector<DaxInstance>& instances,
+                                                     std::string_view kernel_release);
+
+// usemem at its host address through the instance (dax_usemem_offset()).
 [[nodiscard]] Result<std::unique_ptr<MemoryBackend>> make_dax_backend(const pciemu::Layout& layout, sys::UniqueFd fd,
                                                                      const DaxExtent& extent, std::string name);
 

@@ -44,14 +44,17 @@ struct PciHostState {
                                                   const Bdf& bdf);
 
 // Whether `serve --host` can open the function, and what is missing (R26):
-// the driver, a viable group, a VFIO API whose nodes open, and - when the
-// fake BARs are backed by /dev/mem (`needs_devmem`) - /dev/mem.
+// the driver, a viable group, a VFIO API whose nodes open, and the node
+// under `dev` the fake BARs' memory comes from (`memory`): "mem" (/dev/mem,
+// whose memory type must be Normal here, R40) or a device-DAX instance's
+// name (--host-memory); none where the kernel's nvgrace-gpu or plain
+// passthrough needs no host memory.
 struct ServeReadiness {
   bool ready = false;
   std::string api;                   // "cdev" or "group" when ready
   std::vector<std::string> missing;  // one line each
 };
 [[nodiscard]] ServeReadiness serve_readiness(const PciHostState& st, const std::filesystem::path& dev,
-                                             bool needs_devmem);
+                                             const std::optional<std::string>& memory);
 
 }  // namespace nvgrace::vfio::host
