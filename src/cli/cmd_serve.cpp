@@ -216,6 +216,14 @@ class ServeCommand final : public Command {
                      "Testing only: treat a --host device that is not a Grace GPU as this one (e.g. 0x2342). Such a "
                      "stand-in has no R20 readiness registers: readiness is skipped, with a warning")
         ->type_name("ID");
+    auto* bug = cmd_->add_flag("--mig-bug", mig_bug_,
+                               "Testing only, with --assume-device-id: the stand-in GPU has the MIG hardware bug "
+                               "(resmem); without either flag its config space decides (R2), and a stand-in has no "
+                               "NVIDIA DVSEC, which means the bug");
+    auto* nobug = cmd_->add_flag("--no-mig-bug", no_mig_bug_,
+                                 "Testing only, with --assume-device-id: the stand-in GPU has no MIG hardware bug "
+                                 "(usemem only, as a GB200's DVSEC says)");
+    bug->excludes(nobug);
     cmd_->add_flag("--no-fake-bar-mmap", no_fake_bar_mmap_,
                    "With --host: do not send the client /dev/mem for the fake BARs (an fd that maps physical memory); "
                    "they are reached through REGION_READ/WRITE only. See docs/host.md, security");
@@ -256,6 +264,8 @@ class ServeCommand final : public Command {
     if (noiommu_) return usage_error("--vfio-noiommu goes with --host");
     if (allow_device_memory_) return usage_error("--allow-device-memory goes with --host");
     if (!host_memory_.empty()) return usage_error("--host-memory goes with --host");
+    if (!assume_text_.empty()) return usage_error("--assume-device-id goes with --host");
+    if (mig_bug_ || no_mig_bug_) return usage_error("--{}mig-bug goes with --host", mig_bug_ ? "" : "no-");
     if (view_ == "host") return serve_host_view(access);
     std::optional<std::uint64_t> mem_size;
     if (!mem_size_text_.empty()) {
@@ -328,6 +338,11 @@ class ServeCommand final : public Command {
         return usage_error("--assume-device-id: {} is not a Grace GPU nvgrace knows (R1)", assume_text_);
       q.assume_device_id = *id;
     }
+    if ((mig_bug_ || no_mig_bug_) && !q.assume_device_id)
+      return usage_error("--{}mig-bug goes with --assume-device-id: a Grace GPU's own DVSEC says whether it has the "
+                         "MIG bug (R2)",
+                         mig_bug_ ? "" : "no-");
+    if (mig_bug_ || no_mig_bug_) q.forced_mig_bug = mig_bug_;
     q.acpi = acpi_;
     q.sysfs = sysfs_;
     q.mmap_fake_bars = !no_fake_bar_mmap_;
@@ -538,6 +553,8 @@ class ServeCommand final : public Command {
   std::string assume_text_;
   bool no_fake_bar_mmap_ = false;
   bool noiommu_ = false;
+  bool mig_bug_ = false;
+  bool no_mig_bug_ = false;
   bool allow_device_memory_ = false;
   std::vector<std::string> host_memory_;
   std::string acpi_ = "/sys/firmware/acpi/tables";

@@ -66,6 +66,7 @@ expected<std::vector<HostDevice>, HostRefusal> build_host_devices(const HostQuer
   aq.sysfs = q.sysfs;
   aq.bdfs = q.bdfs;
   aq.assume_device_id = q.assume_device_id;
+  aq.forced_mig_bug = q.forced_mig_bug;
   aq.device_flag = "--host";
   auto acpi = collect_acpi_devices(aq);
   if (!acpi) return unexpected(refuse(2, acpi.error().message));

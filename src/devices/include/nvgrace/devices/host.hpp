@@ -24,6 +24,9 @@ struct HostQuery {
   std::vector<std::string> bdfs;  // as given (--host)
   vfio::host::VfioApi api = vfio::host::VfioApi::automatic;
   std::optional<std::uint16_t> assume_device_id;  // a stand-in device (tests): readiness skipped
+  // A stand-in has no NVIDIA DVSEC to say whether the GPU has the MIG bug
+  // (R2: none means it has): --mig-bug/--no-mig-bug says (tests).
+  std::optional<bool> forced_mig_bug;
   bool mmap_fake_bars = true;
   std::filesystem::path acpi = "/sys/firmware/acpi/tables";
   std::filesystem::path sysfs = "/sys";
