@@ -44,8 +44,13 @@ bind $edu
 say "NODES $(ls /dev/vfio/ | tr '\n' ' ') cdevs: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ') iommu: $([ -e /dev/iommu ] && echo yes || echo no)"
 
 sock=/run/nvgrace.sock
+# The NVMe stands in for a GH200 over the description's memory (/dev/mem);
+# the arm64 upgrade scenario makes it a GB200 over device-DAX instead.
+nvme_id=0x2342
+nvme_memory=
 start_server() {  # start_server LOG: nvgrace serve --host for the NVMe
-  nvgrace serve --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
+  # shellcheck disable=SC2086 # nvme_memory: words
+  nvgrace serve --host $nvme --assume-device-id $nvme_id $nvme_memory --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
     > "$1" 2>&1 &
   server=$!
   for _ in $(seq 100); do [ -S $sock ] && grep -q "listening on" "$1" && return 0; sleep 0.1; done
@@ -125,6 +130,15 @@ if [ "$scenario" = upgrade ]; then
   # points 0.2-2 s apart. nvg.rounds: how many of each (default 5); the plain
   # server is upgraded 3 times first.
   rounds=$(arg nvg.rounds); rounds=${rounds:-5}
+  # arm64: the NVMe as a GB200 whose memory (the device tree's, slot 3) is
+  # the device-DAX instance, the route serve --host takes there (R40); on
+  # 6.12 forced by --allow-device-memory, which the upgrade does not care for.
+  # --no-mig-bug: the NVMe has no NVIDIA DVSEC, which would mean the bug (R2).
+  if [ -n "$devmem_ok" ]; then
+    make_dax || say "FAIL no device-DAX instance: $(dmesg | grep -iE 'pmem|nvdimm|nd_|dax' | tail -2 | tr '\n' ' ')"
+    nvme_id=0x2941
+    nvme_memory="--no-mig-bug --host-memory /dev/$daxdev"
+  fi
   pause() { sleep "$(( (RANDOM % 19) / 10 )).$(( RANDOM % 10 ))"; }
   count() { grep -c "$1" /tmp/serve.log; }
   wait_count() {  # wait_count N PATTERN: 15 s at most
@@ -158,6 +172,7 @@ if [ "$scenario" = upgrade ]; then
   }
   : > /tmp/kernel.log
   start_server /tmp/serve.log && loop plain
+  say "UPGRADE_SERVING $(grep '^serving' /tmp/serve.log)"
   kmark plain
   ups=0
   for k in 1 2 3; do
@@ -167,7 +182,8 @@ if [ "$scenario" = upgrade ]; then
   kcheck plain
   say "PLAIN upgrades=$ups refused=$(count 'upgrade refused') $(grep -o 'upgraded in place.*after the pause began' /tmp/serve.log | tail -1)"
   stop_server
-  nvgrace serve --keeper --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
+  # shellcheck disable=SC2086 # nvme_memory: words
+  nvgrace serve --keeper --host $nvme --assume-device-id $nvme_id $nvme_memory --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v \
     > /tmp/serve.log 2>&1 &
   server=$!
   wait_count 1 "took the state on from the keeper" || say "FAIL the keeper's serving process did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
@@ -187,7 +203,7 @@ if [ "$scenario" = upgrade ]; then
   # file-descriptor store keeps the device, its IOMMU and the DMA memory.
   : > /tmp/serve.log
   e2e_host_client systemd /run/notify.sock /tmp/service.pid /tmp/serve.log -- "$(command -v nvgrace)" serve --fdstore \
-    --host $nvme --assume-device-id 0x2342 --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v > /tmp/systemd.log 2>&1 &
+    --host $nvme --assume-device-id $nvme_id $nvme_memory --vfio-api "$api" --acpi $acpi --socket $sock $devmem_ok -v > /tmp/systemd.log 2>&1 &
   sup=$!
   wait_count 1 "listening on" || say "FAIL the --fdstore server did not start: $(tail -3 /tmp/serve.log | tr '\n' ' ')"
   loop fdstore

@@ -436,34 +436,55 @@ int run_nvme(const std::string& socket, const std::string& serial) {
   return failures;
 }
 
+// A fake BAR's sparse area through the region fd the serving process hands
+// out, mapped as a VMM maps it; unmapped when it goes.
+struct BarMapping {
+  nvgrace::vfio::DecodedRegionInfo info;
+  std::uint64_t length = 0;
+  volatile std::uint64_t* words = nullptr;
+  BarMapping(UserTransport& t, unsigned index) {
+    int fd = -1;
+    info = t.region(index, fd);
+    if (fd < 0 || info.region.sparse.empty()) die(fmt::format("BAR{} came without an fd or sparse area", index));
+    UniqueFd owned(fd);
+    length = info.region.sparse[0].size;
+    void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                     static_cast<off_t>(info.offset + info.region.sparse[0].offset));
+    if (p == MAP_FAILED) die(fmt::format("mmap of BAR{}: {}", index, std::strerror(errno)));
+    words = static_cast<volatile std::uint64_t*>(p);
+  }
+  ~BarMapping() { ::munmap(const_cast<std::uint64_t*>(words), length); }
+  BarMapping(const BarMapping&) = delete;
+  BarMapping& operator=(const BarMapping&) = delete;
+};
+
+// Eight bytes of the fake BAR4 through REGION_READ: the serving process's
+// own mapping of the memory.
+std::uint64_t bar4_read(UserTransport& t, std::uint64_t offset) {
+  std::vector<std::uint8_t> q;
+  put(q, user::RegionAccess{offset, 4, 8});
+  auto r = t.call(user::kRegionRead, q);
+  if (r.size() < 24) die("REGION_READ of BAR4: short reply");
+  std::uint64_t v = 0;
+  std::memcpy(&v, r.data() + 16, 8);
+  return v;
+}
+
 int run_fakebar(const std::string& socket, std::uint64_t value) {
   UserTransport t(socket);
   for (unsigned index : {4u, 2u}) {
-    int fd = -1;
-    const auto d = t.region(index, fd);
-    if (fd < 0 || d.region.sparse.empty()) die(fmt::format("BAR{} came without an fd or sparse area", index));
-    UniqueFd owned(fd);
-    const auto len = d.region.sparse[0].size;
-    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                     static_cast<off_t>(d.offset + d.region.sparse[0].offset));
-    if (p == MAP_FAILED) die(fmt::format("mmap of BAR{}: {}", index, std::strerror(errno)));
-    auto* mem = static_cast<volatile std::uint64_t*>(p);
+    BarMapping m(t, index);
     std::printf("info BAR%u: size %#llx, %#llx bytes mapped at fd offset %#llx\n", index,
-                static_cast<unsigned long long>(d.region.size), static_cast<unsigned long long>(len),
-                static_cast<unsigned long long>(d.offset));
+                static_cast<unsigned long long>(m.info.region.size), static_cast<unsigned long long>(m.length),
+                static_cast<unsigned long long>(m.info.offset));
     if (index == 4) {
-      mem[0x1000 / 8] = value;
+      m.words[0x1000 / 8] = value;
       // The same bytes through REGION_READ, the trapped path.
-      std::vector<std::uint8_t> q;
-      put(q, user::RegionAccess{0x1000, 4, 8});
-      auto r = t.call(user::kRegionRead, q);
-      std::uint64_t back = 0;
-      std::memcpy(&back, r.data() + 16, 8);
+      const std::uint64_t back = bar4_read(t, 0x1000);
       ok(back == value, fmt::format("BAR4+0x1000 written through the mmap reads {:#x} through REGION_READ", back));
     } else {
-      std::printf("BAR2+0x2000 %#llx\n", static_cast<unsigned long long>(mem[0x2000 / 8]));
+      std::printf("BAR2+0x2000 %#llx\n", static_cast<unsigned long long>(m.words[0x2000 / 8]));
     }
-    ::munmap(p, len);
   }
   return failures;
 }
@@ -501,10 +522,14 @@ int run_hold(const std::string& socket) {
 // R41: the device keeps working while the server is upgraded or killed
 // under it - DMA into mappings the old process made, completions on the
 // eventfd it handed VFIO, and new mappings and config accesses answered by
-// whichever process serves now. Any error or wrong value is a FAIL line; the
+// whichever process serves now - and the fake BAR4 keeps its bytes: a value
+// written through the first process's mapping reads back through every
+// later process, by REGION_READ each iteration and through a fresh mapping
+// of the region fd every 16th. Any error or wrong value is a FAIL line; the
 // last line gives the count and the longest iteration (the stall).
 int run_loop(const std::string& socket, const std::string& serial, const std::string& stop_file) {
   constexpr std::uint64_t kFreshIova = 0x800000;
+  constexpr std::uint64_t kBar4Offset = 0x3000;
   UserTransport t(socket);
   Memory queues(2 << 20), data(2 << 20), fresh(2 << 20);
   Nvme nvme(t, queues);
@@ -512,8 +537,10 @@ int run_loop(const std::string& socket, const std::string& serial, const std::st
   if (!nvme.start(why)) die("NVMe enable through nvgrace: " + why);
   if (!t.dma_map(kDataIova, data, why)) die(why);
   const std::uint16_t vendor = t.config_read16(PCI_VENDOR_ID);
+  const std::uint64_t mark = std::uint64_t{0x5eed} << 48 | static_cast<std::uint32_t>(::getpid());
+  BarMapping(t, 4).words[kBar4Offset / 8] = mark;
   std::printf("LOOP START vendor %#06x\n", vendor);
-  std::uint64_t iterations = 0, fresh_maps = 0, bad = 0;
+  std::uint64_t iterations = 0, fresh_maps = 0, bad = 0, bar4_maps = 0;
   double longest_ms = 0;
   while (::access(stop_file.c_str(), F_OK) != 0) {
     const auto t0 = Clock::now();
@@ -522,6 +549,19 @@ int run_loop(const std::string& socket, const std::string& serial, const std::st
     if (const auto v = t.config_read16(PCI_VENDOR_ID); v != vendor) {
       ++bad;
       ok(false, fmt::format("iteration {}: vendor {:#06x} through the server, {:#06x} before", iterations, v, vendor));
+    }
+    if (const auto v = bar4_read(t, kBar4Offset); v != mark) {
+      ++bad;
+      ok(false, fmt::format("iteration {}: BAR4+{:#x} reads {:#x} through REGION_READ, {:#x} was written", iterations,
+                            kBar4Offset, v, mark));
+    }
+    if (iterations % 16 == 0) {
+      ++bar4_maps;
+      if (const std::uint64_t v = BarMapping(t, 4).words[kBar4Offset / 8]; v != mark) {
+        ++bad;
+        ok(false, fmt::format("iteration {}: BAR4+{:#x} reads {:#x} through a fresh mapping, {:#x} was written",
+                              iterations, kBar4Offset, v, mark));
+      }
     }
     Memory& buffer = use_fresh ? fresh : data;
     const std::uint64_t iova = use_fresh ? kFreshIova : kDataIova;
@@ -542,8 +582,8 @@ int run_loop(const std::string& socket, const std::string& serial, const std::st
     longest_ms = std::max(longest_ms, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   ok(bad == 0 && iterations > 0,
-     fmt::format("LOOP iterations={} fresh_maps={} bad={} interrupts={} longest_ms={:.0f}", iterations, fresh_maps,
-                 bad, nvme.interrupts(), longest_ms));
+     fmt::format("LOOP iterations={} fresh_maps={} bad={} interrupts={} longest_ms={:.0f} bar4_maps={}", iterations,
+                 fresh_maps, bad, nvme.interrupts(), longest_ms, bar4_maps));
   (void)t.dma_unmap(kDataIova, data.size, why);
   nvme.stop();
   return failures;

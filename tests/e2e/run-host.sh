@@ -119,7 +119,11 @@ if [ "$arch" = aarch64 ]; then
     || { echo "FAIL dumping virt's device tree: $(tail -2 "$work/dumpdtb.log")"; exit 1; }
   chroot "$root" dtc -q -I dtb -O dts -o "$(in_root "$work/virt.dts")" "$(in_root "$work/virt.dtb")"
   for slot in 3 4; do
-    "$nvgrace" firmware --profile gh200 --mem-base $membase --mem-size 0x60000000 --slot $slot --format dts \
+    desc=(--profile gh200 --mem-base $membase --mem-size 0x60000000)
+    # The upgrade scenario serves slot 3 as a GB200 whose memory is the
+    # device-DAX instance below (as edu at slot 2 is).
+    [ "$scenario" = upgrade ] && [ $slot = 3 ] && desc=(--profile gb200 --mem-base 0x100200000 --mem-size 0x20000000)
+    "$nvgrace" firmware "${desc[@]}" --slot $slot --format dts \
       >> "$work/virt.dts" || { echo "FAIL nvgrace firmware"; exit 1; }
   done
   # The user-space routes to Normal memory that R40 weighs (docs/host.md):
@@ -206,10 +210,18 @@ want_api=$([ "$api" = cdev ] && echo iommufd || echo type1)
 if [ "$scenario" = upgrade ]; then
   rounds=${NVG_ROUNDS:-5}
   for m in plain keeper fdstore; do
-    check "upgrade: the $m loop ran to the end with no error or wrong value (R41)" \
-      "$(e2e "LOOP_EXIT $m 0" > /dev/null && e2e "LOOP $m ok .*LOOP iterations=[0-9]* fresh_maps=[0-9]* bad=0" > /dev/null; echo $?)" \
+    check "upgrade: the $m loop ran to the end with no error or wrong value, BAR4's bytes kept (R41)" \
+      "$(e2e "LOOP_EXIT $m 0" > /dev/null && e2e "LOOP $m ok .*LOOP iterations=[0-9]* fresh_maps=[0-9]* bad=0 .*bar4_maps=[1-9]" > /dev/null; echo $?)" \
       "$(e2e "LOOP $m" | tr '\n' ' ') $(e2e "LOOP_EXIT $m")"
   done
+  if [ "$arch" = aarch64 ]; then
+    check "upgrade: the NVMe's fake BAR4 is the device-DAX instance (--host-memory, R40)" \
+      "$(has UPGRADE_SERVING "fake BAR4 usemem 512 MiB over /dev/dax0.0 (0x100200000+0x3fe00000, write-back) at offset 0x0")" \
+      "$(e2e UPGRADE_SERVING)"
+  else
+    check "upgrade: the NVMe's fake BARs are the reserved RAM through /dev/mem" \
+      "$(has UPGRADE_SERVING "over /dev/mem")" "$(e2e UPGRADE_SERVING)"
+  fi
   check "upgrade: the plain server was upgraded in place 3 times, none refused" \
     "$(has PLAIN "upgrades=3 refused=0")" "$(e2e PLAIN) $(e2e SERVER_LOG | tr '\n' ' ')"
   check "upgrade: under --keeper, $rounds upgrades and $rounds SIGKILLs of the serving process, none refused" \
